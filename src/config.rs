@@ -1,0 +1,152 @@
+//! Settings, from flags, environment variables or a TOML file (in that order of precedence).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::engine::EngineConfig;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./whatstat-data/whatstat.db";
+
+/// Where the data lives, and how it is kept. Shared by every command that opens a store.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StoreArgs {
+    /// Database URL: sqlite://PATH (the file and its folder are created on first start).
+    /// [default: sqlite://./whatstat-data/whatstat.db]
+    #[arg(long, env = "WHATSTAT_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// TOML file with any of these settings (keys as the long flag names, with `_`).
+    /// Flags and environment variables take precedence over it.
+    #[arg(long, env = "WHATSTAT_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Days of per-message, per-conversation and per-flow-run state kept for dedup and
+    /// late statuses; older events need ?backfill=true. [default: 35]
+    #[arg(long, env = "WHATSTAT_STATE_WINDOW_DAYS")]
+    pub state_window_days: Option<i64>,
+
+    /// Days hourly figures are kept. [default: 30]
+    #[arg(long, env = "WHATSTAT_HOURLY_RETENTION_DAYS")]
+    pub hourly_retention_days: Option<i64>,
+
+    /// Days daily figures are kept (monthly ones are kept forever). [default: 365]
+    #[arg(long, env = "WHATSTAT_DAILY_RETENTION_DAYS")]
+    pub daily_retention_days: Option<i64>,
+
+    /// Price of AI calls that come without a cost, USD per 1,000 tokens, per model:
+    /// `gpt-4o=0.005,gpt-4o-mini=0.0006`. Models not listed use --default-ai-price.
+    #[arg(long, env = "WHATSTAT_AI_PRICES")]
+    pub ai_prices: Option<String>,
+
+    /// USD per 1,000 tokens for models without a price of their own. [default: 0.002]
+    #[arg(long, env = "WHATSTAT_DEFAULT_AI_PRICE")]
+    pub default_ai_price: Option<f64>,
+}
+
+/// The same settings as read from a file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub master_key: Option<String>,
+    pub state_window_days: Option<i64>,
+    pub hourly_retention_days: Option<i64>,
+    pub daily_retention_days: Option<i64>,
+    pub ai_prices: Option<String>,
+    pub default_ai_price: Option<f64>,
+    pub max_body_bytes: Option<usize>,
+    pub rate_limit: Option<u32>,
+    pub compact_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreArgs {
+    pub fn file(&self) -> Result<FileConfig, ConfigError> {
+        let Some(path) = &self.config else { return Ok(FileConfig::default()) };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: shown, message: e.to_string() })
+    }
+
+    pub fn database_url(&self, file: &FileConfig) -> String {
+        self.database_url.clone().or_else(|| file.database_url.clone()).unwrap_or_else(|| DEFAULT_DATABASE_URL.into())
+    }
+
+    pub fn engine_config(&self, file: &FileConfig) -> Result<EngineConfig, ConfigError> {
+        let days = |flag: Option<i64>, from_file: Option<i64>, default: i64, name: &str| {
+            let d = flag.or(from_file).unwrap_or(default);
+            if d < 1 {
+                Err(ConfigError::Invalid(format!("--{name} is {d}; allowed: 1 or more days")))
+            } else {
+                Ok(d)
+            }
+        };
+        let state_window = days(self.state_window_days, file.state_window_days, 35, "state-window-days")?;
+        let hourly = days(self.hourly_retention_days, file.hourly_retention_days, 30, "hourly-retention-days")?;
+        let daily = days(self.daily_retention_days, file.daily_retention_days, 365, "daily-retention-days")?;
+        let prices = self.ai_prices.clone().or_else(|| file.ai_prices.clone()).unwrap_or_default();
+        let default_price = self.default_ai_price.or(file.default_ai_price).unwrap_or(0.002);
+        if !(default_price.is_finite() && default_price >= 0.0) {
+            return Err(ConfigError::Invalid(format!("--default-ai-price is {default_price}; allowed: 0 or more")));
+        }
+        Ok(EngineConfig {
+            state_window_secs: state_window * 86_400,
+            hourly_retention_days: Some(hourly),
+            daily_retention_days: Some(daily),
+            ai_prices: parse_prices(&prices)?,
+            default_ai_price_per_1k: default_price,
+        })
+    }
+}
+
+fn parse_prices(s: &str) -> Result<HashMap<String, f64>, ConfigError> {
+    let mut out = HashMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = part
+            .split_once('=')
+            .and_then(|(m, p)| Some((m.trim().to_string(), p.trim().parse::<f64>().ok()?)))
+            .filter(|(m, p)| !m.is_empty() && p.is_finite() && *p >= 0.0);
+        let (model, price) = parsed.ok_or_else(|| {
+            ConfigError::Invalid(format!("--ai-prices entry `{part}`; allowed: MODEL=USD_PER_1K_TOKENS, comma-separated"))
+        })?;
+        out.insert(model, price);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_parse_and_bad_ones_are_named() {
+        let p = parse_prices("gpt-4o=0.005, mini=0.0006").expect("valid");
+        assert_eq!(p.get("gpt-4o"), Some(&0.005));
+        assert_eq!(p.len(), 2);
+        assert!(parse_prices("gpt-4o").unwrap_err().to_string().contains("`gpt-4o`"));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let args = StoreArgs { hourly_retention_days: Some(7), ..Default::default() };
+        let file = FileConfig { hourly_retention_days: Some(9), daily_retention_days: Some(100), ..Default::default() };
+        let c = args.engine_config(&file).expect("valid");
+        assert_eq!(c.hourly_retention_days, Some(7));
+        assert_eq!(c.daily_retention_days, Some(100));
+        assert_eq!(c.state_window_secs, 35 * 86_400);
+    }
+}

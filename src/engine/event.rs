@@ -1,0 +1,521 @@
+//! The event model of SPEC section 2 and its validation. Validation is strict about
+//! what whatstat needs and lenient about what it does not (unknown fields are ignored),
+//! and every message names the field and what is allowed.
+
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+
+/// Events more than this far in the future are refused (clock skew allowance).
+pub const FUTURE_TOLERANCE_SECS: i64 = 300;
+/// The earliest instant accepted: nothing of WhatsApp Business predates it.
+pub const EARLIEST_SECS: i64 = 946_684_800; // 2000-01-01T00:00:00Z
+const MAX_ID_LEN: usize = 256;
+const MAX_TOKENS: u64 = 1_000_000_000;
+const MAX_COST_USD: f64 = 1_000_000.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum CampaignStatus {
+    Created,
+    Scheduled,
+    Running,
+    Completed,
+    Cancelled,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConversationStatus {
+    Started,
+    AutoResolved,
+    Transferred,
+    Abandoned,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowStatus {
+    Started,
+    Completed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventBody {
+    Contact {
+        id: String,
+    },
+    Message {
+        id: String,
+        direction: Direction,
+        message_type: String,
+        conversation_id: Option<String>,
+    },
+    MessageStatus {
+        message_id: String,
+        status: DeliveryStatus,
+        error_code: Option<String>,
+        pricing_category: Option<String>,
+    },
+    Campaign {
+        id: String,
+        status: CampaignStatus,
+    },
+    Conversation {
+        id: String,
+        status: ConversationStatus,
+    },
+    Flow {
+        id: String,
+        flow_name: String,
+        status: FlowStatus,
+    },
+    Keyword {
+        keyword: String,
+        id: Option<String>,
+    },
+    AiRequest {
+        id: Option<String>,
+        tokens: u64,
+        model: String,
+        /// Cost in millionths of a US dollar, so that sums are exact.
+        cost_micros: Option<i64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub account_id: String,
+    /// When it happened, in whole Unix seconds.
+    pub at: i64,
+    pub body: EventBody,
+}
+
+/// What validation makes of one valid event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    Event(Event),
+    /// Well-formed but outside what whatstat counts (e.g. a `played` status).
+    Ignored(String),
+}
+
+/// The clock and window that decide whether an event is history or from the future.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    pub now: i64,
+    pub state_window_secs: i64,
+    pub backfill: bool,
+}
+
+pub const EVENT_TYPES: &str =
+    "contact, message, message_status, campaign, conversation, flow, keyword, ai_request";
+
+pub fn parse_event(value: &Value, admission: &Admission) -> Result<Parsed, String> {
+    let Value::Object(obj) = value else {
+        return Err(format!("an event must be a JSON object, got {}", kind_of(value)));
+    };
+    let f = Fields(obj);
+    let mut errors = Vec::new();
+    let kind = f.required_str("type", &mut errors);
+    let account_id = f.id("account_id", &mut errors);
+    let at = f.timestamp(admission, &mut errors);
+    let body = match kind.as_deref() {
+        None => None,
+        Some(kind) => parse_body(kind, &f, &mut errors),
+    };
+    if let Some(at) = at {
+        let window_start = admission.now - admission.state_window_secs;
+        if at < window_start && !admission.backfill {
+            // Statuses carry no send time; one this old belongs to a message whose state
+            // has already been pruned, so it can only be reported back, not counted.
+            if let Some(Body::Known(EventBody::MessageStatus { .. })) = body {
+                if errors.is_empty() {
+                    return Ok(Parsed::Ignored(format!(
+                        "status for a message older than the state window of {} days",
+                        admission.state_window_secs / 86_400
+                    )));
+                }
+            } else {
+                errors.push(format!(
+                    "field `timestamp` {} is history, older than the state window of {} days (since {}); send it with ?backfill=true or `whatstat import`",
+                    show(at),
+                    admission.state_window_secs / 86_400,
+                    show(window_start)
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    match (body, account_id, at) {
+        (Some(Body::Known(body)), Some(account_id), Some(at)) => Ok(Parsed::Event(Event {
+            account_id,
+            at,
+            body,
+        })),
+        (Some(Body::Ignored(reason)), Some(_), Some(_)) => Ok(Parsed::Ignored(reason)),
+        _ => Err("invalid event".to_string()),
+    }
+}
+
+enum Body {
+    Known(EventBody),
+    Ignored(String),
+}
+
+fn parse_body(kind: &str, f: &Fields, errors: &mut Vec<String>) -> Option<Body> {
+    let body = match kind {
+        "contact" => EventBody::Contact { id: f.id("id", errors)? },
+        "message" => {
+            let id = f.id("id", errors);
+            let direction = f.one_of("direction", &[("inbound", Direction::Inbound), ("outbound", Direction::Outbound)], errors);
+            let message_type = f.message_type(errors);
+            let conversation_id = f.optional_id("conversation_id", errors);
+            f.optional_id("contact_id", errors);
+            f.optional_id("campaign_id", errors);
+            EventBody::Message {
+                id: id?,
+                direction: direction?,
+                message_type: message_type?,
+                conversation_id: conversation_id?,
+            }
+        }
+        "message_status" => {
+            let message_id = f.id("message_id", errors);
+            let error_code = f.optional_code("error_code", errors);
+            let pricing_category = f.optional_id("pricing_category", errors);
+            let status = f.required_str("status", errors);
+            let status = match status.as_deref() {
+                Some("sent") => DeliveryStatus::Sent,
+                Some("delivered") => DeliveryStatus::Delivered,
+                Some("read") => DeliveryStatus::Read,
+                Some("failed") => DeliveryStatus::Failed,
+                Some(other) => {
+                    message_id?;
+                    return Some(Body::Ignored(format!(
+                        "message_status `{other}` is not counted (counted: sent, delivered, read, failed)"
+                    )));
+                }
+                None => return None,
+            };
+            EventBody::MessageStatus {
+                message_id: message_id?,
+                status,
+                error_code: error_code?,
+                pricing_category: pricing_category?,
+            }
+        }
+        "campaign" => {
+            use CampaignStatus::*;
+            let id = f.id("id", errors);
+            let status = f.one_of(
+                "status",
+                &[("created", Created), ("scheduled", Scheduled), ("running", Running), ("completed", Completed), ("cancelled", Cancelled), ("failed", Failed)],
+                errors,
+            );
+            EventBody::Campaign { id: id?, status: status? }
+        }
+        "conversation" => {
+            use ConversationStatus::*;
+            let id = f.id("id", errors);
+            let status = f.one_of(
+                "status",
+                &[("started", Started), ("auto_resolved", AutoResolved), ("transferred", Transferred), ("abandoned", Abandoned)],
+                errors,
+            );
+            EventBody::Conversation { id: id?, status: status? }
+        }
+        "flow" => {
+            let id = f.id("id", errors);
+            let flow_name = f.id("flow_name", errors);
+            let status = f.one_of("status", &[("started", FlowStatus::Started), ("completed", FlowStatus::Completed)], errors);
+            f.optional_id("conversation_id", errors);
+            EventBody::Flow { id: id?, flow_name: flow_name?, status: status? }
+        }
+        "keyword" => {
+            let keyword = f.id("keyword", errors);
+            let id = f.optional_id("id", errors);
+            f.optional_id("conversation_id", errors);
+            EventBody::Keyword { keyword: keyword?, id: id? }
+        }
+        "ai_request" => {
+            let id = f.optional_id("id", errors);
+            let model = f.optional_id("model", errors);
+            let tokens = f.tokens(errors);
+            let cost = f.cost(errors);
+            EventBody::AiRequest {
+                id: id?,
+                tokens: tokens?,
+                model: model?.unwrap_or_default(),
+                cost_micros: cost?,
+            }
+        }
+        other => {
+            errors.push(format!("unknown event type `{other}` (allowed: {EVENT_TYPES})"));
+            return None;
+        }
+    };
+    Some(Body::Known(body))
+}
+
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn required_str(&self, name: &str, errors: &mut Vec<String>) -> Option<String> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => {
+                errors.push(format!("missing field `{name}`"));
+                None
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                errors.push(format!("field `{name}` must be a string, got {}", kind_of(other)));
+                None
+            }
+        }
+    }
+
+    /// A required identifier-like string: non-empty, at most 256 bytes.
+    fn id(&self, name: &str, errors: &mut Vec<String>) -> Option<String> {
+        let s = self.required_str(name, errors)?;
+        check_id(name, s, errors)
+    }
+
+    /// `Some(None)` when absent, `None` when present but invalid.
+    fn optional_id(&self, name: &str, errors: &mut Vec<String>) -> Option<Option<String>> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(_) => self.id(name, errors).map(Some),
+        }
+    }
+
+    /// Error codes arrive as numbers from Meta and as strings from others.
+    fn optional_code(&self, name: &str, errors: &mut Vec<String>) -> Option<Option<String>> {
+        match self.0.get(name) {
+            Some(Value::Number(n)) => Some(Some(n.to_string())),
+            _ => self.optional_id(name, errors),
+        }
+    }
+
+    fn one_of<T: Copy>(&self, name: &str, allowed: &[(&str, T)], errors: &mut Vec<String>) -> Option<T> {
+        let s = self.required_str(name, errors)?;
+        match allowed.iter().find(|(word, _)| *word == s) {
+            Some((_, v)) => Some(*v),
+            None => {
+                let names: Vec<&str> = allowed.iter().map(|(w, _)| *w).collect();
+                errors.push(format!("field `{name}` is `{s}`; allowed: {}", names.join(", ")));
+                None
+            }
+        }
+    }
+
+    fn message_type(&self, errors: &mut Vec<String>) -> Option<String> {
+        let s = self.required_str("message_type", errors)?;
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Some(s)
+        } else {
+            errors.push(format!(
+                "field `message_type` is `{s}`; allowed: a lowercase word of a-z, 0-9 and _ (at most 64), e.g. text, image, template"
+            ));
+            None
+        }
+    }
+
+    fn timestamp(&self, admission: &Admission, errors: &mut Vec<String>) -> Option<i64> {
+        let secs = match self.0.get("timestamp") {
+            None | Some(Value::Null) => {
+                errors.push("missing field `timestamp` (RFC 3339 with offset, or Unix seconds)".into());
+                return None;
+            }
+            Some(Value::String(s)) => match s.parse::<Timestamp>() {
+                Ok(ts) => ts.as_second(),
+                Err(_) => {
+                    errors.push(format!(
+                        "field `timestamp` is `{s}`; allowed: RFC 3339 with an offset (2024-01-01T12:00:00+05:30) or Unix seconds"
+                    ));
+                    return None;
+                }
+            },
+            Some(Value::Number(n)) => match n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64)) {
+                Some(s) => s,
+                None => {
+                    errors.push(format!("field `timestamp` is {n}; allowed: Unix seconds"));
+                    return None;
+                }
+            },
+            Some(other) => {
+                errors.push(format!("field `timestamp` must be a string or a number, got {}", kind_of(other)));
+                return None;
+            }
+        };
+        if secs < EARLIEST_SECS {
+            errors.push(format!("field `timestamp` is before 2000-01-01 ({})", show(secs)));
+            return None;
+        }
+        if secs > admission.now + FUTURE_TOLERANCE_SECS {
+            errors.push(format!(
+                "field `timestamp` {} is in the future (at most 5 minutes ahead of {} is allowed)",
+                show(secs),
+                show(admission.now)
+            ));
+            return None;
+        }
+        Some(secs)
+    }
+
+    fn count(&self, name: &str, errors: &mut Vec<String>) -> Option<Option<u64>> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Number(n)) => match n.as_u64().filter(|t| *t <= MAX_TOKENS) {
+                Some(t) => Some(Some(t)),
+                None => {
+                    errors.push(format!("field `{name}` is {n}; allowed: a whole number from 0 to {MAX_TOKENS}"));
+                    None
+                }
+            },
+            Some(other) => {
+                errors.push(format!("field `{name}` must be a whole number, got {}", kind_of(other)));
+                None
+            }
+        }
+    }
+
+    fn tokens(&self, errors: &mut Vec<String>) -> Option<u64> {
+        let total = self.count("tokens", errors);
+        let prompt = self.count("prompt_tokens", errors);
+        let completion = self.count("completion_tokens", errors);
+        match (total?, prompt?, completion?) {
+            (Some(t), _, _) => Some(t),
+            (None, None, None) => {
+                errors.push("missing field `tokens` (or `prompt_tokens` and `completion_tokens`)".into());
+                None
+            }
+            (None, p, c) => Some(p.unwrap_or(0) + c.unwrap_or(0)),
+        }
+    }
+
+    fn cost(&self, errors: &mut Vec<String>) -> Option<Option<i64>> {
+        match self.0.get("cost") {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Number(n)) => match n.as_f64().filter(|c| c.is_finite() && *c >= 0.0 && *c <= MAX_COST_USD) {
+                Some(c) => Some(Some((c * 1_000_000.0).round() as i64)),
+                None => {
+                    errors.push(format!("field `cost` is {n}; allowed: US dollars from 0 to {MAX_COST_USD}"));
+                    None
+                }
+            },
+            Some(other) => {
+                errors.push(format!("field `cost` must be a number (US dollars), got {}", kind_of(other)));
+                None
+            }
+        }
+    }
+}
+
+fn check_id(name: &str, s: String, errors: &mut Vec<String>) -> Option<String> {
+    if s.is_empty() || s.len() > MAX_ID_LEN || s.chars().any(char::is_control) {
+        errors.push(format!(
+            "field `{name}` must be a non-empty string of at most {MAX_ID_LEN} bytes without control characters"
+        ));
+        None
+    } else {
+        Some(s)
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn show(secs: i64) -> String {
+    Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+    fn adm() -> Admission {
+        Admission { now: NOW, state_window_secs: 35 * 86_400, backfill: false }
+    }
+
+    #[test]
+    fn parses_a_message_with_rfc3339_and_unix_time() {
+        let v = json!({"type":"message","account_id":"a","timestamp":"2025-12-31T23:00:00+05:30","id":"m1","direction":"outbound","message_type":"template"});
+        let Ok(Parsed::Event(e)) = parse_event(&v, &adm()) else { panic!("should parse") };
+        assert_eq!(e.at, NOW - 86_400 + 3600 * 23 - 19_800);
+        let v = json!({"type":"contact","account_id":"a","timestamp":NOW - 10,"id":"c"});
+        let Ok(Parsed::Event(e)) = parse_event(&v, &adm()) else { panic!("should parse") };
+        assert_eq!(e.at, NOW - 10);
+    }
+
+    #[test]
+    fn names_every_bad_field() {
+        let v = json!({"type":"message","account_id":"","timestamp":"yesterday","direction":"sideways","message_type":"Text"});
+        let err = parse_event(&v, &adm()).unwrap_err();
+        assert!(err.contains("`account_id`"), "{err}");
+        assert!(err.contains("`timestamp` is `yesterday`"), "{err}");
+        assert!(err.contains("missing field `id`"), "{err}");
+        assert!(err.contains("allowed: inbound, outbound"), "{err}");
+        assert!(err.contains("`message_type` is `Text`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_delivery_status_is_ignored_not_an_error() {
+        let v = json!({"type":"message_status","account_id":"a","timestamp":NOW,"message_id":"m","status":"played"});
+        assert!(matches!(parse_event(&v, &adm()), Ok(Parsed::Ignored(_))));
+    }
+
+    #[test]
+    fn future_and_history_are_refused() {
+        let v = json!({"type":"contact","account_id":"a","timestamp":NOW + 301,"id":"c"});
+        assert!(parse_event(&v, &adm()).unwrap_err().contains("future"));
+        let v = json!({"type":"contact","account_id":"a","timestamp":NOW - 36 * 86_400,"id":"c"});
+        assert!(parse_event(&v, &adm()).unwrap_err().contains("backfill=true"));
+        let back = Admission { backfill: true, ..adm() };
+        assert!(matches!(parse_event(&v, &back), Ok(Parsed::Event(_))));
+    }
+
+    #[test]
+    fn ai_tokens_and_cost() {
+        let v = json!({"type":"ai_request","account_id":"a","timestamp":NOW,"prompt_tokens":100,"completion_tokens":23,"cost":0.0125});
+        let Ok(Parsed::Event(e)) = parse_event(&v, &adm()) else { panic!("should parse") };
+        assert_eq!(e.body, EventBody::AiRequest { id: None, tokens: 123, model: String::new(), cost_micros: Some(12_500) });
+        let v = json!({"type":"ai_request","account_id":"a","timestamp":NOW,"tokens":-5});
+        assert!(parse_event(&v, &adm()).unwrap_err().contains("`tokens` is -5"));
+        let v = json!({"type":"ai_request","account_id":"a","timestamp":NOW});
+        assert!(parse_event(&v, &adm()).unwrap_err().contains("missing field `tokens`"));
+    }
+
+    #[test]
+    fn unknown_type_lists_the_allowed_ones() {
+        let v = json!({"type":"purchase","account_id":"a","timestamp":NOW});
+        assert!(parse_event(&v, &adm()).unwrap_err().contains("allowed: contact, message"));
+        assert!(parse_event(&json!([1]), &adm()).unwrap_err().contains("JSON object"));
+    }
+}

@@ -1,0 +1,650 @@
+//! The three analytics answers, computed from rollups only.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use jiff::civil::{Date, Weekday};
+use serde::Serialize;
+
+use super::plan::{TierBounds, cover};
+use super::state::series;
+use super::time::{Bucket, Calendar, Tier, local_rfc3339};
+use super::{Engine, EngineError, Org};
+use crate::store::CounterQuery;
+
+/// Sums of counters by series and dimension ("" when a series has none).
+#[derive(Debug, Default, Clone)]
+pub struct Totals(HashMap<String, HashMap<String, i64>>);
+
+impl Totals {
+    pub fn get(&self, series: &str) -> i64 {
+        self.0.get(series).and_then(|d| d.get("")).copied().unwrap_or(0)
+    }
+
+    pub fn by_dim(&self, series: &str) -> impl Iterator<Item = (&str, i64)> {
+        self.0.get(series).into_iter().flatten().map(|(d, v)| (d.as_str(), *v)).filter(|(_, v)| *v != 0)
+    }
+
+    fn add(&mut self, series: &str, dim: &str, value: i64) {
+        *self.0.entry(series.to_string()).or_default().entry(dim.to_string()).or_default() += value;
+    }
+
+    fn merge(&mut self, other: &Totals) {
+        for (s, dims) in &other.0 {
+            for (d, v) in dims {
+                self.add(s, d, *v);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+impl Granularity {
+    pub fn parse(s: &str) -> Result<Self, EngineError> {
+        Ok(match s {
+            "hour" => Granularity::Hour,
+            "day" => Granularity::Day,
+            "week" => Granularity::Week,
+            "month" => Granularity::Month,
+            other => {
+                return Err(EngineError::BadRequest(format!(
+                    "parameter `granularity` is `{other}`; allowed: hour, day, week, month"
+                )));
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Today,
+    Week,
+    Month,
+    Year,
+}
+
+impl Period {
+    pub fn parse(s: &str) -> Result<Self, EngineError> {
+        Ok(match s {
+            "today" => Period::Today,
+            "week" => Period::Week,
+            "month" => Period::Month,
+            "year" => Period::Year,
+            other => {
+                return Err(EngineError::BadRequest(format!(
+                    "parameter `period` is `{other}`; allowed: today, week, month, year"
+                )));
+            }
+        })
+    }
+}
+
+/// A range request as the API receives it, before it is resolved against a calendar.
+#[derive(Debug, Clone, Default)]
+pub struct RangeParams {
+    pub account_id: Option<String>,
+    pub start_date: Option<String>,
+    pub end_date: Option<String>,
+    pub tz: Option<String>,
+}
+
+/// Timeline buckets beyond this are refused: nobody reads more, and it bounds the work.
+const MAX_TIMELINE_BUCKETS: usize = 10_000;
+
+#[derive(Debug, Serialize)]
+pub struct MessagesAnswer {
+    pub summary: MessageSummary,
+    pub by_type: BTreeMap<String, i64>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MessageSummary {
+    pub total_sent: i64,
+    pub total_received: i64,
+    pub total_delivered: i64,
+    pub total_read: i64,
+    pub total_failed: i64,
+    pub delivery_rate: f64,
+    pub read_rate: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimelineEntry {
+    pub date: String,
+    pub sent: i64,
+    pub received: i64,
+    pub delivered: i64,
+    pub read: i64,
+    pub failed: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatbotAnswer {
+    pub summary: ChatbotSummary,
+    pub by_flow: Vec<FlowFigures>,
+    pub top_keywords: Vec<KeywordCount>,
+    pub ai_usage: AiUsage,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatbotSummary {
+    pub total_conversations: i64,
+    pub auto_resolved: i64,
+    pub transferred_to_agent: i64,
+    pub abandoned: i64,
+    pub resolution_rate: f64,
+    pub avg_messages_per_conversation: f64,
+    pub avg_resolution_time_seconds: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FlowFigures {
+    pub flow_name: String,
+    pub conversations: i64,
+    pub completed: i64,
+    pub completion_rate: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeywordCount {
+    pub keyword: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AiUsage {
+    pub total_requests: i64,
+    pub total_tokens: i64,
+    pub avg_tokens_per_request: i64,
+    pub estimated_cost: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DashboardAnswer {
+    pub contacts: DashboardContacts,
+    pub messages: DashboardMessages,
+    pub campaigns: DashboardCampaigns,
+    pub chatbot: DashboardChatbot,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DashboardContacts {
+    pub total: i64,
+    pub new_today: i64,
+    pub new_this_week: i64,
+    pub growth_percent: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DashboardMessages {
+    pub total: i64,
+    pub sent: i64,
+    pub received: i64,
+    pub today: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DashboardCampaigns {
+    pub total: i64,
+    pub active: i64,
+    pub completed_this_month: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DashboardChatbot {
+    pub conversations_today: i64,
+    pub auto_resolved: i64,
+    pub transferred_to_agent: i64,
+    pub resolution_rate: f64,
+}
+
+/// A percentage rounded to one decimal; 0.0 when the denominator is 0.
+pub fn rate(part: i64, whole: i64) -> f64 {
+    if whole == 0 { 0.0 } else { round_to(part as f64 * 100.0 / whole as f64, 1) }
+}
+
+fn round_to(x: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (x * f).round() / f
+}
+
+fn ratio_whole(part: i64, whole: i64) -> i64 {
+    if whole == 0 { 0 } else { (part as f64 / whole as f64).round() as i64 }
+}
+
+const MESSAGE_SERIES: &[&str] =
+    &[series::SENT, series::RECEIVED, series::DELIVERED, series::READ, series::FAILED, series::BY_TYPE];
+const CHATBOT_SERIES: &[&str] = &[
+    series::CONVERSATIONS,
+    series::AUTO_RESOLVED,
+    series::TRANSFERRED,
+    series::ABANDONED,
+    series::CONVERSATION_MESSAGES,
+    series::RESOLUTION_SECONDS,
+    series::FLOW_STARTED,
+    series::FLOW_COMPLETED,
+    series::KEYWORD,
+    series::AI_REQUESTS,
+    series::AI_TOKENS,
+    series::AI_COST_MICROS,
+    series::AI_UNPRICED_TOKENS,
+];
+
+/// A resolved query window: `[start, end)` in Unix seconds, with the calendar it is read in.
+struct Window {
+    start: i64,
+    end: i64,
+    view: Calendar,
+}
+
+impl Engine {
+    fn view_calendar(&self, org: &Org, tz: Option<&str>) -> Result<Calendar, EngineError> {
+        match tz {
+            None => Ok(org.calendar.clone()),
+            Some(name) => jiff::tz::TimeZone::get(name).map(Calendar::new).map_err(|_| {
+                EngineError::BadRequest(format!(
+                    "parameter `tz` is `{name}`; allowed: an IANA time zone name such as Asia/Kolkata or UTC"
+                ))
+            }),
+        }
+    }
+
+    fn window(&self, org: &Org, p: &RangeParams) -> Result<Window, EngineError> {
+        let view = self.view_calendar(org, p.tz.as_deref())?;
+        let today = view.zoned(self.now_ts()).date();
+        let bad = |name: &str, v: &str| {
+            EngineError::BadRequest(format!(
+                "parameter `{name}` is `{v}`; allowed: a date YYYY-MM-DD or an RFC 3339 instant such as 2024-01-01T00:00:00Z"
+            ))
+        };
+        let start_of = |d: Date| view.start_of(d).map(|z| z.timestamp().as_second());
+        let after = |d: Date| view.start_of_next_day(d).map(|z| z.timestamp().as_second());
+        let start = match p.start_date.as_deref() {
+            Some(s) => parse_point(s, &start_of).ok_or_else(|| bad("start_date", s))?,
+            None => None,
+        };
+        let end = match p.end_date.as_deref() {
+            // A date as end is inclusive: the range runs to the end of that local day.
+            Some(s) => parse_point(s, &after).ok_or_else(|| bad("end_date", s))?,
+            None => None,
+        };
+        let internal = || EngineError::Internal("calendar arithmetic failed".into());
+        let end = match end {
+            Some(e) => e,
+            None => after(today).ok_or_else(internal)?,
+        };
+        let start = match start {
+            Some(s) => s,
+            None => {
+                let end_day = view.zoned(Timestamp::from_second(end - 1).map_err(|_| internal())?).date();
+                let first = end_day.checked_sub(jiff::Span::new().days(29)).map_err(|_| internal())?;
+                start_of(first).ok_or_else(internal)?
+            }
+        };
+        if start >= end {
+            return Err(EngineError::BadRequest(
+                "parameter `start_date` must be before `end_date` (end_date as a date is inclusive)".into(),
+            ));
+        }
+        Ok(Window { start, end, view })
+    }
+
+    async fn check_account(&self, org: &Org, account: Option<&str>) -> Result<(), EngineError> {
+        if let Some(a) = account {
+            if !self.store.account_exists(&org.id, a).await? {
+                return Err(EngineError::NotFound(format!("account `{a}` is not known to this organization")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sums the given series over each of `parts`, each a range `[start, end)`.
+    async fn totals(
+        &self,
+        org: &Org,
+        account: Option<&str>,
+        parts: &[(i64, i64)],
+        wanted: &[&'static str],
+    ) -> Result<Vec<Totals>, EngineError> {
+        let bounds = self.tier_bounds(org);
+        let mut covers: Vec<Vec<Bucket>> = Vec::with_capacity(parts.len());
+        for (start, end) in parts {
+            covers.push(cover(&org.calendar, *start, *end, &bounds).map_err(|u| self.refusal(org, &bounds, u.at))?);
+        }
+        let mut fetched: HashMap<Bucket, Totals> = HashMap::new();
+        for tier in Tier::ALL {
+            let keys = covers.iter().flatten().filter(|b| b.tier == tier).map(|b| b.key);
+            let (Some(from), Some(to)) = (keys.clone().min(), keys.max()) else { continue };
+            let rows = self
+                .store
+                .counters(CounterQuery {
+                    org: org.id.clone(),
+                    account: account.map(str::to_string),
+                    tier: tier.code(),
+                    from,
+                    to,
+                    series: wanted.to_vec(),
+                })
+                .await?;
+            for r in rows {
+                fetched.entry(Bucket { tier, key: r.bucket }).or_default().add(&r.series, &r.dim, r.value);
+            }
+        }
+        Ok(covers
+            .iter()
+            .map(|buckets| {
+                let mut t = Totals::default();
+                for b in buckets {
+                    if let Some(f) = fetched.get(b) {
+                        t.merge(f);
+                    }
+                }
+                t
+            })
+            .collect())
+    }
+
+    fn refusal(&self, org: &Org, bounds: &TierBounds, at: i64) -> EngineError {
+        let show = |s: i64| {
+            Timestamp::from_second(s).map_or_else(|_| s.to_string(), |t| local_rfc3339(&org.calendar.zoned(t)))
+        };
+        let mut msg = format!(
+            "this range cannot be served exactly from {}: figures are kept in {} local time",
+            show(at),
+            org.timezone
+        );
+        if bounds.hour > i64::MIN {
+            msg.push_str(&format!("; hourly from {}", show(bounds.hour)));
+        } else {
+            msg.push_str("; hourly");
+        }
+        if bounds.day > i64::MIN {
+            msg.push_str(&format!(", daily from {}", show(bounds.day)));
+        } else {
+            msg.push_str(", daily");
+        }
+        msg.push_str(
+            " and monthly for whole months; use boundaries on those buckets (dates, or instants on the hour) and a granularity they can serve",
+        );
+        EngineError::BadRequest(msg)
+    }
+
+    pub async fn messages(
+        &self,
+        org: &Org,
+        p: &RangeParams,
+        granularity: Granularity,
+    ) -> Result<MessagesAnswer, EngineError> {
+        let w = self.window(org, p)?;
+        self.check_account(org, p.account_id.as_deref()).await?;
+        let buckets = timeline_buckets(&w, granularity)?;
+        let parts: Vec<(i64, i64)> = buckets.iter().map(|b| (b.start, b.end)).collect();
+        let totals = self.totals(org, p.account_id.as_deref(), &parts, MESSAGE_SERIES).await?;
+        let mut all = Totals::default();
+        let mut timeline = Vec::with_capacity(buckets.len());
+        for (b, t) in buckets.into_iter().zip(&totals) {
+            all.merge(t);
+            timeline.push(TimelineEntry {
+                date: b.label,
+                sent: t.get(series::SENT),
+                received: t.get(series::RECEIVED),
+                delivered: t.get(series::DELIVERED),
+                read: t.get(series::READ),
+                failed: t.get(series::FAILED),
+            });
+        }
+        let (sent, delivered, read) = (all.get(series::SENT), all.get(series::DELIVERED), all.get(series::READ));
+        Ok(MessagesAnswer {
+            summary: MessageSummary {
+                total_sent: sent,
+                total_received: all.get(series::RECEIVED),
+                total_delivered: delivered,
+                total_read: read,
+                total_failed: all.get(series::FAILED),
+                delivery_rate: rate(delivered, sent),
+                read_rate: rate(read, delivered),
+            },
+            by_type: all.by_dim(series::BY_TYPE).map(|(d, v)| (d.to_string(), v)).collect(),
+            timeline,
+        })
+    }
+
+    pub async fn chatbot(&self, org: &Org, p: &RangeParams, keyword_limit: usize) -> Result<ChatbotAnswer, EngineError> {
+        let w = self.window(org, p)?;
+        self.check_account(org, p.account_id.as_deref()).await?;
+        let t = self.totals(org, p.account_id.as_deref(), &[(w.start, w.end)], CHATBOT_SERIES).await?;
+        let t = t.into_iter().next().unwrap_or_default();
+        let conversations = t.get(series::CONVERSATIONS);
+        let auto_resolved = t.get(series::AUTO_RESOLVED);
+        let completed: HashMap<&str, i64> = t.by_dim(series::FLOW_COMPLETED).collect();
+        let mut by_flow: Vec<FlowFigures> = t
+            .by_dim(series::FLOW_STARTED)
+            .map(|(name, started)| {
+                let done = completed.get(name).copied().unwrap_or(0);
+                FlowFigures { flow_name: name.to_string(), conversations: started, completed: done, completion_rate: rate(done, started) }
+            })
+            .collect();
+        by_flow.sort_by(|a, b| b.conversations.cmp(&a.conversations).then_with(|| a.flow_name.cmp(&b.flow_name)));
+        let mut keywords: Vec<KeywordCount> =
+            t.by_dim(series::KEYWORD).map(|(k, c)| KeywordCount { keyword: k.to_string(), count: c }).collect();
+        keywords.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.keyword.cmp(&b.keyword)));
+        keywords.truncate(keyword_limit);
+        let requests = t.get(series::AI_REQUESTS);
+        let tokens = t.get(series::AI_TOKENS);
+        let estimated: f64 = t
+            .by_dim(series::AI_UNPRICED_TOKENS)
+            .map(|(model, tokens)| tokens as f64 * self.config.ai_price_per_1k(model) / 1000.0)
+            .sum();
+        let cost = t.get(series::AI_COST_MICROS) as f64 / 1_000_000.0 + estimated;
+        Ok(ChatbotAnswer {
+            summary: ChatbotSummary {
+                total_conversations: conversations,
+                auto_resolved,
+                transferred_to_agent: t.get(series::TRANSFERRED),
+                abandoned: t.get(series::ABANDONED),
+                resolution_rate: rate(auto_resolved, conversations),
+                avg_messages_per_conversation: if conversations == 0 {
+                    0.0
+                } else {
+                    round_to(t.get(series::CONVERSATION_MESSAGES) as f64 / conversations as f64, 1)
+                },
+                avg_resolution_time_seconds: ratio_whole(t.get(series::RESOLUTION_SECONDS), auto_resolved),
+            },
+            by_flow,
+            top_keywords: keywords,
+            ai_usage: AiUsage {
+                total_requests: requests,
+                total_tokens: tokens,
+                avg_tokens_per_request: ratio_whole(tokens, requests),
+                estimated_cost: round_to(cost, 2),
+            },
+        })
+    }
+
+    pub async fn dashboard(&self, org: &Org, account: Option<&str>, period: Period) -> Result<DashboardAnswer, EngineError> {
+        self.check_account(org, account).await?;
+        let cal = &org.calendar;
+        let internal = || EngineError::Internal("calendar arithmetic failed".into());
+        let today = cal.zoned(self.now_ts()).date();
+        let start = |d: Date| cal.start_of(d).map(|z| z.timestamp().as_second()).ok_or_else(internal);
+        let end = cal.start_of_next_day(today).map(|z| z.timestamp().as_second()).ok_or_else(internal)?;
+        let monday = today
+            .checked_sub(jiff::Span::new().days(i64::from(today.weekday().to_monday_zero_offset())))
+            .map_err(|_| internal())?;
+        let today_start = start(today)?;
+        let week_start = start(monday)?;
+        let month_start = start(today.first_of_month())?;
+        let year_start = start(today.first_of_year())?;
+        debug_assert_eq!(Weekday::Monday.to_monday_zero_offset(), 0);
+        let period_start = match period {
+            Period::Today => today_start,
+            Period::Week => week_start,
+            Period::Month => month_start,
+            Period::Year => year_start,
+        };
+        let wanted = &[
+            series::SENT,
+            series::RECEIVED,
+            series::CONTACTS,
+            series::CONVERSATIONS,
+            series::AUTO_RESOLVED,
+            series::TRANSFERRED,
+            series::CAMPAIGNS_COMPLETED,
+        ];
+        let parts = [(period_start, end), (today_start, end), (week_start, end), (month_start, end)];
+        let t = self.totals(org, account, &parts, wanted).await?;
+        let (in_period, in_today, in_week, in_month) = (&t[0], &t[1], &t[2], &t[3]);
+        let all_time = self.all_time(org, account, &[series::CONTACTS, series::CAMPAIGNS, series::CAMPAIGNS_RUNNING]).await?;
+        let contacts_total = all_time.get(series::CONTACTS);
+        let added = in_period.get(series::CONTACTS);
+        let existed = contacts_total - added;
+        let (sent, received) = (in_period.get(series::SENT), in_period.get(series::RECEIVED));
+        let conversations = in_period.get(series::CONVERSATIONS);
+        let auto_resolved = in_period.get(series::AUTO_RESOLVED);
+        Ok(DashboardAnswer {
+            contacts: DashboardContacts {
+                total: contacts_total,
+                new_today: in_today.get(series::CONTACTS),
+                new_this_week: in_week.get(series::CONTACTS),
+                growth_percent: rate(added, existed),
+            },
+            messages: DashboardMessages {
+                total: sent + received,
+                sent,
+                received,
+                today: in_today.get(series::SENT) + in_today.get(series::RECEIVED),
+            },
+            campaigns: DashboardCampaigns {
+                total: all_time.get(series::CAMPAIGNS),
+                active: all_time.get(series::CAMPAIGNS_RUNNING),
+                completed_this_month: in_month.get(series::CAMPAIGNS_COMPLETED),
+            },
+            chatbot: DashboardChatbot {
+                conversations_today: in_today.get(series::CONVERSATIONS),
+                auto_resolved,
+                transferred_to_agent: in_period.get(series::TRANSFERRED),
+                resolution_rate: rate(auto_resolved, conversations),
+            },
+        })
+    }
+
+    /// Sums over all time: the monthly tier is kept forever and holds everything.
+    async fn all_time(&self, org: &Org, account: Option<&str>, wanted: &[&'static str]) -> Result<Totals, EngineError> {
+        let rows = self
+            .store
+            .counters(CounterQuery {
+                org: org.id.clone(),
+                account: account.map(str::to_string),
+                tier: Tier::Month.code(),
+                from: i64::MIN,
+                to: i64::MAX,
+                series: wanted.to_vec(),
+            })
+            .await?;
+        let mut t = Totals::default();
+        for r in rows {
+            t.add(&r.series, &r.dim, r.value);
+        }
+        Ok(t)
+    }
+}
+
+/// Parses a range end point: a local date through `day`, or an RFC 3339 instant.
+/// `None` means unparseable; `Some(None)` cannot happen but keeps the caller simple.
+fn parse_point(s: &str, day: &dyn Fn(Date) -> Option<i64>) -> Option<Option<i64>> {
+    if let Ok(d) = s.parse::<Date>() {
+        if s.len() == 10 {
+            return day(d).map(Some);
+        }
+    }
+    s.parse::<Timestamp>().ok().map(|t| Some(t.as_second()))
+}
+
+struct TimelineBucket {
+    label: String,
+    start: i64,
+    end: i64,
+}
+
+fn timeline_buckets(w: &Window, g: Granularity) -> Result<Vec<TimelineBucket>, EngineError> {
+    let cal = &w.view;
+    let internal = || EngineError::Internal("calendar arithmetic failed".into());
+    let mut out = Vec::new();
+    let mut t = w.start;
+    while t < w.end {
+        if out.len() >= MAX_TIMELINE_BUCKETS {
+            return Err(EngineError::BadRequest(format!(
+                "the range holds more than {MAX_TIMELINE_BUCKETS} {} buckets; narrow it or choose a coarser granularity",
+                match g {
+                    Granularity::Hour => "hour",
+                    Granularity::Day => "day",
+                    Granularity::Week => "week",
+                    Granularity::Month => "month",
+                }
+            )));
+        }
+        let z = cal.zoned(Timestamp::from_second(t).map_err(|_| internal())?);
+        let date = z.date();
+        let (label, next) = match g {
+            Granularity::Hour => {
+                if !cal.is_hour_start(z.timestamp()) {
+                    return Err(EngineError::BadRequest(format!(
+                        "granularity=hour needs a range that starts on the hour; `start_date` is {}",
+                        local_rfc3339(&z)
+                    )));
+                }
+                (local_rfc3339(&z), t + 3600)
+            }
+            Granularity::Day => (date.to_string(), cal.start_of_next_day(date).ok_or_else(internal)?.timestamp().as_second()),
+            Granularity::Week => {
+                let monday = date
+                    .checked_sub(jiff::Span::new().days(i64::from(date.weekday().to_monday_zero_offset())))
+                    .map_err(|_| internal())?;
+                let next_monday = monday.checked_add(jiff::Span::new().days(7)).map_err(|_| internal())?;
+                (monday.to_string(), cal.start_of(next_monday).ok_or_else(internal)?.timestamp().as_second())
+            }
+            Granularity::Month => (
+                date.strftime("%Y-%m").to_string(),
+                cal.start_of_next_month(date).ok_or_else(internal)?.timestamp().as_second(),
+            ),
+        };
+        let end = next.min(w.end);
+        out.push(TimelineBucket { label, start: t, end });
+        t = end;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_round_to_one_decimal_and_zero_on_empty() {
+        assert_eq!(rate(0, 0), 0.0);
+        assert_eq!(rate(1, 3), 33.3);
+        assert_eq!(rate(2, 3), 66.7);
+        assert_eq!(rate(98, 100), 98.0);
+        assert_eq!(ratio_whole(5, 2), 3);
+    }
+
+    #[test]
+    fn weeks_start_on_monday_and_are_clipped_to_the_range() {
+        let view = Calendar::new(jiff::tz::TimeZone::UTC);
+        let start = "2024-01-03T00:00:00Z".parse::<Timestamp>().expect("ts").as_second();
+        let end = "2024-01-16T00:00:00Z".parse::<Timestamp>().expect("ts").as_second();
+        let b = timeline_buckets(&Window { start, end, view }, Granularity::Week).expect("buckets");
+        let labels: Vec<_> = b.iter().map(|b| b.label.as_str()).collect();
+        assert_eq!(labels, ["2024-01-01", "2024-01-08", "2024-01-15"]);
+        assert_eq!(b[0].start, start);
+        assert_eq!(b[2].end, end);
+    }
+}

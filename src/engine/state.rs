@@ -1,0 +1,356 @@
+//! Entity states and their contributions to the rollups.
+//!
+//! Every counted thing (a message, a conversation, a flow run, a contact, a campaign)
+//! has a small state. What it adds to the rollups is a pure function of that state,
+//! so an event only changes a state, and the rollups change by the new contribution
+//! minus the old one. Arrival order, duplicates and late events then cannot matter.
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{CampaignStatus, ConversationStatus};
+
+/// The counter series the engine keeps. The store treats them as opaque names.
+pub mod series {
+    pub const SENT: &str = "sent";
+    pub const RECEIVED: &str = "received";
+    pub const DELIVERED: &str = "delivered";
+    pub const READ: &str = "read";
+    pub const FAILED: &str = "failed";
+    /// Messages of both directions, per message type.
+    pub const BY_TYPE: &str = "by_type";
+    pub const CONTACTS: &str = "contacts";
+    /// Campaigns, at their first known event.
+    pub const CAMPAIGNS: &str = "campaigns";
+    /// Campaigns whose current state is `running`, at the time they entered it.
+    pub const CAMPAIGNS_RUNNING: &str = "campaigns_running";
+    /// Campaigns whose current state is `completed`, at the time they completed.
+    pub const CAMPAIGNS_COMPLETED: &str = "campaigns_completed";
+    pub const CONVERSATIONS: &str = "conversations";
+    pub const AUTO_RESOLVED: &str = "auto_resolved";
+    pub const TRANSFERRED: &str = "transferred";
+    pub const ABANDONED: &str = "abandoned";
+    /// Messages carrying the id of a conversation, at the conversation's start.
+    pub const CONVERSATION_MESSAGES: &str = "conversation_messages";
+    /// Seconds from start to auto-resolution, summed over auto-resolved conversations.
+    pub const RESOLUTION_SECONDS: &str = "resolution_seconds";
+    /// Flow runs started, per flow name.
+    pub const FLOW_STARTED: &str = "flow_started";
+    /// Flow runs started and completed, per flow name, at the start.
+    pub const FLOW_COMPLETED: &str = "flow_completed";
+    pub const KEYWORD: &str = "keyword";
+    pub const AI_REQUESTS: &str = "ai_requests";
+    pub const AI_TOKENS: &str = "ai_tokens";
+    /// Known cost, in millionths of a US dollar.
+    pub const AI_COST_MICROS: &str = "ai_cost_micros";
+    /// Tokens of requests that came without a cost, per model, priced at query time.
+    pub const AI_UNPRICED_TOKENS: &str = "ai_unpriced_tokens";
+}
+
+/// One unit of what a state adds to the rollups: `value` of `series`/`dim` at `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contribution {
+    pub series: &'static str,
+    pub dim: String,
+    pub at: i64,
+    pub value: i64,
+}
+
+fn push(out: &mut Vec<Contribution>, series: &'static str, dim: &str, at: i64, value: i64) {
+    if value != 0 {
+        out.push(Contribution { series, dim: dim.to_string(), at, value });
+    }
+}
+
+pub const STATUS_SENT: u8 = 1;
+pub const STATUS_DELIVERED: u8 = 2;
+pub const STATUS_READ: u8 = 4;
+pub const STATUS_FAILED: u8 = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageState {
+    /// `None` until the message event itself arrives: a status came first.
+    pub inbound: Option<bool>,
+    pub message_type: String,
+    /// Send (or receive) time; while only statuses are known, the earliest status time.
+    pub at: i64,
+    /// Bits of the delivery statuses seen (`STATUS_*`).
+    pub statuses: u8,
+    pub error_code: Option<String>,
+    pub pricing_category: Option<String>,
+    pub conversation_id: Option<String>,
+}
+
+impl MessageState {
+    pub fn is_placeholder(&self) -> bool {
+        self.inbound.is_none()
+    }
+
+    pub fn contribute(&self, out: &mut Vec<Contribution>) {
+        let at = self.at;
+        let message_type = if self.is_placeholder() { "unknown" } else { &self.message_type };
+        push(out, series::BY_TYPE, message_type, at, 1);
+        if self.inbound == Some(true) {
+            push(out, series::RECEIVED, "", at, 1);
+            return;
+        }
+        // The ladder: read implies delivered implies sent; failed only counts while
+        // neither delivered nor read is known.
+        let read = self.statuses & STATUS_READ != 0;
+        let delivered = read || self.statuses & STATUS_DELIVERED != 0;
+        let failed = !delivered && self.statuses & STATUS_FAILED != 0;
+        push(out, series::SENT, "", at, 1);
+        push(out, series::DELIVERED, "", at, i64::from(delivered));
+        push(out, series::READ, "", at, i64::from(read));
+        push(out, series::FAILED, "", at, i64::from(failed));
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationState {
+    pub started: Option<i64>,
+    /// The first outcome by time; ties go to the lower status, so order never matters.
+    pub outcome: Option<(i64, ConversationOutcome)>,
+    pub messages: i64,
+    /// Bits of the statuses seen, for dedup.
+    pub seen: u8,
+    /// Earliest time of anything known about it; anchors the state window.
+    pub first_seen: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ConversationOutcome {
+    AutoResolved,
+    Transferred,
+    Abandoned,
+}
+
+impl ConversationOutcome {
+    pub fn from_status(s: ConversationStatus) -> Option<Self> {
+        match s {
+            ConversationStatus::Started => None,
+            ConversationStatus::AutoResolved => Some(Self::AutoResolved),
+            ConversationStatus::Transferred => Some(Self::Transferred),
+            ConversationStatus::Abandoned => Some(Self::Abandoned),
+        }
+    }
+}
+
+impl ConversationState {
+    pub fn new(first_seen: i64) -> Self {
+        ConversationState { started: None, outcome: None, messages: 0, seen: 0, first_seen }
+    }
+
+    pub fn contribute(&self, out: &mut Vec<Contribution>) {
+        // Nothing counts until the start is known; then everything counts at the start.
+        let Some(start) = self.started else { return };
+        push(out, series::CONVERSATIONS, "", start, 1);
+        push(out, series::CONVERSATION_MESSAGES, "", start, self.messages);
+        match self.outcome {
+            Some((at, ConversationOutcome::AutoResolved)) => {
+                push(out, series::AUTO_RESOLVED, "", start, 1);
+                push(out, series::RESOLUTION_SECONDS, "", start, (at - start).max(0));
+            }
+            Some((_, ConversationOutcome::Transferred)) => push(out, series::TRANSFERRED, "", start, 1),
+            Some((_, ConversationOutcome::Abandoned)) => push(out, series::ABANDONED, "", start, 1),
+            None => {}
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRunState {
+    pub flow_name: String,
+    pub started: Option<i64>,
+    pub completed: bool,
+    pub seen: u8,
+    pub first_seen: i64,
+}
+
+impl FlowRunState {
+    pub fn contribute(&self, out: &mut Vec<Contribution>) {
+        let Some(start) = self.started else { return };
+        push(out, series::FLOW_STARTED, &self.flow_name, start, 1);
+        push(out, series::FLOW_COMPLETED, &self.flow_name, start, i64::from(self.completed));
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactState {
+    /// Earliest time the contact was seen.
+    pub at: i64,
+}
+
+impl ContactState {
+    pub fn contribute(&self, out: &mut Vec<Contribution>) {
+        push(out, series::CONTACTS, "", self.at, 1);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignState {
+    pub first_seen: i64,
+    /// The latest status by time; ties go to the later status in the lifecycle.
+    pub latest: (i64, CampaignStatus),
+    pub seen: u8,
+}
+
+impl CampaignState {
+    pub fn contribute(&self, out: &mut Vec<Contribution>) {
+        push(out, series::CAMPAIGNS, "", self.first_seen, 1);
+        match self.latest {
+            (at, CampaignStatus::Running) => push(out, series::CAMPAIGNS_RUNNING, "", at, 1),
+            (at, CampaignStatus::Completed) => push(out, series::CAMPAIGNS_COMPLETED, "", at, 1),
+            _ => {}
+        }
+    }
+}
+
+/// Dedup marker for events that have an id but no state of their own (keyword, AI call).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenState {
+    pub at: i64,
+}
+
+/// The state of any entity, as stored (postcard-encoded, behind a kind number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entity {
+    Message(MessageState),
+    Conversation(ConversationState),
+    FlowRun(FlowRunState),
+    Contact(ContactState),
+    Campaign(CampaignState),
+    Keyword(SeenState),
+    AiRequest(SeenState),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Message = 1,
+    Conversation = 2,
+    FlowRun = 3,
+    Contact = 4,
+    Campaign = 5,
+    Keyword = 6,
+    AiRequest = 7,
+}
+
+impl Entity {
+    pub fn contribute(&self, out: &mut Vec<Contribution>) {
+        match self {
+            Entity::Message(s) => s.contribute(out),
+            Entity::Conversation(s) => s.contribute(out),
+            Entity::FlowRun(s) => s.contribute(out),
+            Entity::Contact(s) => s.contribute(out),
+            Entity::Campaign(s) => s.contribute(out),
+            // Their counts are recorded once, when first seen; the marker only dedups.
+            Entity::Keyword(_) | Entity::AiRequest(_) => {}
+        }
+    }
+
+    /// The time the state window is measured from; `None` for states kept forever.
+    pub fn window_anchor(&self) -> Option<i64> {
+        match self {
+            Entity::Message(s) => Some(s.at),
+            Entity::Conversation(s) => Some(s.started.unwrap_or(s.first_seen).min(s.first_seen)),
+            Entity::FlowRun(s) => Some(s.started.unwrap_or(s.first_seen).min(s.first_seen)),
+            Entity::Keyword(s) | Entity::AiRequest(s) => Some(s.at),
+            // Bounded by the number of contacts and campaigns, not of events.
+            Entity::Contact(_) | Entity::Campaign(_) => None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let r = match self {
+            Entity::Message(s) => postcard::to_allocvec(s),
+            Entity::Conversation(s) => postcard::to_allocvec(s),
+            Entity::FlowRun(s) => postcard::to_allocvec(s),
+            Entity::Contact(s) => postcard::to_allocvec(s),
+            Entity::Campaign(s) => postcard::to_allocvec(s),
+            Entity::Keyword(s) | Entity::AiRequest(s) => postcard::to_allocvec(s),
+        };
+        // Serializing these plain structs into a Vec cannot fail.
+        r.unwrap_or_default()
+    }
+
+    pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Entity, String> {
+        let r = match kind {
+            Kind::Message => postcard::from_bytes(bytes).map(Entity::Message),
+            Kind::Conversation => postcard::from_bytes(bytes).map(Entity::Conversation),
+            Kind::FlowRun => postcard::from_bytes(bytes).map(Entity::FlowRun),
+            Kind::Contact => postcard::from_bytes(bytes).map(Entity::Contact),
+            Kind::Campaign => postcard::from_bytes(bytes).map(Entity::Campaign),
+            Kind::Keyword => postcard::from_bytes(bytes).map(Entity::Keyword),
+            Kind::AiRequest => postcard::from_bytes(bytes).map(Entity::AiRequest),
+        };
+        r.map_err(|e| format!("corrupt stored state of kind {}: {e}", kind as u8))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contributions(e: &Entity) -> Vec<(&'static str, String, i64)> {
+        let mut out = Vec::new();
+        e.contribute(&mut out);
+        out.into_iter().map(|c| (c.series, c.dim, c.value)).collect()
+    }
+
+    fn message(inbound: Option<bool>, statuses: u8) -> Entity {
+        Entity::Message(MessageState {
+            inbound,
+            message_type: "text".into(),
+            at: 100,
+            statuses,
+            error_code: None,
+            pricing_category: None,
+            conversation_id: None,
+        })
+    }
+
+    fn has(c: &[(&'static str, String, i64)], series: &str) -> bool {
+        c.iter().any(|(s, _, v)| *s == series && *v == 1)
+    }
+
+    #[test]
+    fn status_ladder() {
+        let read_only = contributions(&message(Some(false), STATUS_READ));
+        assert!(has(&read_only, series::SENT) && has(&read_only, series::DELIVERED) && has(&read_only, series::READ));
+        let failed = contributions(&message(Some(false), STATUS_FAILED | STATUS_SENT));
+        assert!(has(&failed, series::FAILED) && !has(&failed, series::DELIVERED));
+        let failed_then_delivered = contributions(&message(Some(false), STATUS_FAILED | STATUS_DELIVERED));
+        assert!(!has(&failed_then_delivered, series::FAILED) && has(&failed_then_delivered, series::DELIVERED));
+    }
+
+    #[test]
+    fn placeholder_counts_as_unknown_outbound() {
+        let c = contributions(&message(None, STATUS_DELIVERED));
+        assert!(c.contains(&(series::BY_TYPE, "unknown".to_string(), 1)));
+        assert!(has(&c, series::SENT) && has(&c, series::DELIVERED));
+    }
+
+    #[test]
+    fn inbound_counts_as_received_only() {
+        let c = contributions(&message(Some(true), STATUS_READ));
+        assert_eq!(c, vec![(series::BY_TYPE, "text".to_string(), 1), (series::RECEIVED, String::new(), 1)]);
+    }
+
+    #[test]
+    fn conversation_waits_for_its_start() {
+        let mut s = ConversationState::new(50);
+        s.outcome = Some((200, ConversationOutcome::AutoResolved));
+        s.messages = 3;
+        assert!(contributions(&Entity::Conversation(s.clone())).is_empty());
+        s.started = Some(80);
+        let c = contributions(&Entity::Conversation(s));
+        assert!(c.contains(&(series::RESOLUTION_SECONDS, String::new(), 120)));
+        assert!(c.contains(&(series::CONVERSATION_MESSAGES, String::new(), 3)));
+    }
+
+    #[test]
+    fn states_round_trip_through_encoding() {
+        let e = message(None, STATUS_READ | STATUS_FAILED);
+        assert_eq!(Entity::decode(Kind::Message, &e.encode()), Ok(e));
+        assert!(Entity::decode(Kind::Campaign, &[0xff]).is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! whatstat: analytics for WhatsApp Business messaging, answered from rollups.
+
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod store;

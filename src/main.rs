@@ -1,0 +1,173 @@
+//! The `whatstat` command line.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use whatstat::api::{self, ApiLimits};
+use whatstat::config::{DEFAULT_LISTEN, StoreArgs};
+use whatstat::engine::Engine;
+use whatstat::{demo, store};
+
+#[derive(Parser)]
+#[command(name = "whatstat", version, about = "Analytics for WhatsApp Business messaging, answered from rollups")]
+struct Cli {
+    /// Log filter, e.g. `info`, `whatstat=debug`. Also RUST_LOG.
+    #[arg(long, env = "WHATSTAT_LOG", default_value = "info", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the HTTP server.
+    Serve(ServeArgs),
+    /// Manage organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Fill a store (or a running server) with 30 days of realistic demo traffic.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+
+    /// Address to listen on. [default: 127.0.0.1:8080]
+    #[arg(long, env = "WHATSTAT_LISTEN")]
+    listen: Option<String>,
+
+    /// Key for the admin API (`Authorization: Bearer <key>`); without it, the admin API is off.
+    #[arg(long, env = "WHATSTAT_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
+
+    /// Largest request body accepted, in bytes. [default: 16777216]
+    #[arg(long, env = "WHATSTAT_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+
+    /// Requests per second allowed per organization key (bursts of twice that); 0 is unlimited. [default: 0]
+    #[arg(long, env = "WHATSTAT_RATE_LIMIT")]
+    rate_limit: Option<u32>,
+
+    /// On an empty store, create a demo organization with 30 days of traffic and print its key.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Create an organization and print its API key (shown only this once).
+    Create {
+        /// The organization's display name.
+        name: String,
+        /// IANA time zone its figures are bucketed in, e.g. Asia/Kolkata.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+
+    #[command(flatten)]
+    demo: demo::DemoOptions,
+
+    /// Send the events to this running server (e.g. http://127.0.0.1:8080) instead of
+    /// writing to the store directly; needs --api-key.
+    #[arg(long)]
+    server: Option<String>,
+
+    /// The organization key to send with --server.
+    #[arg(long, env = "WHATSTAT_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+fn open_engine(args: &StoreArgs) -> Result<(Arc<Engine>, String), AnyError> {
+    let file = args.file()?;
+    let url = args.database_url(&file);
+    let store = store::open(&url)?;
+    Ok((Arc::new(Engine::new(store, args.engine_config(&file)?)), url))
+}
+
+async fn run(command: Command) -> Result<(), AnyError> {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Org(OrgCommand::Create { name, timezone, store }) => {
+            let (engine, _) = open_engine(&store)?;
+            let (org, key) = engine.create_org(&name, &timezone).await?;
+            println!("organization: {} ({})\ntime zone:    {}\napi key:      {key}", org.name, org.id, org.timezone);
+            println!("The key is shown only now; it is stored hashed.");
+            Ok(())
+        }
+        Command::Demo(args) => {
+            if let Some(server) = args.server {
+                let key = args.api_key.ok_or("--server needs --api-key (or WHATSTAT_API_KEY)")?;
+                let n = demo::send_to_server(&server, &key, &args.demo).await?;
+                println!("sent {n} demo events to {server}");
+            } else {
+                let (engine, url) = open_engine(&args.store)?;
+                let (org, key) = engine.create_org("Demo Store", &args.demo.timezone).await?;
+                let n = demo::fill(&engine, &org, &args.demo).await?;
+                println!("wrote {n} demo events to {url}\norganization: {} ({})\napi key:      {key}", org.name, org.id);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), AnyError> {
+    let file = args.store.file()?;
+    let (engine, url) = open_engine(&args.store)?;
+    let listen = args.listen.or(file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let limits = ApiLimits {
+        max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(16 * 1024 * 1024),
+        rate_per_second: args.rate_limit.or(file.rate_limit).unwrap_or(0),
+    };
+    let master_key = args.master_key.or(file.master_key.clone());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = %url, "whatstat listening");
+    if args.demo {
+        demo::prepare_served_demo(&engine, &url, &format!("http://{addr}")).await?;
+    }
+    let app = api::router(engine, master_key, &limits);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Storage: one trait, one module per backend. A store keeps opaque entity states and
+//! named counters per bucket; what a state or a counter means is the engine's business.
+
+pub mod sqlite;
+
+use std::any::Any;
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Backend(String),
+    #[error("the write queue is full")]
+    Overloaded,
+    #[error("the store is shut down")]
+    Closed,
+    #[error("{0}")]
+    Transition(String),
+    #[error("unsupported database URL `{0}` (use sqlite://PATH)")]
+    UnsupportedUrl(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An organization as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgRecord {
+    pub id: String,
+    pub name: String,
+    pub timezone: String,
+    pub created_at: i64,
+}
+
+/// Identifies one entity's state: its kind (a small number the engine assigns),
+/// the account and the entity's own id, all within one organization.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntityKey {
+    pub kind: u8,
+    pub account: String,
+    pub id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EntityWrite {
+    pub key: EntityKey,
+    pub state: Vec<u8>,
+    /// Unix second after which compaction may forget the state; `None` keeps it.
+    pub keep_until: Option<i64>,
+}
+
+/// A change to one counter in one bucket of one tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterDelta {
+    pub account: String,
+    pub tier: u8,
+    pub bucket: i64,
+    pub series: &'static str,
+    pub dim: String,
+    pub delta: i64,
+}
+
+/// What a write job hands back to be stored atomically.
+pub struct Changes {
+    pub accounts: Vec<String>,
+    pub entities: Vec<EntityWrite>,
+    pub counters: Vec<CounterDelta>,
+    /// Whatever the job wants to tell its caller, passed through untouched.
+    pub report: Box<dyn Any + Send>,
+}
+
+/// The pure step of a write: the stored states of the requested keys in, changes out.
+pub type Transition =
+    Box<dyn FnOnce(&HashMap<EntityKey, Vec<u8>>) -> Result<Changes, String> + Send>;
+
+/// One atomic write: load `keys`, run `transition` on what was found, store its changes.
+/// Backends make the load-transition-store sequence atomic against every other writer.
+pub struct WriteJob {
+    pub org: String,
+    pub keys: Vec<EntityKey>,
+    pub transition: Transition,
+}
+
+/// Sums of counters per bucket, series and dimension over a bucket range of one tier.
+#[derive(Debug, Clone)]
+pub struct CounterQuery {
+    pub org: String,
+    pub account: Option<String>,
+    pub tier: u8,
+    /// Inclusive bucket range.
+    pub from: i64,
+    pub to: i64,
+    pub series: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterRow {
+    pub bucket: i64,
+    pub series: String,
+    pub dim: String,
+    pub value: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_org(&self, org: &OrgRecord, key_hash: &str) -> StoreResult<()>;
+    async fn org_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<OrgRecord>>;
+    async fn org_count(&self) -> StoreResult<u64>;
+    async fn account_exists(&self, org: &str, account: &str) -> StoreResult<bool>;
+    /// Applies one write job atomically and durably; returns the job's report.
+    async fn apply(&self, job: WriteJob) -> StoreResult<Box<dyn Any + Send>>;
+    async fn counters(&self, query: CounterQuery) -> StoreResult<Vec<CounterRow>>;
+}
+
+/// Opens the backend a database URL names.
+pub fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path)?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
