@@ -67,7 +67,10 @@ pub struct FileConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("{0}")]
@@ -76,32 +79,69 @@ pub enum ConfigError {
 
 impl StoreArgs {
     pub fn file(&self) -> Result<FileConfig, ConfigError> {
-        let Some(path) = &self.config else { return Ok(FileConfig::default()) };
+        let Some(path) = &self.config else {
+            return Ok(FileConfig::default());
+        };
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: shown, message: e.to_string() })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: shown,
+            message: e.to_string(),
+        })
     }
 
     pub fn database_url(&self, file: &FileConfig) -> String {
-        self.database_url.clone().or_else(|| file.database_url.clone()).unwrap_or_else(|| DEFAULT_DATABASE_URL.into())
+        self.database_url
+            .clone()
+            .or_else(|| file.database_url.clone())
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.into())
     }
 
     pub fn engine_config(&self, file: &FileConfig) -> Result<EngineConfig, ConfigError> {
         let days = |flag: Option<i64>, from_file: Option<i64>, default: i64, name: &str| {
             let d = flag.or(from_file).unwrap_or(default);
             if d < 1 {
-                Err(ConfigError::Invalid(format!("--{name} is {d}; allowed: 1 or more days")))
+                Err(ConfigError::Invalid(format!(
+                    "--{name} is {d}; allowed: 1 or more days"
+                )))
             } else {
                 Ok(d)
             }
         };
-        let state_window = days(self.state_window_days, file.state_window_days, 35, "state-window-days")?;
-        let hourly = days(self.hourly_retention_days, file.hourly_retention_days, 30, "hourly-retention-days")?;
-        let daily = days(self.daily_retention_days, file.daily_retention_days, 365, "daily-retention-days")?;
-        let prices = self.ai_prices.clone().or_else(|| file.ai_prices.clone()).unwrap_or_default();
-        let default_price = self.default_ai_price.or(file.default_ai_price).unwrap_or(0.002);
+        let state_window = days(
+            self.state_window_days,
+            file.state_window_days,
+            35,
+            "state-window-days",
+        )?;
+        let hourly = days(
+            self.hourly_retention_days,
+            file.hourly_retention_days,
+            30,
+            "hourly-retention-days",
+        )?;
+        let daily = days(
+            self.daily_retention_days,
+            file.daily_retention_days,
+            365,
+            "daily-retention-days",
+        )?;
+        let prices = self
+            .ai_prices
+            .clone()
+            .or_else(|| file.ai_prices.clone())
+            .unwrap_or_default();
+        let default_price = self
+            .default_ai_price
+            .or(file.default_ai_price)
+            .unwrap_or(0.002);
         if !(default_price.is_finite() && default_price >= 0.0) {
-            return Err(ConfigError::Invalid(format!("--default-ai-price is {default_price}; allowed: 0 or more")));
+            return Err(ConfigError::Invalid(format!(
+                "--default-ai-price is {default_price}; allowed: 0 or more"
+            )));
         }
         Ok(EngineConfig {
             state_window_secs: state_window * 86_400,
@@ -121,7 +161,9 @@ fn parse_prices(s: &str) -> Result<HashMap<String, f64>, ConfigError> {
             .and_then(|(m, p)| Some((m.trim().to_string(), p.trim().parse::<f64>().ok()?)))
             .filter(|(m, p)| !m.is_empty() && p.is_finite() && *p >= 0.0);
         let (model, price) = parsed.ok_or_else(|| {
-            ConfigError::Invalid(format!("--ai-prices entry `{part}`; allowed: MODEL=USD_PER_1K_TOKENS, comma-separated"))
+            ConfigError::Invalid(format!(
+                "--ai-prices entry `{part}`; allowed: MODEL=USD_PER_1K_TOKENS, comma-separated"
+            ))
         })?;
         out.insert(model, price);
     }
@@ -137,13 +179,25 @@ mod tests {
         let p = parse_prices("gpt-4o=0.005, mini=0.0006").expect("valid");
         assert_eq!(p.get("gpt-4o"), Some(&0.005));
         assert_eq!(p.len(), 2);
-        assert!(parse_prices("gpt-4o").unwrap_err().to_string().contains("`gpt-4o`"));
+        assert!(
+            parse_prices("gpt-4o")
+                .unwrap_err()
+                .to_string()
+                .contains("`gpt-4o`")
+        );
     }
 
     #[test]
     fn flags_win_over_the_file() {
-        let args = StoreArgs { hourly_retention_days: Some(7), ..Default::default() };
-        let file = FileConfig { hourly_retention_days: Some(9), daily_retention_days: Some(100), ..Default::default() };
+        let args = StoreArgs {
+            hourly_retention_days: Some(7),
+            ..Default::default()
+        };
+        let file = FileConfig {
+            hourly_retention_days: Some(9),
+            daily_retention_days: Some(100),
+            ..Default::default()
+        };
         let c = args.engine_config(&file).expect("valid");
         assert_eq!(c.hourly_retention_days, Some(7));
         assert_eq!(c.daily_retention_days, Some(100));

@@ -33,7 +33,13 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        DemoOptions { accounts: 3, days: 30, messages_per_day: 1200, timezone: "Asia/Kolkata".into(), seed: 42 }
+        DemoOptions {
+            accounts: 3,
+            days: 30,
+            messages_per_day: 1200,
+            timezone: "Asia/Kolkata".into(),
+            seed: 42,
+        }
     }
 }
 
@@ -47,14 +53,41 @@ const INBOUND_TYPES: &[(&str, u32)] = &[
     ("interactive", 3),
     ("button", 1),
 ];
-const OUTBOUND_TYPES: &[(&str, u32)] = &[("text", 55), ("template", 35), ("image", 6), ("document", 3), ("interactive", 1)];
-const FLOWS: &[(&str, u32)] = &[("Order Status", 40), ("FAQ", 30), ("Returns", 15), ("Book Appointment", 10), ("Feedback", 5)];
-const KEYWORDS: &[(&str, u32)] =
-    &[("order", 30), ("shipping", 18), ("return", 14), ("price", 10), ("refund", 9), ("hours", 7), ("agent", 7), ("cancel", 5)];
+const OUTBOUND_TYPES: &[(&str, u32)] = &[
+    ("text", 55),
+    ("template", 35),
+    ("image", 6),
+    ("document", 3),
+    ("interactive", 1),
+];
+const FLOWS: &[(&str, u32)] = &[
+    ("Order Status", 40),
+    ("FAQ", 30),
+    ("Returns", 15),
+    ("Book Appointment", 10),
+    ("Feedback", 5),
+];
+const KEYWORDS: &[(&str, u32)] = &[
+    ("order", 30),
+    ("shipping", 18),
+    ("return", 14),
+    ("price", 10),
+    ("refund", 9),
+    ("hours", 7),
+    ("agent", 7),
+    ("cancel", 5),
+];
 const MODELS: &[(&str, u32)] = &[("gpt-4o-mini", 70), ("gpt-4o", 20), ("claude-haiku", 10)];
-const ERROR_CODES: &[(&str, u32)] = &[("131026", 50), ("131047", 25), ("131049", 15), ("130472", 10)];
+const ERROR_CODES: &[(&str, u32)] = &[
+    ("131026", 50),
+    ("131047", 25),
+    ("131049", 15),
+    ("130472", 10),
+];
 /// Relative traffic per local hour: quiet nights, a late-morning and an evening peak.
-const HOURLY: [u32; 24] = [2, 1, 1, 1, 1, 2, 4, 7, 10, 13, 15, 15, 14, 12, 11, 11, 12, 14, 16, 16, 13, 9, 6, 3];
+const HOURLY: [u32; 24] = [
+    2, 1, 1, 1, 1, 2, 4, 7, 10, 13, 15, 15, 14, 12, 11, 11, 12, 14, 16, 16, 13, 9, 6, 3,
+];
 
 fn pick<'a>(rng: &mut StdRng, table: &[(&'a str, u32)]) -> &'a str {
     let total: u32 = table.iter().map(|(_, w)| w).sum();
@@ -69,7 +102,14 @@ fn pick<'a>(rng: &mut StdRng, table: &[(&'a str, u32)]) -> &'a str {
 }
 
 /// Generates one account-day of events, every timestamp at or before `now`.
-pub fn day_events(rng: &mut StdRng, account: &str, day_start: i64, now: i64, opts: &DemoOptions, weekday: i8) -> Vec<Value> {
+pub fn day_events(
+    rng: &mut StdRng,
+    account: &str,
+    day_start: i64,
+    now: i64,
+    opts: &DemoOptions,
+    weekday: i8,
+) -> Vec<Value> {
     let mut out = Vec::new();
     let weekend = weekday >= 6;
     let scale = if weekend { 0.6 } else { 1.0 };
@@ -105,32 +145,57 @@ pub fn day_events(rng: &mut StdRng, account: &str, day_start: i64, now: i64, opt
         if rng.random_bool(0.35) {
             push(start - 5, json!({"type":"contact","id":contact}));
         }
-        push(start, json!({"type":"conversation","id":conv,"status":"started"}));
+        push(
+            start,
+            json!({"type":"conversation","id":conv,"status":"started"}),
+        );
         let mut t = start;
         let messages = rng.random_range(3..10);
         for m in 0..messages {
             t += rng.random_range(5..90);
             let inbound = m % 2 == 0;
-            let table = if inbound { INBOUND_TYPES } else { &[("text", 90), ("interactive", 10)][..] };
-            push(t, json!({"type":"message","id":format!("{conv}-m{m}"),"direction":if inbound {"inbound"} else {"outbound"},
-                "message_type":pick(rng, table),"contact_id":contact,"conversation_id":conv}));
+            let table = if inbound {
+                INBOUND_TYPES
+            } else {
+                &[("text", 90), ("interactive", 10)][..]
+            };
+            push(
+                t,
+                json!({"type":"message","id":format!("{conv}-m{m}"),"direction":if inbound {"inbound"} else {"outbound"},
+                "message_type":pick(rng, table),"contact_id":contact,"conversation_id":conv}),
+            );
             if !inbound {
-                push(t + 2, json!({"type":"message_status","message_id":format!("{conv}-m{m}"),"status":"delivered"}));
+                push(
+                    t + 2,
+                    json!({"type":"message_status","message_id":format!("{conv}-m{m}"),"status":"delivered"}),
+                );
                 if rng.random_bool(0.9) {
-                    push(t + rng.random_range(5..60), json!({"type":"message_status","message_id":format!("{conv}-m{m}"),"status":"read"}));
+                    push(
+                        t + rng.random_range(5..60),
+                        json!({"type":"message_status","message_id":format!("{conv}-m{m}"),"status":"read"}),
+                    );
                 }
             }
         }
         if rng.random_bool(0.6) {
             let run = format!("{conv}-f");
             let flow = pick(rng, FLOWS);
-            push(start + 3, json!({"type":"flow","id":run,"flow_name":flow,"status":"started","conversation_id":conv}));
+            push(
+                start + 3,
+                json!({"type":"flow","id":run,"flow_name":flow,"status":"started","conversation_id":conv}),
+            );
             if rng.random_bool(0.8) {
-                push(t, json!({"type":"flow","id":run,"flow_name":flow,"status":"completed","conversation_id":conv}));
+                push(
+                    t,
+                    json!({"type":"flow","id":run,"flow_name":flow,"status":"completed","conversation_id":conv}),
+                );
             }
         }
         for k in 0..rng.random_range(0..3) {
-            push(start + 1 + k, json!({"type":"keyword","id":format!("{conv}-k{k}"),"keyword":pick(rng, KEYWORDS),"conversation_id":conv}));
+            push(
+                start + 1 + k,
+                json!({"type":"keyword","id":format!("{conv}-k{k}"),"keyword":pick(rng, KEYWORDS),"conversation_id":conv}),
+            );
         }
         for a in 0..rng.random_range(1..4) {
             let model = pick(rng, MODELS);
@@ -147,13 +212,19 @@ pub fn day_events(rng: &mut StdRng, account: &str, day_start: i64, now: i64, opt
             70..90 => "transferred",
             _ => "abandoned",
         };
-        push(t + rng.random_range(30..600), json!({"type":"conversation","id":conv,"status":outcome}));
+        push(
+            t + rng.random_range(30..600),
+            json!({"type":"conversation","id":conv,"status":outcome}),
+        );
     }
     for b in 0..broadcast {
         let t = at(rng);
         let id = format!("{account}-b{day}-{b}");
         if rng.random_bool(0.4) {
-            push(t, json!({"type":"message","id":id,"direction":"inbound","message_type":pick(rng, INBOUND_TYPES)}));
+            push(
+                t,
+                json!({"type":"message","id":id,"direction":"inbound","message_type":pick(rng, INBOUND_TYPES)}),
+            );
             continue;
         }
         let mut v = json!({"type":"message","id":id,"direction":"outbound","message_type":pick(rng, OUTBOUND_TYPES)});
@@ -161,25 +232,49 @@ pub fn day_events(rng: &mut StdRng, account: &str, day_start: i64, now: i64, opt
             v["campaign_id"] = json!(format!("{account}-camp{}", day % 4));
         }
         push(t, v);
-        push(t + 1, json!({"type":"message_status","message_id":id,"status":"sent"}));
+        push(
+            t + 1,
+            json!({"type":"message_status","message_id":id,"status":"sent"}),
+        );
         if rng.random_bool(0.03) {
-            push(t + 3, json!({"type":"message_status","message_id":id,"status":"failed","error_code":pick(rng, ERROR_CODES)}));
+            push(
+                t + 3,
+                json!({"type":"message_status","message_id":id,"status":"failed","error_code":pick(rng, ERROR_CODES)}),
+            );
             continue;
         }
         if rng.random_bool(0.96) {
-            push(t + rng.random_range(2..120), json!({"type":"message_status","message_id":id,"status":"delivered"}));
+            push(
+                t + rng.random_range(2..120),
+                json!({"type":"message_status","message_id":id,"status":"delivered"}),
+            );
             if rng.random_bool(0.68) {
-                push(t + rng.random_range(120..7200), json!({"type":"message_status","message_id":id,"status":"read"}));
+                push(
+                    t + rng.random_range(120..7200),
+                    json!({"type":"message_status","message_id":id,"status":"read"}),
+                );
             }
         }
     }
     // A weekly campaign: created Monday morning, running from noon, completed by evening.
     if weekday == 1 {
         let id = format!("{account}-campaign-{day}");
-        push(day_start + 9 * 3600, json!({"type":"campaign","id":id,"status":"created"}));
-        push(day_start + 10 * 3600, json!({"type":"campaign","id":id,"status":"scheduled"}));
-        push(day_start + 12 * 3600, json!({"type":"campaign","id":id,"status":"running"}));
-        push(day_start + 19 * 3600, json!({"type":"campaign","id":id,"status":"completed"}));
+        push(
+            day_start + 9 * 3600,
+            json!({"type":"campaign","id":id,"status":"created"}),
+        );
+        push(
+            day_start + 10 * 3600,
+            json!({"type":"campaign","id":id,"status":"scheduled"}),
+        );
+        push(
+            day_start + 12 * 3600,
+            json!({"type":"campaign","id":id,"status":"running"}),
+        );
+        push(
+            day_start + 19 * 3600,
+            json!({"type":"campaign","id":id,"status":"completed"}),
+        );
     }
     out.sort_by_key(|v| v["timestamp"].as_i64());
     out
@@ -193,7 +288,10 @@ where
 {
     let tz = jiff::tz::TimeZone::get(&opts.timezone)
         .map_err(|_| EngineError::BadRequest(format!("unknown time zone `{}`", opts.timezone)))?;
-    let today = jiff::Timestamp::from_second(now).map_err(|e| EngineError::Internal(e.to_string()))?.to_zoned(tz.clone()).date();
+    let today = jiff::Timestamp::from_second(now)
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+        .to_zoned(tz.clone())
+        .date();
     let bar = ProgressBar::new(u64::from(opts.days) * u64::from(opts.accounts));
     bar.set_style(
         ProgressStyle::with_template("{spinner} demo {bar:30} {pos}/{len} account-days, {msg}")
@@ -202,7 +300,9 @@ where
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut total = 0u64;
     for back in (0..opts.days).rev() {
-        let date = today.checked_sub(jiff::Span::new().days(i64::from(back))).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let date = today
+            .checked_sub(jiff::Span::new().days(i64::from(back)))
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         let start = date
             .to_zoned(tz.clone())
             .and_then(|z| z.start_of_day())
@@ -211,7 +311,14 @@ where
             .as_second();
         for a in 0..opts.accounts {
             let account = format!("acct-{}", a + 1);
-            let events = day_events(&mut rng, &account, start, now, opts, date.weekday().to_monday_one_offset());
+            let events = day_events(
+                &mut rng,
+                &account,
+                start,
+                now,
+                opts,
+                date.weekday().to_monday_one_offset(),
+            );
             total += events.len() as u64;
             sink(events).await?;
             bar.inc(1);
@@ -227,7 +334,8 @@ pub async fn fill(engine: &Engine, org: &Org, opts: &DemoOptions) -> Result<u64,
     let now = engine.clock.now();
     generate(opts, now, |events| async move {
         for chunk in events.chunks(5000) {
-            let body = serde_json::to_vec(chunk).map_err(|e| EngineError::Internal(e.to_string()))?;
+            let body =
+                serde_json::to_vec(chunk).map_err(|e| EngineError::Internal(e.to_string()))?;
             engine.ingest(org, EventsBody::Json(&body), true).await?;
         }
         Ok(())
@@ -236,7 +344,11 @@ pub async fn fill(engine: &Engine, org: &Org, opts: &DemoOptions) -> Result<u64,
 }
 
 /// Sends demo traffic to a running server over HTTP.
-pub async fn send_to_server(server: &str, key: &str, opts: &DemoOptions) -> Result<u64, EngineError> {
+pub async fn send_to_server(
+    server: &str,
+    key: &str,
+    opts: &DemoOptions,
+) -> Result<u64, EngineError> {
     let client = reqwest::Client::new();
     let url = format!("{}/api/events?backfill=true", server.trim_end_matches('/'));
     let now = jiff::Timestamp::now().as_second();
@@ -255,7 +367,9 @@ pub async fn send_to_server(server: &str, key: &str, opts: &DemoOptions) -> Resu
                 if !r.status().is_success() {
                     let status = r.status();
                     let text = r.text().await.unwrap_or_default();
-                    return Err(EngineError::Internal(format!("{url} answered {status}: {text}")));
+                    return Err(EngineError::Internal(format!(
+                        "{url} answered {status}: {text}"
+                    )));
                 }
             }
             Ok(())
@@ -265,7 +379,11 @@ pub async fn send_to_server(server: &str, key: &str, opts: &DemoOptions) -> Resu
 }
 
 /// `serve --demo`: fills an empty store once, and prints a key and queries to try.
-pub async fn prepare_served_demo(engine: &Engine, url: &str, base: &str) -> Result<(), EngineError> {
+pub async fn prepare_served_demo(
+    engine: &Engine,
+    url: &str,
+    base: &str,
+) -> Result<(), EngineError> {
     let key_file = url
         .strip_prefix("sqlite://")
         .and_then(|p| Path::new(p).parent().map(|d| d.join("demo-api-key")))
@@ -284,7 +402,9 @@ pub async fn prepare_served_demo(engine: &Engine, url: &str, base: &str) -> Resu
         match std::fs::read_to_string(&key_file) {
             Ok(k) => k.trim().to_string(),
             Err(_) => {
-                println!("The store already holds data; no demo was added. Create a key with `whatstat org create`.");
+                println!(
+                    "The store already holds data; no demo was added. Create a key with `whatstat org create`."
+                );
                 return Ok(());
             }
         }

@@ -4,4 +4,5 @@ pub mod api;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod import;
 pub mod store;

@@ -10,7 +10,11 @@ use whatstat::engine::Engine;
 use whatstat::{demo, store};
 
 #[derive(Parser)]
-#[command(name = "whatstat", version, about = "Analytics for WhatsApp Business messaging, answered from rollups")]
+#[command(
+    name = "whatstat",
+    version,
+    about = "Analytics for WhatsApp Business messaging, answered from rollups"
+)]
 struct Cli {
     /// Log filter, e.g. `info`, `whatstat=debug`. Also RUST_LOG.
     #[arg(long, env = "WHATSTAT_LOG", default_value = "info", global = true)]
@@ -29,6 +33,26 @@ enum Command {
     Org(OrgCommand),
     /// Fill a store (or a running server) with 30 days of realistic demo traffic.
     Demo(DemoArgs),
+    /// Import history from an NDJSON file of events (backfill allowed); resumable.
+    Import(ImportArgs),
+    /// Expire hourly and daily figures and entity states past their retention, now.
+    Compact {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// NDJSON file, one event per line (the schema of POST /api/events).
+    file: std::path::PathBuf,
+
+    /// The key of the organization the events belong to.
+    #[arg(long, env = "WHATSTAT_API_KEY", hide_env_values = true)]
+    api_key: String,
+
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Args)]
@@ -55,6 +79,10 @@ struct ServeArgs {
     /// On an empty store, create a demo organization with 30 days of traffic and print its key.
     #[arg(long)]
     demo: bool,
+
+    /// Seconds between background compaction runs; 0 turns them off. [default: 300]
+    #[arg(long, env = "WHATSTAT_COMPACT_INTERVAL_SECS")]
+    compact_interval_secs: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -93,8 +121,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -116,29 +150,60 @@ fn open_engine(args: &StoreArgs) -> Result<(Arc<Engine>, String), AnyError> {
     let file = args.file()?;
     let url = args.database_url(&file);
     let store = store::open(&url)?;
-    Ok((Arc::new(Engine::new(store, args.engine_config(&file)?)), url))
+    Ok((
+        Arc::new(Engine::new(store, args.engine_config(&file)?)),
+        url,
+    ))
 }
 
 async fn run(command: Command) -> Result<(), AnyError> {
     match command {
         Command::Serve(args) => serve(args).await,
-        Command::Org(OrgCommand::Create { name, timezone, store }) => {
+        Command::Org(OrgCommand::Create {
+            name,
+            timezone,
+            store,
+        }) => {
             let (engine, _) = open_engine(&store)?;
             let (org, key) = engine.create_org(&name, &timezone).await?;
-            println!("organization: {} ({})\ntime zone:    {}\napi key:      {key}", org.name, org.id, org.timezone);
+            println!(
+                "organization: {} ({})\ntime zone:    {}\napi key:      {key}",
+                org.name, org.id, org.timezone
+            );
             println!("The key is shown only now; it is stored hashed.");
+            Ok(())
+        }
+        Command::Import(args) => {
+            let (engine, _) = open_engine(&args.store)?;
+            let org = engine
+                .authenticate(&args.api_key)
+                .await?
+                .ok_or("--api-key is not a key of any organization")?;
+            let report = whatstat::import::import(&engine, &org, &args.file).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Compact { store } => {
+            let (engine, _) = open_engine(&store)?;
+            let report = engine.compact().await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Demo(args) => {
             if let Some(server) = args.server {
-                let key = args.api_key.ok_or("--server needs --api-key (or WHATSTAT_API_KEY)")?;
+                let key = args
+                    .api_key
+                    .ok_or("--server needs --api-key (or WHATSTAT_API_KEY)")?;
                 let n = demo::send_to_server(&server, &key, &args.demo).await?;
                 println!("sent {n} demo events to {server}");
             } else {
                 let (engine, url) = open_engine(&args.store)?;
                 let (org, key) = engine.create_org("Demo Store", &args.demo.timezone).await?;
                 let n = demo::fill(&engine, &org, &args.demo).await?;
-                println!("wrote {n} demo events to {url}\norganization: {} ({})\napi key:      {key}", org.name, org.id);
+                println!(
+                    "wrote {n} demo events to {url}\norganization: {} ({})\napi key:      {key}",
+                    org.name, org.id
+                );
             }
             Ok(())
         }
@@ -148,9 +213,15 @@ async fn run(command: Command) -> Result<(), AnyError> {
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let file = args.store.file()?;
     let (engine, url) = open_engine(&args.store)?;
-    let listen = args.listen.or(file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let listen = args
+        .listen
+        .or(file.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.into());
     let limits = ApiLimits {
-        max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(16 * 1024 * 1024),
+        max_body_bytes: args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(16 * 1024 * 1024),
         rate_per_second: args.rate_limit.or(file.rate_limit).unwrap_or(0),
     };
     let master_key = args.master_key.or(file.master_key.clone());
@@ -161,6 +232,22 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     tracing::info!(%addr, database = %url, "whatstat listening");
     if args.demo {
         demo::prepare_served_demo(&engine, &url, &format!("http://{addr}")).await?;
+    }
+    let interval = args
+        .compact_interval_secs
+        .or(file.compact_interval_secs)
+        .unwrap_or(300);
+    if interval > 0 {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval));
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.compact().await {
+                    tracing::error!(error = %e, "background compaction failed");
+                }
+            }
+        });
     }
     let app = api::router(engine, master_key, &limits);
     axum::serve(listener, app)

@@ -12,7 +12,10 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{message}")]
-    InvalidEvents { message: String, errors: Vec<EventError> },
+    InvalidEvents {
+        message: String,
+        errors: Vec<EventError>,
+    },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]

@@ -12,7 +12,10 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(per_second: u32) -> Self {
-        RateLimiter { per_second, buckets: Mutex::new(HashMap::new()) }
+        RateLimiter {
+            per_second,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// `None` if the request may go ahead, else the seconds to wait.

@@ -50,6 +50,7 @@ pub fn router(engine: Arc<Engine>, master_key: Option<String>, limits: &ApiLimit
         .route("/health", get(health))
         .route("/api/openapi.json", get(openapi))
         .route("/api/admin/orgs", post(create_org))
+        .route("/api/admin/compact", post(compact))
         .route("/api/events", post(post_events))
         .route("/api/analytics/messages", get(messages))
         .route("/api/analytics/chatbot", get(chatbot))
@@ -85,7 +86,9 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge("the request body is larger than the server accepts (see --max-body-bytes)".into())
+            ApiError::PayloadTooLarge(
+                "the request body is larger than the server accepts (see --max-body-bytes)".into(),
+            )
         } else {
             ApiError::BadRequest(format!("the request body could not be read: {e}"))
         }
@@ -97,14 +100,20 @@ fn params(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     allowed: &[&str],
 ) -> Result<HashMap<String, String>, ApiError> {
-    let Query(pairs) = query.map_err(|e| ApiError::BadRequest(format!("the query string is malformed: {e}")))?;
+    let Query(pairs) =
+        query.map_err(|e| ApiError::BadRequest(format!("the query string is malformed: {e}")))?;
     let mut out = HashMap::new();
     for (k, v) in pairs {
         if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::BadRequest(format!("unknown parameter `{k}`; allowed: {}", allowed.join(", "))));
+            return Err(ApiError::BadRequest(format!(
+                "unknown parameter `{k}`; allowed: {}",
+                allowed.join(", ")
+            )));
         }
         if out.insert(k.clone(), v).is_some() {
-            return Err(ApiError::BadRequest(format!("parameter `{k}` is given more than once")));
+            return Err(ApiError::BadRequest(format!(
+                "parameter `{k}` is given more than once"
+            )));
         }
     }
     Ok(out)
@@ -114,26 +123,44 @@ fn flag(p: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
     match p.get(name).map(String::as_str) {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") | Some("") => Ok(true),
-        Some(other) => Err(ApiError::BadRequest(format!("parameter `{name}` is `{other}`; allowed: true, false"))),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "parameter `{name}` is `{other}`; allowed: true, false"
+        ))),
     }
 }
 
-async fn create_org(State(state): State<AppState>, _: MasterKey, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn create_org(
+    State(state): State<AppState>,
+    _: MasterKey,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("the body must be a JSON object {{\"name\", \"timezone\"}}: {e}")))?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body must be a JSON object {{\"name\", \"timezone\"}}: {e}"
+        ))
+    })?;
     let name = v.get("name").and_then(Value::as_str).ok_or_else(|| {
         ApiError::BadRequest("field `name` is required and must be a string".into())
     })?;
     let timezone = match v.get("timezone") {
         None | Some(Value::Null) => "UTC",
         Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(ApiError::BadRequest("field `timezone` must be a string such as Asia/Kolkata".into())),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "field `timezone` must be a string such as Asia/Kolkata".into(),
+            ));
+        }
     };
     let (org, key) = state.engine.create_org(name, timezone).await?;
-    let mut response = success(json!({"id": org.id, "name": org.name, "timezone": org.timezone, "api_key": key}));
+    let mut response =
+        success(json!({"id": org.id, "name": org.name, "timezone": org.timezone, "api_key": key}));
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
+}
+
+async fn compact(State(state): State<AppState>, _: MasterKey) -> Result<Response, ApiError> {
+    Ok(success(state.engine.compact().await?))
 }
 
 async fn post_events(
@@ -145,12 +172,22 @@ async fn post_events(
 ) -> Result<Response, ApiError> {
     let p = params(query, &["backfill"])?;
     let backfill = flag(&p, "backfill")?;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let body = body_bytes(body)?;
     let events = match mime.as_str() {
         "application/json" => EventsBody::Json(&body),
-        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => EventsBody::Ndjson(&body),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+            EventsBody::Ndjson(&body)
+        }
         _ => {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "Content-Type `{content_type}` is not accepted; allowed: application/json (an array of events) or application/x-ndjson"
@@ -175,9 +212,14 @@ async fn messages(
     OrgKey(org): OrgKey,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let p = params(query, &["account_id", "start_date", "end_date", "granularity", "tz"])?;
+    let p = params(
+        query,
+        &["account_id", "start_date", "end_date", "granularity", "tz"],
+    )?;
     let granularity = Granularity::parse(p.get("granularity").map_or("day", String::as_str))?;
-    Ok(success(state.engine.messages(&org, &range(&p), granularity).await?))
+    Ok(success(
+        state.engine.messages(&org, &range(&p), granularity).await?,
+    ))
 }
 
 async fn chatbot(
@@ -185,14 +227,25 @@ async fn chatbot(
     OrgKey(org): OrgKey,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let p = params(query, &["account_id", "start_date", "end_date", "limit", "tz"])?;
+    let p = params(
+        query,
+        &["account_id", "start_date", "end_date", "limit", "tz"],
+    )?;
     let limit = match p.get("limit") {
         None => 10,
-        Some(l) => l.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
-            ApiError::BadRequest(format!("parameter `limit` is `{l}`; allowed: a whole number from 1 to 1000"))
-        })?,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "parameter `limit` is `{l}`; allowed: a whole number from 1 to 1000"
+                ))
+            })?,
     };
-    Ok(success(state.engine.chatbot(&org, &range(&p), limit).await?))
+    Ok(success(
+        state.engine.chatbot(&org, &range(&p), limit).await?,
+    ))
 }
 
 async fn dashboard(
@@ -202,5 +255,10 @@ async fn dashboard(
 ) -> Result<Response, ApiError> {
     let p = params(query, &["account_id", "period"])?;
     let period = Period::parse(p.get("period").map_or("month", String::as_str))?;
-    Ok(success(state.engine.dashboard(&org, p.get("account_id").map(String::as_str), period).await?))
+    Ok(success(
+        state
+            .engine
+            .dashboard(&org, p.get("account_id").map(String::as_str), period)
+            .await?,
+    ))
 }

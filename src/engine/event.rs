@@ -27,7 +27,9 @@ pub enum DeliveryStatus {
     Failed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum CampaignStatus {
     Created,
     Scheduled,
@@ -123,7 +125,10 @@ pub const EVENT_TYPES: &str =
 
 pub fn parse_event(value: &Value, admission: &Admission) -> Result<Parsed, String> {
     let Value::Object(obj) = value else {
-        return Err(format!("an event must be a JSON object, got {}", kind_of(value)));
+        return Err(format!(
+            "an event must be a JSON object, got {}",
+            kind_of(value)
+        ));
     };
     let f = Fields(obj);
     let mut errors = Vec::new();
@@ -177,10 +182,19 @@ enum Body {
 
 fn parse_body(kind: &str, f: &Fields, errors: &mut Vec<String>) -> Option<Body> {
     let body = match kind {
-        "contact" => EventBody::Contact { id: f.id("id", errors)? },
+        "contact" => EventBody::Contact {
+            id: f.id("id", errors)?,
+        },
         "message" => {
             let id = f.id("id", errors);
-            let direction = f.one_of("direction", &[("inbound", Direction::Inbound), ("outbound", Direction::Outbound)], errors);
+            let direction = f.one_of(
+                "direction",
+                &[
+                    ("inbound", Direction::Inbound),
+                    ("outbound", Direction::Outbound),
+                ],
+                errors,
+            );
             let message_type = f.message_type(errors);
             let conversation_id = f.optional_id("conversation_id", errors);
             f.optional_id("contact_id", errors);
@@ -222,33 +236,65 @@ fn parse_body(kind: &str, f: &Fields, errors: &mut Vec<String>) -> Option<Body> 
             let id = f.id("id", errors);
             let status = f.one_of(
                 "status",
-                &[("created", Created), ("scheduled", Scheduled), ("running", Running), ("completed", Completed), ("cancelled", Cancelled), ("failed", Failed)],
+                &[
+                    ("created", Created),
+                    ("scheduled", Scheduled),
+                    ("running", Running),
+                    ("completed", Completed),
+                    ("cancelled", Cancelled),
+                    ("failed", Failed),
+                ],
                 errors,
             );
-            EventBody::Campaign { id: id?, status: status? }
+            EventBody::Campaign {
+                id: id?,
+                status: status?,
+            }
         }
         "conversation" => {
             use ConversationStatus::*;
             let id = f.id("id", errors);
             let status = f.one_of(
                 "status",
-                &[("started", Started), ("auto_resolved", AutoResolved), ("transferred", Transferred), ("abandoned", Abandoned)],
+                &[
+                    ("started", Started),
+                    ("auto_resolved", AutoResolved),
+                    ("transferred", Transferred),
+                    ("abandoned", Abandoned),
+                ],
                 errors,
             );
-            EventBody::Conversation { id: id?, status: status? }
+            EventBody::Conversation {
+                id: id?,
+                status: status?,
+            }
         }
         "flow" => {
             let id = f.id("id", errors);
             let flow_name = f.id("flow_name", errors);
-            let status = f.one_of("status", &[("started", FlowStatus::Started), ("completed", FlowStatus::Completed)], errors);
+            let status = f.one_of(
+                "status",
+                &[
+                    ("started", FlowStatus::Started),
+                    ("completed", FlowStatus::Completed),
+                ],
+                errors,
+            );
             f.optional_id("conversation_id", errors);
-            EventBody::Flow { id: id?, flow_name: flow_name?, status: status? }
+            EventBody::Flow {
+                id: id?,
+                flow_name: flow_name?,
+                status: status?,
+            }
         }
         "keyword" => {
             let keyword = f.id("keyword", errors);
             let id = f.optional_id("id", errors);
             f.optional_id("conversation_id", errors);
-            EventBody::Keyword { keyword: keyword?, id: id? }
+            EventBody::Keyword {
+                keyword: keyword?,
+                id: id?,
+            }
         }
         "ai_request" => {
             let id = f.optional_id("id", errors);
@@ -263,7 +309,9 @@ fn parse_body(kind: &str, f: &Fields, errors: &mut Vec<String>) -> Option<Body> 
             }
         }
         other => {
-            errors.push(format!("unknown event type `{other}` (allowed: {EVENT_TYPES})"));
+            errors.push(format!(
+                "unknown event type `{other}` (allowed: {EVENT_TYPES})"
+            ));
             return None;
         }
     };
@@ -281,7 +329,10 @@ impl Fields<'_> {
             }
             Some(Value::String(s)) => Some(s.clone()),
             Some(other) => {
-                errors.push(format!("field `{name}` must be a string, got {}", kind_of(other)));
+                errors.push(format!(
+                    "field `{name}` must be a string, got {}",
+                    kind_of(other)
+                ));
                 None
             }
         }
@@ -309,13 +360,21 @@ impl Fields<'_> {
         }
     }
 
-    fn one_of<T: Copy>(&self, name: &str, allowed: &[(&str, T)], errors: &mut Vec<String>) -> Option<T> {
+    fn one_of<T: Copy>(
+        &self,
+        name: &str,
+        allowed: &[(&str, T)],
+        errors: &mut Vec<String>,
+    ) -> Option<T> {
         let s = self.required_str(name, errors)?;
         match allowed.iter().find(|(word, _)| *word == s) {
             Some((_, v)) => Some(*v),
             None => {
                 let names: Vec<&str> = allowed.iter().map(|(w, _)| *w).collect();
-                errors.push(format!("field `{name}` is `{s}`; allowed: {}", names.join(", ")));
+                errors.push(format!(
+                    "field `{name}` is `{s}`; allowed: {}",
+                    names.join(", ")
+                ));
                 None
             }
         }
@@ -325,7 +384,8 @@ impl Fields<'_> {
         let s = self.required_str("message_type", errors)?;
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if ok {
             Some(s)
         } else {
@@ -339,7 +399,9 @@ impl Fields<'_> {
     fn timestamp(&self, admission: &Admission, errors: &mut Vec<String>) -> Option<i64> {
         let secs = match self.0.get("timestamp") {
             None | Some(Value::Null) => {
-                errors.push("missing field `timestamp` (RFC 3339 with offset, or Unix seconds)".into());
+                errors.push(
+                    "missing field `timestamp` (RFC 3339 with offset, or Unix seconds)".into(),
+                );
                 return None;
             }
             Some(Value::String(s)) => match s.parse::<Timestamp>() {
@@ -351,7 +413,11 @@ impl Fields<'_> {
                     return None;
                 }
             },
-            Some(Value::Number(n)) => match n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64)) {
+            Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.floor() as i64)
+            }) {
                 Some(s) => s,
                 None => {
                     errors.push(format!("field `timestamp` is {n}; allowed: Unix seconds"));
@@ -359,12 +425,18 @@ impl Fields<'_> {
                 }
             },
             Some(other) => {
-                errors.push(format!("field `timestamp` must be a string or a number, got {}", kind_of(other)));
+                errors.push(format!(
+                    "field `timestamp` must be a string or a number, got {}",
+                    kind_of(other)
+                ));
                 return None;
             }
         };
         if secs < EARLIEST_SECS {
-            errors.push(format!("field `timestamp` is before 2000-01-01 ({})", show(secs)));
+            errors.push(format!(
+                "field `timestamp` is before 2000-01-01 ({})",
+                show(secs)
+            ));
             return None;
         }
         if secs > admission.now + FUTURE_TOLERANCE_SECS {
@@ -384,12 +456,17 @@ impl Fields<'_> {
             Some(Value::Number(n)) => match n.as_u64().filter(|t| *t <= MAX_TOKENS) {
                 Some(t) => Some(Some(t)),
                 None => {
-                    errors.push(format!("field `{name}` is {n}; allowed: a whole number from 0 to {MAX_TOKENS}"));
+                    errors.push(format!(
+                        "field `{name}` is {n}; allowed: a whole number from 0 to {MAX_TOKENS}"
+                    ));
                     None
                 }
             },
             Some(other) => {
-                errors.push(format!("field `{name}` must be a whole number, got {}", kind_of(other)));
+                errors.push(format!(
+                    "field `{name}` must be a whole number, got {}",
+                    kind_of(other)
+                ));
                 None
             }
         }
@@ -402,7 +479,9 @@ impl Fields<'_> {
         match (total?, prompt?, completion?) {
             (Some(t), _, _) => Some(t),
             (None, None, None) => {
-                errors.push("missing field `tokens` (or `prompt_tokens` and `completion_tokens`)".into());
+                errors.push(
+                    "missing field `tokens` (or `prompt_tokens` and `completion_tokens`)".into(),
+                );
                 None
             }
             (None, p, c) => Some(p.unwrap_or(0) + c.unwrap_or(0)),
@@ -412,15 +491,23 @@ impl Fields<'_> {
     fn cost(&self, errors: &mut Vec<String>) -> Option<Option<i64>> {
         match self.0.get("cost") {
             None | Some(Value::Null) => Some(None),
-            Some(Value::Number(n)) => match n.as_f64().filter(|c| c.is_finite() && *c >= 0.0 && *c <= MAX_COST_USD) {
+            Some(Value::Number(n)) => match n
+                .as_f64()
+                .filter(|c| c.is_finite() && *c >= 0.0 && *c <= MAX_COST_USD)
+            {
                 Some(c) => Some(Some((c * 1_000_000.0).round() as i64)),
                 None => {
-                    errors.push(format!("field `cost` is {n}; allowed: US dollars from 0 to {MAX_COST_USD}"));
+                    errors.push(format!(
+                        "field `cost` is {n}; allowed: US dollars from 0 to {MAX_COST_USD}"
+                    ));
                     None
                 }
             },
             Some(other) => {
-                errors.push(format!("field `cost` must be a number (US dollars), got {}", kind_of(other)));
+                errors.push(format!(
+                    "field `cost` must be a number (US dollars), got {}",
+                    kind_of(other)
+                ));
                 None
             }
         }
@@ -461,16 +548,24 @@ mod tests {
     const NOW: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 
     fn adm() -> Admission {
-        Admission { now: NOW, state_window_secs: 35 * 86_400, backfill: false }
+        Admission {
+            now: NOW,
+            state_window_secs: 35 * 86_400,
+            backfill: false,
+        }
     }
 
     #[test]
     fn parses_a_message_with_rfc3339_and_unix_time() {
         let v = json!({"type":"message","account_id":"a","timestamp":"2025-12-31T23:00:00+05:30","id":"m1","direction":"outbound","message_type":"template"});
-        let Ok(Parsed::Event(e)) = parse_event(&v, &adm()) else { panic!("should parse") };
+        let Ok(Parsed::Event(e)) = parse_event(&v, &adm()) else {
+            panic!("should parse")
+        };
         assert_eq!(e.at, NOW - 86_400 + 3600 * 23 - 19_800);
         let v = json!({"type":"contact","account_id":"a","timestamp":NOW - 10,"id":"c"});
-        let Ok(Parsed::Event(e)) = parse_event(&v, &adm()) else { panic!("should parse") };
+        let Ok(Parsed::Event(e)) = parse_event(&v, &adm()) else {
+            panic!("should parse")
+        };
         assert_eq!(e.at, NOW - 10);
     }
 
@@ -496,26 +591,59 @@ mod tests {
         let v = json!({"type":"contact","account_id":"a","timestamp":NOW + 301,"id":"c"});
         assert!(parse_event(&v, &adm()).unwrap_err().contains("future"));
         let v = json!({"type":"contact","account_id":"a","timestamp":NOW - 36 * 86_400,"id":"c"});
-        assert!(parse_event(&v, &adm()).unwrap_err().contains("backfill=true"));
-        let back = Admission { backfill: true, ..adm() };
+        assert!(
+            parse_event(&v, &adm())
+                .unwrap_err()
+                .contains("backfill=true")
+        );
+        let back = Admission {
+            backfill: true,
+            ..adm()
+        };
         assert!(matches!(parse_event(&v, &back), Ok(Parsed::Event(_))));
     }
 
     #[test]
     fn ai_tokens_and_cost() {
         let v = json!({"type":"ai_request","account_id":"a","timestamp":NOW,"prompt_tokens":100,"completion_tokens":23,"cost":0.0125});
-        let Ok(Parsed::Event(e)) = parse_event(&v, &adm()) else { panic!("should parse") };
-        assert_eq!(e.body, EventBody::AiRequest { id: None, tokens: 123, model: String::new(), cost_micros: Some(12_500) });
+        let Ok(Parsed::Event(e)) = parse_event(&v, &adm()) else {
+            panic!("should parse")
+        };
+        assert_eq!(
+            e.body,
+            EventBody::AiRequest {
+                id: None,
+                tokens: 123,
+                model: String::new(),
+                cost_micros: Some(12_500)
+            }
+        );
         let v = json!({"type":"ai_request","account_id":"a","timestamp":NOW,"tokens":-5});
-        assert!(parse_event(&v, &adm()).unwrap_err().contains("`tokens` is -5"));
+        assert!(
+            parse_event(&v, &adm())
+                .unwrap_err()
+                .contains("`tokens` is -5")
+        );
         let v = json!({"type":"ai_request","account_id":"a","timestamp":NOW});
-        assert!(parse_event(&v, &adm()).unwrap_err().contains("missing field `tokens`"));
+        assert!(
+            parse_event(&v, &adm())
+                .unwrap_err()
+                .contains("missing field `tokens`")
+        );
     }
 
     #[test]
     fn unknown_type_lists_the_allowed_ones() {
         let v = json!({"type":"purchase","account_id":"a","timestamp":NOW});
-        assert!(parse_event(&v, &adm()).unwrap_err().contains("allowed: contact, message"));
-        assert!(parse_event(&json!([1]), &adm()).unwrap_err().contains("JSON object"));
+        assert!(
+            parse_event(&v, &adm())
+                .unwrap_err()
+                .contains("allowed: contact, message")
+        );
+        assert!(
+            parse_event(&json!([1]), &adm())
+                .unwrap_err()
+                .contains("JSON object")
+        );
     }
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use jiff::Timestamp;
 
-use super::event::{CampaignStatus, ConversationStatus, DeliveryStatus, Event, EventBody, FlowStatus};
+use super::event::{
+    CampaignStatus, ConversationStatus, DeliveryStatus, Event, EventBody, FlowStatus,
+};
 use super::state::*;
 use super::time::Calendar;
 use crate::store::{Changes, CounterDelta, EntityKey, EntityWrite};
@@ -30,7 +32,11 @@ pub fn keys_of(events: &[(usize, Event)]) -> Vec<EntityKey> {
     for (_, e) in events {
         let account = &e.account_id;
         match &e.body {
-            EventBody::Message { id, conversation_id, .. } => {
+            EventBody::Message {
+                id,
+                conversation_id,
+                ..
+            } => {
                 keys.push(key(Kind::Message, account, id));
                 if let Some(c) = conversation_id {
                     keys.push(key(Kind::Conversation, account, c));
@@ -46,7 +52,11 @@ pub fn keys_of(events: &[(usize, Event)]) -> Vec<EntityKey> {
 }
 
 fn key(kind: Kind, account: &str, id: &str) -> EntityKey {
-    EntityKey { kind: kind as u8, account: account.to_string(), id: id.to_string() }
+    EntityKey {
+        kind: kind as u8,
+        account: account.to_string(),
+        id: id.to_string(),
+    }
 }
 
 fn entity_key(e: &Event) -> Option<EntityKey> {
@@ -110,7 +120,10 @@ impl Batch<'_> {
             match apply_event(&mut slots, stored, &mut direct, &event)? {
                 Some(Effect::New) => report.accepted += 1,
                 Some(Effect::Duplicate) => report.duplicates += 1,
-                None => report.ignored.push(Ignored { index, reason: "no effect".into() }),
+                None => report.ignored.push(Ignored {
+                    index,
+                    reason: "no effect".into(),
+                }),
             }
         }
         report.ignored.sort_by_key(|i| i.index);
@@ -140,7 +153,9 @@ impl Batch<'_> {
                 });
             }
             for c in scratch.drain(..) {
-                *deltas.entry((key.account.clone(), c.series, c.dim, c.at)).or_default() += c.value;
+                *deltas
+                    .entry((key.account.clone(), c.series, c.dim, c.at))
+                    .or_default() += c.value;
             }
         }
         for (account, c) in direct {
@@ -159,15 +174,37 @@ impl Batch<'_> {
                 if at < self.tier_cutoffs[i] {
                     continue;
                 }
-                *tiered.entry((account.clone(), bucket.tier.code(), bucket.key, series, dim.clone())).or_default() += value;
+                *tiered
+                    .entry((
+                        account.clone(),
+                        bucket.tier.code(),
+                        bucket.key,
+                        series,
+                        dim.clone(),
+                    ))
+                    .or_default() += value;
             }
         }
         let counters = tiered
             .into_iter()
             .filter(|(_, v)| *v != 0)
-            .map(|((account, tier, bucket, series, dim), delta)| CounterDelta { account, tier, bucket, series, dim, delta })
+            .map(
+                |((account, tier, bucket, series, dim), delta)| CounterDelta {
+                    account,
+                    tier,
+                    bucket,
+                    series,
+                    dim,
+                    delta,
+                },
+            )
             .collect();
-        Ok(Changes { accounts, entities, counters, report: Box::new(report) })
+        Ok(Changes {
+            accounts,
+            entities,
+            counters,
+            report: Box::new(report),
+        })
     }
 }
 
@@ -185,7 +222,10 @@ fn slot<'s>(
                 Some(bytes) => Some(Entity::decode(kind, bytes)?),
                 None => None,
             };
-            Ok(v.insert(Slot { now: before.clone(), before }))
+            Ok(v.insert(Slot {
+                now: before.clone(),
+                before,
+            }))
         }
     }
 }
@@ -221,7 +261,12 @@ fn apply_event(
                 }
             }
         }
-        EventBody::Message { id, direction, message_type, conversation_id } => {
+        EventBody::Message {
+            id,
+            direction,
+            message_type,
+            conversation_id,
+        } => {
             let s = slot(slots, stored, key(Kind::Message, account, id))?;
             let inbound = *direction == super::event::Direction::Inbound;
             let effect = match &mut s.now {
@@ -263,7 +308,12 @@ fn apply_event(
             }
             effect
         }
-        EventBody::MessageStatus { message_id, status, error_code, pricing_category } => {
+        EventBody::MessageStatus {
+            message_id,
+            status,
+            error_code,
+            pricing_category,
+        } => {
             let s = slot(slots, stored, key(Kind::Message, account, message_id))?;
             let bit = status_bit(*status);
             if !matches!(s.now, Some(Entity::Message(_))) {
@@ -279,7 +329,9 @@ fn apply_event(
                     conversation_id: None,
                 }));
             }
-            let Some(Entity::Message(m)) = &mut s.now else { return Err("message state lost".into()) };
+            let Some(Entity::Message(m)) = &mut s.now else {
+                return Err("message state lost".into());
+            };
             if m.is_placeholder() {
                 m.at = m.at.min(at);
             }
@@ -313,7 +365,11 @@ fn apply_event(
                     }
                 }
                 _ => {
-                    s.now = Some(Entity::Campaign(CampaignState { first_seen: at, latest: (at, *status), seen: bit }));
+                    s.now = Some(Entity::Campaign(CampaignState {
+                        first_seen: at,
+                        latest: (at, *status),
+                        seen: bit,
+                    }));
                     Effect::New
                 }
             }
@@ -323,7 +379,9 @@ fn apply_event(
             if !matches!(s.now, Some(Entity::Conversation(_))) {
                 s.now = Some(Entity::Conversation(ConversationState::new(at)));
             }
-            let Some(Entity::Conversation(c)) = &mut s.now else { return Err("conversation state lost".into()) };
+            let Some(Entity::Conversation(c)) = &mut s.now else {
+                return Err("conversation state lost".into());
+            };
             c.first_seen = c.first_seen.min(at);
             let bit = 1u8 << (*status as u8);
             match ConversationOutcome::from_status(*status) {
@@ -341,7 +399,11 @@ fn apply_event(
                 Effect::New
             }
         }
-        EventBody::Flow { id, flow_name, status } => {
+        EventBody::Flow {
+            id,
+            flow_name,
+            status,
+        } => {
             let s = slot(slots, stored, key(Kind::FlowRun, account, id))?;
             if !matches!(s.now, Some(Entity::FlowRun(_))) {
                 s.now = Some(Entity::FlowRun(FlowRunState {
@@ -352,7 +414,9 @@ fn apply_event(
                     first_seen: at,
                 }));
             }
-            let Some(Entity::FlowRun(f)) = &mut s.now else { return Err("flow state lost".into()) };
+            let Some(Entity::FlowRun(f)) = &mut s.now else {
+                return Err("flow state lost".into());
+            };
             f.first_seen = f.first_seen.min(at);
             let bit = match status {
                 FlowStatus::Started => {
@@ -375,17 +439,38 @@ fn apply_event(
         }
         EventBody::Keyword { keyword, id } => {
             if first_sighting(slots, stored, e, id.is_some(), Kind::Keyword)? {
-                direct.push((account.clone(), Contribution { series: series::KEYWORD, dim: keyword.clone(), at, value: 1 }));
+                direct.push((
+                    account.clone(),
+                    Contribution {
+                        series: series::KEYWORD,
+                        dim: keyword.clone(),
+                        at,
+                        value: 1,
+                    },
+                ));
                 Effect::New
             } else {
                 Effect::Duplicate
             }
         }
-        EventBody::AiRequest { id, tokens, model, cost_micros } => {
+        EventBody::AiRequest {
+            id,
+            tokens,
+            model,
+            cost_micros,
+        } => {
             if first_sighting(slots, stored, e, id.is_some(), Kind::AiRequest)? {
                 let tokens = i64::try_from(*tokens).map_err(|e| e.to_string())?;
                 let mut add = |series, dim: &str, value| {
-                    direct.push((account.clone(), Contribution { series, dim: dim.to_string(), at, value }));
+                    direct.push((
+                        account.clone(),
+                        Contribution {
+                            series,
+                            dim: dim.to_string(),
+                            at,
+                            value,
+                        },
+                    ));
                 };
                 add(series::AI_REQUESTS, "", 1);
                 add(series::AI_TOKENS, "", tokens);
@@ -413,7 +498,9 @@ fn first_sighting(
     if !has_id {
         return Ok(true);
     }
-    let Some(k) = entity_key(e) else { return Ok(true) };
+    let Some(k) = entity_key(e) else {
+        return Ok(true);
+    };
     let s = slot(slots, stored, k)?;
     if s.now.is_some() {
         return Ok(false);
@@ -427,4 +514,5 @@ fn first_sighting(
 }
 
 // Keep the status enums' discriminants small: they index dedup bit sets.
-const _: () = assert!((CampaignStatus::Failed as u8) < 8 && (ConversationStatus::Abandoned as u8) < 8);
+const _: () =
+    assert!((CampaignStatus::Failed as u8) < 8 && (ConversationStatus::Abandoned as u8) < 8);

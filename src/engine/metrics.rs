@@ -18,15 +18,29 @@ pub struct Totals(HashMap<String, HashMap<String, i64>>);
 
 impl Totals {
     pub fn get(&self, series: &str) -> i64 {
-        self.0.get(series).and_then(|d| d.get("")).copied().unwrap_or(0)
+        self.0
+            .get(series)
+            .and_then(|d| d.get(""))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn by_dim(&self, series: &str) -> impl Iterator<Item = (&str, i64)> {
-        self.0.get(series).into_iter().flatten().map(|(d, v)| (d.as_str(), *v)).filter(|(_, v)| *v != 0)
+        self.0
+            .get(series)
+            .into_iter()
+            .flatten()
+            .map(|(d, v)| (d.as_str(), *v))
+            .filter(|(_, v)| *v != 0)
     }
 
     fn add(&mut self, series: &str, dim: &str, value: i64) {
-        *self.0.entry(series.to_string()).or_default().entry(dim.to_string()).or_default() += value;
+        *self
+            .0
+            .entry(series.to_string())
+            .or_default()
+            .entry(dim.to_string())
+            .or_default() += value;
     }
 
     fn merge(&mut self, other: &Totals) {
@@ -208,7 +222,11 @@ pub struct DashboardChatbot {
 
 /// A percentage rounded to one decimal; 0.0 when the denominator is 0.
 pub fn rate(part: i64, whole: i64) -> f64 {
-    if whole == 0 { 0.0 } else { round_to(part as f64 * 100.0 / whole as f64, 1) }
+    if whole == 0 {
+        0.0
+    } else {
+        round_to(part as f64 * 100.0 / whole as f64, 1)
+    }
 }
 
 fn round_to(x: f64, decimals: i32) -> f64 {
@@ -217,11 +235,21 @@ fn round_to(x: f64, decimals: i32) -> f64 {
 }
 
 fn ratio_whole(part: i64, whole: i64) -> i64 {
-    if whole == 0 { 0 } else { (part as f64 / whole as f64).round() as i64 }
+    if whole == 0 {
+        0
+    } else {
+        (part as f64 / whole as f64).round() as i64
+    }
 }
 
-const MESSAGE_SERIES: &[&str] =
-    &[series::SENT, series::RECEIVED, series::DELIVERED, series::READ, series::FAILED, series::BY_TYPE];
+const MESSAGE_SERIES: &[&str] = &[
+    series::SENT,
+    series::RECEIVED,
+    series::DELIVERED,
+    series::READ,
+    series::FAILED,
+    series::BY_TYPE,
+];
 const CHATBOT_SERIES: &[&str] = &[
     series::CONVERSATIONS,
     series::AUTO_RESOLVED,
@@ -284,8 +312,12 @@ impl Engine {
         let start = match start {
             Some(s) => s,
             None => {
-                let end_day = view.zoned(Timestamp::from_second(end - 1).map_err(|_| internal())?).date();
-                let first = end_day.checked_sub(jiff::Span::new().days(29)).map_err(|_| internal())?;
+                let end_day = view
+                    .zoned(Timestamp::from_second(end - 1).map_err(|_| internal())?)
+                    .date();
+                let first = end_day
+                    .checked_sub(jiff::Span::new().days(29))
+                    .map_err(|_| internal())?;
                 start_of(first).ok_or_else(internal)?
             }
         };
@@ -300,7 +332,9 @@ impl Engine {
     async fn check_account(&self, org: &Org, account: Option<&str>) -> Result<(), EngineError> {
         if let Some(a) = account {
             if !self.store.account_exists(&org.id, a).await? {
-                return Err(EngineError::NotFound(format!("account `{a}` is not known to this organization")));
+                return Err(EngineError::NotFound(format!(
+                    "account `{a}` is not known to this organization"
+                )));
             }
         }
         Ok(())
@@ -317,12 +351,21 @@ impl Engine {
         let bounds = self.tier_bounds(org);
         let mut covers: Vec<Vec<Bucket>> = Vec::with_capacity(parts.len());
         for (start, end) in parts {
-            covers.push(cover(&org.calendar, *start, *end, &bounds).map_err(|u| self.refusal(org, &bounds, u.at))?);
+            covers.push(
+                cover(&org.calendar, *start, *end, &bounds)
+                    .map_err(|u| self.refusal(org, &bounds, u.at))?,
+            );
         }
         let mut fetched: HashMap<Bucket, Totals> = HashMap::new();
         for tier in Tier::ALL {
-            let keys = covers.iter().flatten().filter(|b| b.tier == tier).map(|b| b.key);
-            let (Some(from), Some(to)) = (keys.clone().min(), keys.max()) else { continue };
+            let keys = covers
+                .iter()
+                .flatten()
+                .filter(|b| b.tier == tier)
+                .map(|b| b.key);
+            let (Some(from), Some(to)) = (keys.clone().min(), keys.max()) else {
+                continue;
+            };
             let rows = self
                 .store
                 .counters(CounterQuery {
@@ -335,7 +378,13 @@ impl Engine {
                 })
                 .await?;
             for r in rows {
-                fetched.entry(Bucket { tier, key: r.bucket }).or_default().add(&r.series, &r.dim, r.value);
+                fetched
+                    .entry(Bucket {
+                        tier,
+                        key: r.bucket,
+                    })
+                    .or_default()
+                    .add(&r.series, &r.dim, r.value);
             }
         }
         Ok(covers
@@ -354,7 +403,8 @@ impl Engine {
 
     fn refusal(&self, org: &Org, bounds: &TierBounds, at: i64) -> EngineError {
         let show = |s: i64| {
-            Timestamp::from_second(s).map_or_else(|_| s.to_string(), |t| local_rfc3339(&org.calendar.zoned(t)))
+            Timestamp::from_second(s)
+                .map_or_else(|_| s.to_string(), |t| local_rfc3339(&org.calendar.zoned(t)))
         };
         let mut msg = format!(
             "this range cannot be served exactly from {}: figures are kept in {} local time",
@@ -387,7 +437,9 @@ impl Engine {
         self.check_account(org, p.account_id.as_deref()).await?;
         let buckets = timeline_buckets(&w, granularity)?;
         let parts: Vec<(i64, i64)> = buckets.iter().map(|b| (b.start, b.end)).collect();
-        let totals = self.totals(org, p.account_id.as_deref(), &parts, MESSAGE_SERIES).await?;
+        let totals = self
+            .totals(org, p.account_id.as_deref(), &parts, MESSAGE_SERIES)
+            .await?;
         let mut all = Totals::default();
         let mut timeline = Vec::with_capacity(buckets.len());
         for (b, t) in buckets.into_iter().zip(&totals) {
@@ -401,7 +453,11 @@ impl Engine {
                 failed: t.get(series::FAILED),
             });
         }
-        let (sent, delivered, read) = (all.get(series::SENT), all.get(series::DELIVERED), all.get(series::READ));
+        let (sent, delivered, read) = (
+            all.get(series::SENT),
+            all.get(series::DELIVERED),
+            all.get(series::READ),
+        );
         Ok(MessagesAnswer {
             summary: MessageSummary {
                 total_sent: sent,
@@ -412,15 +468,30 @@ impl Engine {
                 delivery_rate: rate(delivered, sent),
                 read_rate: rate(read, delivered),
             },
-            by_type: all.by_dim(series::BY_TYPE).map(|(d, v)| (d.to_string(), v)).collect(),
+            by_type: all
+                .by_dim(series::BY_TYPE)
+                .map(|(d, v)| (d.to_string(), v))
+                .collect(),
             timeline,
         })
     }
 
-    pub async fn chatbot(&self, org: &Org, p: &RangeParams, keyword_limit: usize) -> Result<ChatbotAnswer, EngineError> {
+    pub async fn chatbot(
+        &self,
+        org: &Org,
+        p: &RangeParams,
+        keyword_limit: usize,
+    ) -> Result<ChatbotAnswer, EngineError> {
         let w = self.window(org, p)?;
         self.check_account(org, p.account_id.as_deref()).await?;
-        let t = self.totals(org, p.account_id.as_deref(), &[(w.start, w.end)], CHATBOT_SERIES).await?;
+        let t = self
+            .totals(
+                org,
+                p.account_id.as_deref(),
+                &[(w.start, w.end)],
+                CHATBOT_SERIES,
+            )
+            .await?;
         let t = t.into_iter().next().unwrap_or_default();
         let conversations = t.get(series::CONVERSATIONS);
         let auto_resolved = t.get(series::AUTO_RESOLVED);
@@ -429,13 +500,31 @@ impl Engine {
             .by_dim(series::FLOW_STARTED)
             .map(|(name, started)| {
                 let done = completed.get(name).copied().unwrap_or(0);
-                FlowFigures { flow_name: name.to_string(), conversations: started, completed: done, completion_rate: rate(done, started) }
+                FlowFigures {
+                    flow_name: name.to_string(),
+                    conversations: started,
+                    completed: done,
+                    completion_rate: rate(done, started),
+                }
             })
             .collect();
-        by_flow.sort_by(|a, b| b.conversations.cmp(&a.conversations).then_with(|| a.flow_name.cmp(&b.flow_name)));
-        let mut keywords: Vec<KeywordCount> =
-            t.by_dim(series::KEYWORD).map(|(k, c)| KeywordCount { keyword: k.to_string(), count: c }).collect();
-        keywords.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.keyword.cmp(&b.keyword)));
+        by_flow.sort_by(|a, b| {
+            b.conversations
+                .cmp(&a.conversations)
+                .then_with(|| a.flow_name.cmp(&b.flow_name))
+        });
+        let mut keywords: Vec<KeywordCount> = t
+            .by_dim(series::KEYWORD)
+            .map(|(k, c)| KeywordCount {
+                keyword: k.to_string(),
+                count: c,
+            })
+            .collect();
+        keywords.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.keyword.cmp(&b.keyword))
+        });
         keywords.truncate(keyword_limit);
         let requests = t.get(series::AI_REQUESTS);
         let tokens = t.get(series::AI_TOKENS);
@@ -454,9 +543,15 @@ impl Engine {
                 avg_messages_per_conversation: if conversations == 0 {
                     0.0
                 } else {
-                    round_to(t.get(series::CONVERSATION_MESSAGES) as f64 / conversations as f64, 1)
+                    round_to(
+                        t.get(series::CONVERSATION_MESSAGES) as f64 / conversations as f64,
+                        1,
+                    )
                 },
-                avg_resolution_time_seconds: ratio_whole(t.get(series::RESOLUTION_SECONDS), auto_resolved),
+                avg_resolution_time_seconds: ratio_whole(
+                    t.get(series::RESOLUTION_SECONDS),
+                    auto_resolved,
+                ),
             },
             by_flow,
             top_keywords: keywords,
@@ -469,13 +564,25 @@ impl Engine {
         })
     }
 
-    pub async fn dashboard(&self, org: &Org, account: Option<&str>, period: Period) -> Result<DashboardAnswer, EngineError> {
+    pub async fn dashboard(
+        &self,
+        org: &Org,
+        account: Option<&str>,
+        period: Period,
+    ) -> Result<DashboardAnswer, EngineError> {
         self.check_account(org, account).await?;
         let cal = &org.calendar;
         let internal = || EngineError::Internal("calendar arithmetic failed".into());
         let today = cal.zoned(self.now_ts()).date();
-        let start = |d: Date| cal.start_of(d).map(|z| z.timestamp().as_second()).ok_or_else(internal);
-        let end = cal.start_of_next_day(today).map(|z| z.timestamp().as_second()).ok_or_else(internal)?;
+        let start = |d: Date| {
+            cal.start_of(d)
+                .map(|z| z.timestamp().as_second())
+                .ok_or_else(internal)
+        };
+        let end = cal
+            .start_of_next_day(today)
+            .map(|z| z.timestamp().as_second())
+            .ok_or_else(internal)?;
         let monday = today
             .checked_sub(jiff::Span::new().days(i64::from(today.weekday().to_monday_zero_offset())))
             .map_err(|_| internal())?;
@@ -499,10 +606,25 @@ impl Engine {
             series::TRANSFERRED,
             series::CAMPAIGNS_COMPLETED,
         ];
-        let parts = [(period_start, end), (today_start, end), (week_start, end), (month_start, end)];
+        let parts = [
+            (period_start, end),
+            (today_start, end),
+            (week_start, end),
+            (month_start, end),
+        ];
         let t = self.totals(org, account, &parts, wanted).await?;
         let (in_period, in_today, in_week, in_month) = (&t[0], &t[1], &t[2], &t[3]);
-        let all_time = self.all_time(org, account, &[series::CONTACTS, series::CAMPAIGNS, series::CAMPAIGNS_RUNNING]).await?;
+        let all_time = self
+            .all_time(
+                org,
+                account,
+                &[
+                    series::CONTACTS,
+                    series::CAMPAIGNS,
+                    series::CAMPAIGNS_RUNNING,
+                ],
+            )
+            .await?;
         let contacts_total = all_time.get(series::CONTACTS);
         let added = in_period.get(series::CONTACTS);
         let existed = contacts_total - added;
@@ -537,7 +659,12 @@ impl Engine {
     }
 
     /// Sums over all time: the monthly tier is kept forever and holds everything.
-    async fn all_time(&self, org: &Org, account: Option<&str>, wanted: &[&'static str]) -> Result<Totals, EngineError> {
+    async fn all_time(
+        &self,
+        org: &Org,
+        account: Option<&str>,
+        wanted: &[&'static str],
+    ) -> Result<Totals, EngineError> {
         let rows = self
             .store
             .counters(CounterQuery {
@@ -603,21 +730,44 @@ fn timeline_buckets(w: &Window, g: Granularity) -> Result<Vec<TimelineBucket>, E
                 }
                 (local_rfc3339(&z), t + 3600)
             }
-            Granularity::Day => (date.to_string(), cal.start_of_next_day(date).ok_or_else(internal)?.timestamp().as_second()),
+            Granularity::Day => (
+                date.to_string(),
+                cal.start_of_next_day(date)
+                    .ok_or_else(internal)?
+                    .timestamp()
+                    .as_second(),
+            ),
             Granularity::Week => {
                 let monday = date
-                    .checked_sub(jiff::Span::new().days(i64::from(date.weekday().to_monday_zero_offset())))
+                    .checked_sub(
+                        jiff::Span::new().days(i64::from(date.weekday().to_monday_zero_offset())),
+                    )
                     .map_err(|_| internal())?;
-                let next_monday = monday.checked_add(jiff::Span::new().days(7)).map_err(|_| internal())?;
-                (monday.to_string(), cal.start_of(next_monday).ok_or_else(internal)?.timestamp().as_second())
+                let next_monday = monday
+                    .checked_add(jiff::Span::new().days(7))
+                    .map_err(|_| internal())?;
+                (
+                    monday.to_string(),
+                    cal.start_of(next_monday)
+                        .ok_or_else(internal)?
+                        .timestamp()
+                        .as_second(),
+                )
             }
             Granularity::Month => (
                 date.strftime("%Y-%m").to_string(),
-                cal.start_of_next_month(date).ok_or_else(internal)?.timestamp().as_second(),
+                cal.start_of_next_month(date)
+                    .ok_or_else(internal)?
+                    .timestamp()
+                    .as_second(),
             ),
         };
         let end = next.min(w.end);
-        out.push(TimelineBucket { label, start: t, end });
+        out.push(TimelineBucket {
+            label,
+            start: t,
+            end,
+        });
         t = end;
     }
     Ok(out)
@@ -639,8 +789,14 @@ mod tests {
     #[test]
     fn weeks_start_on_monday_and_are_clipped_to_the_range() {
         let view = Calendar::new(jiff::tz::TimeZone::UTC);
-        let start = "2024-01-03T00:00:00Z".parse::<Timestamp>().expect("ts").as_second();
-        let end = "2024-01-16T00:00:00Z".parse::<Timestamp>().expect("ts").as_second();
+        let start = "2024-01-03T00:00:00Z"
+            .parse::<Timestamp>()
+            .expect("ts")
+            .as_second();
+        let end = "2024-01-16T00:00:00Z"
+            .parse::<Timestamp>()
+            .expect("ts")
+            .as_second();
         let b = timeline_buckets(&Window { start, end, view }, Granularity::Week).expect("buckets");
         let labels: Vec<_> = b.iter().map(|b| b.label.as_str()).collect();
         assert_eq!(labels, ["2024-01-01", "2024-01-08", "2024-01-15"]);

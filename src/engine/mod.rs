@@ -5,6 +5,7 @@ pub mod event;
 pub mod ingest;
 pub mod metrics;
 pub mod plan;
+pub mod retention;
 pub mod state;
 pub mod time;
 
@@ -20,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{Store, StoreError, WriteJob};
 use event::{Admission, Parsed};
-use ingest::{Batch, IngestReport, Ignored};
+use ingest::{Batch, Ignored, IngestReport};
 use plan::TierBounds;
 use time::Calendar;
 
@@ -80,7 +81,10 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     pub fn ai_price_per_1k(&self, model: &str) -> f64 {
-        self.ai_prices.get(model).copied().unwrap_or(self.default_ai_price_per_1k)
+        self.ai_prices
+            .get(model)
+            .copied()
+            .unwrap_or(self.default_ai_price_per_1k)
     }
 }
 
@@ -131,7 +135,12 @@ pub fn hash_key(key: &str) -> String {
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Self {
-        Engine { store, config, clock: Clock::default(), orgs_by_key: RwLock::new(HashMap::new()) }
+        Engine {
+            store,
+            config,
+            clock: Clock::default(),
+            orgs_by_key: RwLock::new(HashMap::new()),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -143,10 +152,16 @@ impl Engine {
     }
 
     /// Creates an organization and its first API key; the plain key is returned once.
-    pub async fn create_org(&self, name: &str, timezone: &str) -> Result<(Org, String), EngineError> {
+    pub async fn create_org(
+        &self,
+        name: &str,
+        timezone: &str,
+    ) -> Result<(Org, String), EngineError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 200 {
-            return Err(EngineError::BadRequest("field `name` must be a non-empty string of at most 200 bytes".into()));
+            return Err(EngineError::BadRequest(
+                "field `name` must be a non-empty string of at most 200 bytes".into(),
+            ));
         }
         let tz = TimeZone::get(timezone).map_err(|_| {
             EngineError::BadRequest(format!(
@@ -165,7 +180,12 @@ impl Engine {
             created_at: self.clock.now(),
         };
         self.store.create_org(&record, &hash_key(&key)).await?;
-        let org = Org { id: record.id, name: record.name, timezone: record.timezone, calendar: Calendar::new(tz) };
+        let org = Org {
+            id: record.id,
+            name: record.name,
+            timezone: record.timezone,
+            calendar: Calendar::new(tz),
+        };
         tracing::info!(org = %org.id, name = %org.name, timezone = %org.timezone, "organization created");
         Ok((org, key))
     }
@@ -173,13 +193,26 @@ impl Engine {
     /// The organization an API key belongs to, if any.
     pub async fn authenticate(&self, key: &str) -> Result<Option<Org>, EngineError> {
         let hash = hash_key(key);
-        if let Some(org) = self.orgs_by_key.read().ok().and_then(|m| m.get(&hash).cloned()) {
+        if let Some(org) = self
+            .orgs_by_key
+            .read()
+            .ok()
+            .and_then(|m| m.get(&hash).cloned())
+        {
             return Ok(Some(org));
         }
-        let Some(rec) = self.store.org_by_key_hash(&hash).await? else { return Ok(None) };
-        let tz = TimeZone::get(&rec.timezone)
-            .map_err(|e| EngineError::Internal(format!("stored time zone {}: {e}", rec.timezone)))?;
-        let org = Org { id: rec.id, name: rec.name, timezone: rec.timezone, calendar: Calendar::new(tz) };
+        let Some(rec) = self.store.org_by_key_hash(&hash).await? else {
+            return Ok(None);
+        };
+        let tz = TimeZone::get(&rec.timezone).map_err(|e| {
+            EngineError::Internal(format!("stored time zone {}: {e}", rec.timezone))
+        })?;
+        let org = Org {
+            id: rec.id,
+            name: rec.name,
+            timezone: rec.timezone,
+            calendar: Calendar::new(tz),
+        };
         if let Ok(mut m) = self.orgs_by_key.write() {
             m.insert(hash, org.clone());
         }
@@ -204,13 +237,32 @@ impl Engine {
     }
 
     /// Validates and applies one request's events, all or nothing, durably.
-    pub async fn ingest(&self, org: &Org, body: EventsBody<'_>, backfill: bool) -> Result<IngestReport, EngineError> {
+    pub async fn ingest(
+        &self,
+        org: &Org,
+        body: EventsBody<'_>,
+        backfill: bool,
+    ) -> Result<IngestReport, EngineError> {
+        self.ingest_tracked(org, body, backfill, None).await
+    }
+
+    /// As `ingest`, also storing a named position in the same commit (for resumable imports).
+    pub async fn ingest_tracked(
+        &self,
+        org: &Org,
+        body: EventsBody<'_>,
+        backfill: bool,
+        progress: Option<(String, i64)>,
+    ) -> Result<IngestReport, EngineError> {
         let values = split_body(body)?;
         if values.is_empty() {
             return Err(EngineError::BadRequest("the body holds no events".into()));
         }
-        let admission =
-            Admission { now: self.clock.now(), state_window_secs: self.config.state_window_secs, backfill };
+        let admission = Admission {
+            now: self.clock.now(),
+            state_window_secs: self.config.state_window_secs,
+            backfill,
+        };
         let mut errors = Vec::new();
         let mut events = Vec::with_capacity(values.len());
         let mut report = IngestReport::default();
@@ -230,9 +282,22 @@ impl Engine {
         let tier_cutoffs = self.tier_bounds(org).as_cutoffs();
         let count = events.len();
         let transition = Box::new(move |stored: &HashMap<_, _>| {
-            Batch { calendar: &calendar, state_window_secs, tier_cutoffs }.apply(stored, events, report)
+            Batch {
+                calendar: &calendar,
+                state_window_secs,
+                tier_cutoffs,
+            }
+            .apply(stored, events, report)
         });
-        let out = self.store.apply(WriteJob { org: org.id.clone(), keys, transition }).await?;
+        let out = self
+            .store
+            .apply(WriteJob {
+                org: org.id.clone(),
+                keys,
+                transition,
+                progress,
+            })
+            .await?;
         let report = out
             .downcast::<IngestReport>()
             .map_err(|_| EngineError::Internal("unexpected write report".into()))?;
@@ -260,7 +325,8 @@ fn split_body(body: EventsBody<'_>) -> Result<Vec<Result<Value, String>>, Engine
             .enumerate()
             .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
             .map(|(n, line)| {
-                serde_json::from_slice::<Value>(line).map_err(|e| format!("line {} is not valid JSON: {e}", n + 1))
+                serde_json::from_slice::<Value>(line)
+                    .map_err(|e| format!("line {} is not valid JSON: {e}", n + 1))
             })
             .collect()),
     }

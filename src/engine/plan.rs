@@ -15,7 +15,10 @@ pub struct TierBounds {
 }
 
 impl TierBounds {
-    pub const EVERYTHING: TierBounds = TierBounds { hour: i64::MIN, day: i64::MIN };
+    pub const EVERYTHING: TierBounds = TierBounds {
+        hour: i64::MIN,
+        day: i64::MIN,
+    };
 
     /// The oldest instant each tier (hour, day, month) still holds.
     pub fn as_cutoffs(&self) -> [i64; 3] {
@@ -31,7 +34,12 @@ pub struct Unservable {
 }
 
 /// The stored buckets that exactly make up `[start, end)`.
-pub fn cover(cal: &Calendar, start: i64, end: i64, bounds: &TierBounds) -> Result<Vec<Bucket>, Unservable> {
+pub fn cover(
+    cal: &Calendar,
+    start: i64,
+    end: i64,
+    bounds: &TierBounds,
+) -> Result<Vec<Bucket>, Unservable> {
     let mut out = Vec::new();
     let mut t = start;
     while t < end {
@@ -40,25 +48,40 @@ pub fn cover(cal: &Calendar, start: i64, end: i64, bounds: &TierBounds) -> Resul
         let date = cal.zoned(ts).date();
         let day_start = cal.is_day_start(ts);
         if day_start && date.day() == 1 {
-            if let Some(next) = cal.start_of_next_month(date).map(|z| z.timestamp().as_second()) {
+            if let Some(next) = cal
+                .start_of_next_month(date)
+                .map(|z| z.timestamp().as_second())
+            {
                 if next <= end {
-                    out.push(Bucket { tier: Tier::Month, key: month_key(date) });
+                    out.push(Bucket {
+                        tier: Tier::Month,
+                        key: month_key(date),
+                    });
                     t = next;
                     continue;
                 }
             }
         }
         if day_start && t >= bounds.day {
-            if let Some(next) = cal.start_of_next_day(date).map(|z| z.timestamp().as_second()) {
+            if let Some(next) = cal
+                .start_of_next_day(date)
+                .map(|z| z.timestamp().as_second())
+            {
                 if next <= end {
-                    out.push(Bucket { tier: Tier::Day, key: day_key(date) });
+                    out.push(Bucket {
+                        tier: Tier::Day,
+                        key: day_key(date),
+                    });
                     t = next;
                     continue;
                 }
             }
         }
         if t >= bounds.hour && t + 3600 <= end && cal.is_hour_start(ts) {
-            out.push(Bucket { tier: Tier::Hour, key: t });
+            out.push(Bucket {
+                tier: Tier::Hour,
+                key: t,
+            });
             t += 3600;
             continue;
         }
@@ -84,7 +107,13 @@ mod tests {
     fn whole_months_then_days_then_hours() {
         let c = cal("Asia/Kolkata");
         // 2024-01-01 00:00 IST to 2024-03-02 01:00 IST.
-        let buckets = cover(&c, secs("2023-12-31T18:30:00Z"), secs("2024-03-01T19:30:00Z"), &TierBounds::EVERYTHING).expect("servable");
+        let buckets = cover(
+            &c,
+            secs("2023-12-31T18:30:00Z"),
+            secs("2024-03-01T19:30:00Z"),
+            &TierBounds::EVERYTHING,
+        )
+        .expect("servable");
         let tiers: Vec<_> = buckets.iter().map(|b| (b.tier, b.key)).collect();
         assert_eq!(tiers[0], (Tier::Month, 202401));
         assert_eq!(tiers[1], (Tier::Month, 202402));
@@ -96,16 +125,39 @@ mod tests {
     #[test]
     fn unaligned_start_is_refused() {
         let c = cal("Asia/Kathmandu");
-        let err = cover(&c, secs("2024-01-01T00:00:00Z"), secs("2024-01-02T00:00:00Z"), &TierBounds::EVERYTHING).unwrap_err();
+        let err = cover(
+            &c,
+            secs("2024-01-01T00:00:00Z"),
+            secs("2024-01-02T00:00:00Z"),
+            &TierBounds::EVERYTHING,
+        )
+        .unwrap_err();
         assert_eq!(err.at, secs("2024-01-01T00:00:00Z"));
     }
 
     #[test]
     fn expired_hours_are_refused_but_days_still_serve() {
         let c = cal("UTC");
-        let bounds = TierBounds { hour: secs("2024-06-01T00:00:00Z"), day: i64::MIN };
-        assert!(cover(&c, secs("2024-05-02T00:00:00Z"), secs("2024-05-03T00:00:00Z"), &bounds).is_ok());
-        let err = cover(&c, secs("2024-05-02T05:00:00Z"), secs("2024-05-03T00:00:00Z"), &bounds).unwrap_err();
+        let bounds = TierBounds {
+            hour: secs("2024-06-01T00:00:00Z"),
+            day: i64::MIN,
+        };
+        assert!(
+            cover(
+                &c,
+                secs("2024-05-02T00:00:00Z"),
+                secs("2024-05-03T00:00:00Z"),
+                &bounds
+            )
+            .is_ok()
+        );
+        let err = cover(
+            &c,
+            secs("2024-05-02T05:00:00Z"),
+            secs("2024-05-03T00:00:00Z"),
+            &bounds,
+        )
+        .unwrap_err();
         assert_eq!(err.at, secs("2024-05-02T05:00:00Z"));
     }
 
@@ -115,8 +167,17 @@ mod tests {
         let start = secs("2024-11-03T04:00:00Z");
         let end = secs("2024-11-04T05:00:00Z");
         let b = cover(&c, start, end, &TierBounds::EVERYTHING).expect("servable");
-        assert_eq!(b, vec![Bucket { tier: Tier::Day, key: 20241103 }]);
-        let bounds = TierBounds { hour: i64::MIN, day: i64::MAX };
+        assert_eq!(
+            b,
+            vec![Bucket {
+                tier: Tier::Day,
+                key: 20241103
+            }]
+        );
+        let bounds = TierBounds {
+            hour: i64::MIN,
+            day: i64::MAX,
+        };
         assert_eq!(cover(&c, start, end, &bounds).expect("hours").len(), 25);
     }
 }

@@ -57,7 +57,12 @@ pub struct Contribution {
 
 fn push(out: &mut Vec<Contribution>, series: &'static str, dim: &str, at: i64, value: i64) {
     if value != 0 {
-        out.push(Contribution { series, dim: dim.to_string(), at, value });
+        out.push(Contribution {
+            series,
+            dim: dim.to_string(),
+            at,
+            value,
+        });
     }
 }
 
@@ -87,7 +92,11 @@ impl MessageState {
 
     pub fn contribute(&self, out: &mut Vec<Contribution>) {
         let at = self.at;
-        let message_type = if self.is_placeholder() { "unknown" } else { &self.message_type };
+        let message_type = if self.is_placeholder() {
+            "unknown"
+        } else {
+            &self.message_type
+        };
         push(out, series::BY_TYPE, message_type, at, 1);
         if self.inbound == Some(true) {
             push(out, series::RECEIVED, "", at, 1);
@@ -137,7 +146,13 @@ impl ConversationOutcome {
 
 impl ConversationState {
     pub fn new(first_seen: i64) -> Self {
-        ConversationState { started: None, outcome: None, messages: 0, seen: 0, first_seen }
+        ConversationState {
+            started: None,
+            outcome: None,
+            messages: 0,
+            seen: 0,
+            first_seen,
+        }
     }
 
     pub fn contribute(&self, out: &mut Vec<Contribution>) {
@@ -148,9 +163,17 @@ impl ConversationState {
         match self.outcome {
             Some((at, ConversationOutcome::AutoResolved)) => {
                 push(out, series::AUTO_RESOLVED, "", start, 1);
-                push(out, series::RESOLUTION_SECONDS, "", start, (at - start).max(0));
+                push(
+                    out,
+                    series::RESOLUTION_SECONDS,
+                    "",
+                    start,
+                    (at - start).max(0),
+                );
             }
-            Some((_, ConversationOutcome::Transferred)) => push(out, series::TRANSFERRED, "", start, 1),
+            Some((_, ConversationOutcome::Transferred)) => {
+                push(out, series::TRANSFERRED, "", start, 1)
+            }
             Some((_, ConversationOutcome::Abandoned)) => push(out, series::ABANDONED, "", start, 1),
             None => {}
         }
@@ -170,7 +193,13 @@ impl FlowRunState {
     pub fn contribute(&self, out: &mut Vec<Contribution>) {
         let Some(start) = self.started else { return };
         push(out, series::FLOW_STARTED, &self.flow_name, start, 1);
-        push(out, series::FLOW_COMPLETED, &self.flow_name, start, i64::from(self.completed));
+        push(
+            out,
+            series::FLOW_COMPLETED,
+            &self.flow_name,
+            start,
+            i64::from(self.completed),
+        );
     }
 }
 
@@ -293,7 +322,9 @@ mod tests {
     fn contributions(e: &Entity) -> Vec<(&'static str, String, i64)> {
         let mut out = Vec::new();
         e.contribute(&mut out);
-        out.into_iter().map(|c| (c.series, c.dim, c.value)).collect()
+        out.into_iter()
+            .map(|c| (c.series, c.dim, c.value))
+            .collect()
     }
 
     fn message(inbound: Option<bool>, statuses: u8) -> Entity {
@@ -315,11 +346,19 @@ mod tests {
     #[test]
     fn status_ladder() {
         let read_only = contributions(&message(Some(false), STATUS_READ));
-        assert!(has(&read_only, series::SENT) && has(&read_only, series::DELIVERED) && has(&read_only, series::READ));
+        assert!(
+            has(&read_only, series::SENT)
+                && has(&read_only, series::DELIVERED)
+                && has(&read_only, series::READ)
+        );
         let failed = contributions(&message(Some(false), STATUS_FAILED | STATUS_SENT));
         assert!(has(&failed, series::FAILED) && !has(&failed, series::DELIVERED));
-        let failed_then_delivered = contributions(&message(Some(false), STATUS_FAILED | STATUS_DELIVERED));
-        assert!(!has(&failed_then_delivered, series::FAILED) && has(&failed_then_delivered, series::DELIVERED));
+        let failed_then_delivered =
+            contributions(&message(Some(false), STATUS_FAILED | STATUS_DELIVERED));
+        assert!(
+            !has(&failed_then_delivered, series::FAILED)
+                && has(&failed_then_delivered, series::DELIVERED)
+        );
     }
 
     #[test]
@@ -332,7 +371,13 @@ mod tests {
     #[test]
     fn inbound_counts_as_received_only() {
         let c = contributions(&message(Some(true), STATUS_READ));
-        assert_eq!(c, vec![(series::BY_TYPE, "text".to_string(), 1), (series::RECEIVED, String::new(), 1)]);
+        assert_eq!(
+            c,
+            vec![
+                (series::BY_TYPE, "text".to_string(), 1),
+                (series::RECEIVED, String::new(), 1)
+            ]
+        );
     }
 
     #[test]

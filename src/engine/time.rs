@@ -87,9 +87,18 @@ impl Calendar {
         let hour_start = secs - (secs + offset).rem_euclid(3600);
         let date = self.zoned(at).date();
         [
-            Bucket { tier: Tier::Hour, key: hour_start },
-            Bucket { tier: Tier::Day, key: day_key(date) },
-            Bucket { tier: Tier::Month, key: month_key(date) },
+            Bucket {
+                tier: Tier::Hour,
+                key: hour_start,
+            },
+            Bucket {
+                tier: Tier::Day,
+                key: day_key(date),
+            },
+            Bucket {
+                tier: Tier::Month,
+                key: month_key(date),
+            },
         ]
     }
 
@@ -171,11 +180,17 @@ mod tests {
         let spring = jiff::civil::date(2024, 3, 10);
         let start = c.start_of(spring).expect("midnight");
         let end = c.start_of_next_day(spring).expect("next midnight");
-        assert_eq!(end.timestamp().as_second() - start.timestamp().as_second(), 23 * 3600);
+        assert_eq!(
+            end.timestamp().as_second() - start.timestamp().as_second(),
+            23 * 3600
+        );
         let fall = jiff::civil::date(2024, 11, 3);
         let start = c.start_of(fall).expect("midnight");
         let end = c.start_of_next_day(fall).expect("next midnight");
-        assert_eq!(end.timestamp().as_second() - start.timestamp().as_second(), 25 * 3600);
+        assert_eq!(
+            end.timestamp().as_second() - start.timestamp().as_second(),
+            25 * 3600
+        );
         // The repeated 01:00 hour gives two distinct hour buckets on the same day.
         let first = c.buckets(ts("2024-11-03T05:30:00Z"));
         let second = c.buckets(ts("2024-11-03T06:30:00Z"));

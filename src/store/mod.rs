@@ -86,6 +86,18 @@ pub struct WriteJob {
     pub org: String,
     pub keys: Vec<EntityKey>,
     pub transition: Transition,
+    /// A named position (e.g. how far an import has read) stored in the same
+    /// transaction, so that resuming never skips or repeats a committed batch.
+    pub progress: Option<(String, i64)>,
+}
+
+/// Rows kept per tier, for reporting and for checking that storage stays bounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TierRows {
+    pub hour: u64,
+    pub day: u64,
+    pub month: u64,
+    pub states: u64,
 }
 
 /// Sums of counters per bucket, series and dimension over a bucket range of one tier.
@@ -117,6 +129,21 @@ pub trait Store: Send + Sync + 'static {
     /// Applies one write job atomically and durably; returns the job's report.
     async fn apply(&self, job: WriteJob) -> StoreResult<Box<dyn Any + Send>>;
     async fn counters(&self, query: CounterQuery) -> StoreResult<Vec<CounterRow>>;
+    async fn orgs(&self) -> StoreResult<Vec<OrgRecord>>;
+    /// Deletes at most `limit` counters of `tier` in buckets before `before`; returns how many.
+    async fn expire_counters(
+        &self,
+        org: &str,
+        tier: u8,
+        before: i64,
+        limit: usize,
+    ) -> StoreResult<u64>;
+    /// Deletes at most `limit` entity states whose `keep_until` is before `before`.
+    async fn prune_states(&self, before: i64, limit: usize) -> StoreResult<u64>;
+    /// The position last stored under `name` with a write job.
+    async fn progress(&self, name: &str) -> StoreResult<Option<i64>>;
+    /// Row counts per tier for one organization (all when `None`), and stored states.
+    async fn tier_rows(&self, org: Option<&str>) -> StoreResult<TierRows>;
 }
 
 /// Opens the backend a database URL names.

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{
-    Changes, CounterQuery, CounterRow, OrgRecord, Store, StoreError, StoreResult,
+    Changes, CounterQuery, CounterRow, OrgRecord, Store, StoreError, StoreResult, TierRows,
     WriteJob,
 };
 
@@ -59,21 +59,37 @@ CREATE TABLE counters (
     value INTEGER NOT NULL,
     PRIMARY KEY (org, tier, bucket, account, series, dim)
 ) WITHOUT ROWID;
+CREATE TABLE progress (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+) WITHOUT ROWID;
 "#];
 
 type Reply = oneshot::Sender<StoreResult<Box<dyn Any + Send>>>;
+type Maintenance = Box<dyn FnOnce(&Connection) -> StoreResult<u64> + Send>;
+
+/// What the writer thread does: apply a write job, or a bounded piece of maintenance.
+/// Both go through the one queue, so maintenance never races ingestion.
+enum Task {
+    Apply(WriteJob, Reply),
+    Maintain(Maintenance, oneshot::Sender<StoreResult<u64>>),
+}
 
 pub struct SqliteStore {
     path: String,
-    writer: mpsc::SyncSender<(WriteJob, Reply)>,
+    writer: mpsc::SyncSender<Task>,
     readers: Arc<Mutex<Vec<Connection>>>,
 }
 
 impl SqliteStore {
     pub fn open(path: &str) -> StoreResult<Self> {
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let mut conn = connect(path)?;
         migrate(&mut conn)?;
@@ -82,7 +98,26 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer: {e}")))?;
-        Ok(SqliteStore { path: path.to_string(), writer: tx, readers: Arc::new(Mutex::new(Vec::new())) })
+        Ok(SqliteStore {
+            path: path.to_string(),
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Runs a piece of maintenance on the writer thread, between write groups.
+    async fn maintain(&self, work: Maintenance) -> StoreResult<u64> {
+        let (tx, rx) = oneshot::channel();
+        // Maintenance waits for room in the queue rather than failing: it is never urgent.
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            writer
+                .send(Task::Maintain(work, tx))
+                .map_err(|_| StoreError::Closed)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))??;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `f` on a pooled read connection off the async runtime.
@@ -132,7 +167,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<(WriteJob, Reply)>) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Task>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -145,38 +180,70 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<(WriteJob, Reply)>) {
     }
 }
 
-/// Applies every job of a group in one transaction, each inside its own savepoint so
-/// that one failing job leaves the others intact; replies only after the commit.
-fn commit_group(conn: &mut Connection, group: Vec<(WriteJob, Reply)>) {
+/// Applies every task of a group in one transaction, each inside its own savepoint so
+/// that one failing task leaves the others intact; replies only after the commit.
+fn commit_group(conn: &mut Connection, group: Vec<Task>) {
     let size = group.len();
-    let mut results: Vec<(Reply, StoreResult<Box<dyn Any + Send>>)> = Vec::with_capacity(size);
+    let mut results: Vec<Outcome> = Vec::with_capacity(size);
     let outcome = (|| -> StoreResult<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for (job, reply) in group {
-            tx.execute_batch("SAVEPOINT job")?;
-            let result = apply_job(&tx, job);
+        for task in group {
+            tx.execute_batch("SAVEPOINT task")?;
+            let result = match task {
+                Task::Apply(job, reply) => Outcome::Applied(reply, apply_job(&tx, job)),
+                Task::Maintain(work, reply) => Outcome::Maintained(reply, work(&tx)),
+            };
             if result.is_ok() {
-                tx.execute_batch("RELEASE job")?;
+                tx.execute_batch("RELEASE task")?;
             } else {
-                tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                tx.execute_batch("ROLLBACK TO task; RELEASE task")?;
             }
-            results.push((reply, result));
+            results.push(result);
         }
         tx.commit()?;
         Ok(())
     })();
     match outcome {
         Ok(()) => {
-            tracing::debug!(jobs = size, "committed write group");
-            for (reply, result) in results {
-                let _ = reply.send(result);
+            tracing::trace!(tasks = size, "committed write group");
+            for r in results {
+                r.send();
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, jobs = size, "write group failed; nothing of it was stored");
-            for (reply, _) in results {
-                let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+            tracing::error!(error = %e, tasks = size, "write group failed; nothing of it was stored");
+            for r in results {
+                r.fail(&e);
             }
+        }
+    }
+}
+
+enum Outcome {
+    Applied(Reply, StoreResult<Box<dyn Any + Send>>),
+    Maintained(oneshot::Sender<StoreResult<u64>>, StoreResult<u64>),
+}
+
+impl Outcome {
+    fn is_ok(&self) -> bool {
+        match self {
+            Outcome::Applied(_, r) => r.is_ok(),
+            Outcome::Maintained(_, r) => r.is_ok(),
+        }
+    }
+
+    fn send(self) {
+        match self {
+            Outcome::Applied(reply, r) => drop(reply.send(r)),
+            Outcome::Maintained(reply, r) => drop(reply.send(r)),
+        }
+    }
+
+    fn fail(self, e: &StoreError) {
+        let err = StoreError::Backend(e.to_string());
+        match self {
+            Outcome::Applied(reply, _) => drop(reply.send(Err(err))),
+            Outcome::Maintained(reply, _) => drop(reply.send(Err(err))),
         }
     }
 }
@@ -189,7 +256,9 @@ fn apply_job(conn: &Connection, job: WriteJob) -> StoreResult<Box<dyn Any + Send
         )?;
         for key in job.keys {
             let state: Option<Vec<u8>> = stmt
-                .query_row(params![job.org, key.kind, key.account, key.id], |r| r.get(0))
+                .query_row(params![job.org, key.kind, key.account, key.id], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             if let Some(state) = state {
                 found.insert(key, state);
@@ -198,6 +267,12 @@ fn apply_job(conn: &Connection, job: WriteJob) -> StoreResult<Box<dyn Any + Send
     }
     let changes = (job.transition)(&found).map_err(StoreError::Transition)?;
     write_changes(conn, &job.org, &changes)?;
+    if let Some((name, position)) = &job.progress {
+        conn.prepare_cached(
+            "INSERT INTO progress (name, position) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        )?
+        .execute(params![name, position])?;
+    }
     Ok(changes.report)
 }
 
@@ -212,14 +287,23 @@ fn write_changes(conn: &Connection, org: &str, changes: &Changes) -> StoreResult
          ON CONFLICT (org, kind, account, id) DO UPDATE SET state = excluded.state, keep_until = excluded.keep_until",
     )?;
     for e in &changes.entities {
-        stmt.execute(params![org, e.key.kind, e.key.account, e.key.id, e.state, e.keep_until])?;
+        stmt.execute(params![
+            org,
+            e.key.kind,
+            e.key.account,
+            e.key.id,
+            e.state,
+            e.keep_until
+        ])?;
     }
     let mut stmt = conn.prepare_cached(
         "INSERT INTO counters (org, tier, bucket, account, series, dim, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (org, tier, bucket, account, series, dim) DO UPDATE SET value = value + excluded.value",
     )?;
     for c in &changes.counters {
-        stmt.execute(params![org, c.tier, c.bucket, c.account, c.series, c.dim, c.delta])?;
+        stmt.execute(params![
+            org, c.tier, c.bucket, c.account, c.series, c.dim, c.delta
+        ])?;
     }
     Ok(())
 }
@@ -262,7 +346,10 @@ impl Store for SqliteStore {
     }
 
     async fn org_count(&self) -> StoreResult<u64> {
-        self.read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM orgs", [], |r| r.get::<_, i64>(0))? as u64)).await
+        self.read(|conn| {
+            Ok(conn.query_row("SELECT COUNT(*) FROM orgs", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+        .await
     }
 
     async fn account_exists(&self, org: &str, account: &str) -> StoreResult<bool> {
@@ -279,11 +366,109 @@ impl Store for SqliteStore {
 
     async fn apply(&self, job: WriteJob) -> StoreResult<Box<dyn Any + Send>> {
         let (tx, rx) = oneshot::channel();
-        self.writer.try_send((job, tx)).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => StoreError::Overloaded,
-            mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
-        })?;
+        self.writer
+            .try_send(Task::Apply(job, tx))
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
+            })?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn orgs(&self) -> StoreResult<Vec<OrgRecord>> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT id, name, timezone, created_at FROM orgs ORDER BY id")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(OrgRecord {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        timezone: r.get(2)?,
+                        created_at: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn expire_counters(
+        &self,
+        org: &str,
+        tier: u8,
+        before: i64,
+        limit: usize,
+    ) -> StoreResult<u64> {
+        let org = org.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.maintain(Box::new(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM counters WHERE (org, tier, bucket, account, series, dim) IN (
+                        SELECT org, tier, bucket, account, series, dim FROM counters
+                        WHERE org = ?1 AND tier = ?2 AND bucket < ?3 LIMIT ?4)",
+                )?
+                .execute(params![org, tier, before, limit])?;
+            Ok(n as u64)
+        }))
+        .await
+    }
+
+    async fn prune_states(&self, before: i64, limit: usize) -> StoreResult<u64> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.maintain(Box::new(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM entities WHERE (org, kind, account, id) IN (
+                        SELECT org, kind, account, id FROM entities
+                        WHERE keep_until IS NOT NULL AND keep_until < ?1 LIMIT ?2)",
+                )?
+                .execute(params![before, limit])?;
+            Ok(n as u64)
+        }))
+        .await
+    }
+
+    async fn progress(&self, name: &str) -> StoreResult<Option<i64>> {
+        let name = name.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT position FROM progress WHERE name = ?1")?
+                .query_row(params![name], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn tier_rows(&self, org: Option<&str>) -> StoreResult<TierRows> {
+        let org = org.map(str::to_string);
+        self.read(move |conn| {
+            let mut rows = TierRows::default();
+            let mut stmt = conn.prepare_cached(
+                "SELECT tier, COUNT(*) FROM counters WHERE ?1 IS NULL OR org = ?1 GROUP BY tier",
+            )?;
+            let counts = stmt.query_map(params![org], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for c in counts {
+                let (tier, n) = c?;
+                let n = n as u64;
+                match tier {
+                    0 => rows.hour = n,
+                    1 => rows.day = n,
+                    _ => rows.month += n,
+                }
+            }
+            rows.states = conn.query_row(
+                "SELECT COUNT(*) FROM entities WHERE ?1 IS NULL OR org = ?1",
+                params![org],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
+            Ok(rows)
+        })
+        .await
     }
 
     async fn counters(&self, q: CounterQuery) -> StoreResult<Vec<CounterRow>> {
