@@ -13,13 +13,11 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-    {
-        if let Some(k) = v
+        && let Some(k) = v
             .strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
-        {
-            return Some(k.trim());
-        }
+    {
+        return Some(k.trim());
     }
     headers
         .get("x-api-key")

@@ -84,10 +84,10 @@ impl IntoResponse for ApiError {
             ApiError::Overloaded => Some(1),
             _ => None,
         };
-        if let Some(s) = retry {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(s) = retry
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
     }

@@ -330,12 +330,12 @@ impl Engine {
     }
 
     async fn check_account(&self, org: &Org, account: Option<&str>) -> Result<(), EngineError> {
-        if let Some(a) = account {
-            if !self.store.account_exists(&org.id, a).await? {
-                return Err(EngineError::NotFound(format!(
-                    "account `{a}` is not known to this organization"
-                )));
-            }
+        if let Some(a) = account
+            && !self.store.account_exists(&org.id, a).await?
+        {
+            return Err(EngineError::NotFound(format!(
+                "account `{a}` is not known to this organization"
+            )));
         }
         Ok(())
     }
@@ -687,10 +687,10 @@ impl Engine {
 /// Parses a range end point: a local date through `day`, or an RFC 3339 instant.
 /// `None` means unparseable; `Some(None)` cannot happen but keeps the caller simple.
 fn parse_point(s: &str, day: &dyn Fn(Date) -> Option<i64>) -> Option<Option<i64>> {
-    if let Ok(d) = s.parse::<Date>() {
-        if s.len() == 10 {
-            return day(d).map(Some);
-        }
+    if let Ok(d) = s.parse::<Date>()
+        && s.len() == 10
+    {
+        return day(d).map(Some);
     }
     s.parse::<Timestamp>().ok().map(|t| Some(t.as_second()))
 }

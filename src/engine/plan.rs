@@ -47,35 +47,33 @@ pub fn cover(
         let ts = Timestamp::from_second(t).map_err(|_| refuse.clone())?;
         let date = cal.zoned(ts).date();
         let day_start = cal.is_day_start(ts);
-        if day_start && date.day() == 1 {
-            if let Some(next) = cal
+        if day_start
+            && date.day() == 1
+            && let Some(next) = cal
                 .start_of_next_month(date)
                 .map(|z| z.timestamp().as_second())
-            {
-                if next <= end {
-                    out.push(Bucket {
-                        tier: Tier::Month,
-                        key: month_key(date),
-                    });
-                    t = next;
-                    continue;
-                }
-            }
+            && next <= end
+        {
+            out.push(Bucket {
+                tier: Tier::Month,
+                key: month_key(date),
+            });
+            t = next;
+            continue;
         }
-        if day_start && t >= bounds.day {
-            if let Some(next) = cal
+        if day_start
+            && t >= bounds.day
+            && let Some(next) = cal
                 .start_of_next_day(date)
                 .map(|z| z.timestamp().as_second())
-            {
-                if next <= end {
-                    out.push(Bucket {
-                        tier: Tier::Day,
-                        key: day_key(date),
-                    });
-                    t = next;
-                    continue;
-                }
-            }
+            && next <= end
+        {
+            out.push(Bucket {
+                tier: Tier::Day,
+                key: day_key(date),
+            });
+            t = next;
+            continue;
         }
         if t >= bounds.hour && t + 3600 <= end && cal.is_hour_start(ts) {
             out.push(Bucket {

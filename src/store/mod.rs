@@ -20,6 +20,9 @@ pub enum StoreError {
     Transition(String),
     #[error("unsupported database URL `{0}` (use sqlite://PATH)")]
     UnsupportedUrl(String),
+    /// A uniqueness rule was broken (an account registered twice, a phone number claimed twice).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -37,6 +40,35 @@ pub struct OrgRecord {
     pub name: String,
     pub timezone: String,
     pub created_at: i64,
+}
+
+/// An account as stored. Accounts seen only in events have just `org` and `account_id`;
+/// registering one through the accounts API fills the rest. The secrets are opaque here:
+/// `verify_token_hash` is a digest and `app_secret` is sealed by the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountRecord {
+    pub org: String,
+    pub account_id: String,
+    pub name: Option<String>,
+    pub phone_number_id: Option<String>,
+    pub verify_token_hash: Option<String>,
+    pub app_secret: Option<Vec<u8>>,
+    /// When it was registered through the API; `None` for an account only seen in events.
+    pub registered_at: Option<i64>,
+    pub updated_at: Option<i64>,
+}
+
+/// A webhook payload no account claimed yet, kept as received.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnroutedPayload {
+    /// Assigned by the store; increasing in order of arrival.
+    pub id: i64,
+    pub received_at: i64,
+    /// The `phone_number_id`s it names that no account claimed when it arrived (or since).
+    pub phone_number_ids: Vec<String>,
+    /// The `X-Hub-Signature-256` header as received.
+    pub signature: Option<String>,
+    pub body: Vec<u8>,
 }
 
 /// Identifies one entity's state: its kind (a small number the engine assigns),
@@ -144,6 +176,40 @@ pub trait Store: Send + Sync + 'static {
     async fn progress(&self, name: &str) -> StoreResult<Option<i64>>;
     /// Row counts per tier for one organization (all when `None`), and stored states.
     async fn tier_rows(&self, org: Option<&str>) -> StoreResult<TierRows>;
+
+    // Accounts and the Meta webhook.
+
+    async fn org_by_id(&self, id: &str) -> StoreResult<Option<OrgRecord>>;
+    /// Registers an account: inserts it, or fills in one so far only seen in events.
+    /// `Conflict` if it is registered already or its `phone_number_id` is another's.
+    async fn register_account(&self, account: &AccountRecord) -> StoreResult<()>;
+    /// Replaces the registration fields of a registered account (`false`: no such one).
+    /// `Conflict` if its `phone_number_id` is another's.
+    async fn update_account(&self, account: &AccountRecord) -> StoreResult<bool>;
+    /// Every account of an organization, registered or seen in events, by `account_id`.
+    async fn accounts(&self, org: &str) -> StoreResult<Vec<AccountRecord>>;
+    async fn account(&self, org: &str, account_id: &str) -> StoreResult<Option<AccountRecord>>;
+    /// The account (of any organization) that claims a Meta `phone_number_id`.
+    async fn account_by_phone(&self, phone_number_id: &str) -> StoreResult<Option<AccountRecord>>;
+    /// Whether any account's verify token has this digest.
+    async fn verify_token_known(&self, token_hash: &str) -> StoreResult<bool>;
+    /// Deletes an account with its figures and entity states (`false`: no such account).
+    async fn delete_account(&self, org: &str, account_id: &str) -> StoreResult<bool>;
+    /// Keeps an unrouted payload (its `id` is ignored), then drops the oldest ones until at
+    /// most `max_payloads` totalling at most `max_bytes` of bodies remain; returns its id.
+    async fn keep_unrouted(
+        &self,
+        payload: &UnroutedPayload,
+        max_payloads: usize,
+        max_bytes: usize,
+    ) -> StoreResult<i64>;
+    /// Kept payloads, oldest first; only those naming `phone_number_id` when given.
+    async fn unrouted(&self, phone_number_id: Option<&str>) -> StoreResult<Vec<UnroutedPayload>>;
+    /// Marks a payload as routed for one `phone_number_id`; a payload left naming none is
+    /// deleted.
+    async fn release_unrouted(&self, id: i64, phone_number_id: &str) -> StoreResult<()>;
+    /// Deletes a kept payload (`false`: no such payload).
+    async fn delete_unrouted(&self, id: i64) -> StoreResult<bool>;
 }
 
 /// Opens the backend a database URL names.
