@@ -7,6 +7,10 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::engine::EngineConfig;
+use crate::engine::webhook::{
+    DEFAULT_UNROUTED_MAX_BYTES, DEFAULT_UNROUTED_MAX_PAYLOADS, SecretSource, WebhookConfig,
+};
+use crate::secrets::{SecretKey, key_file_for};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./whatstat-data/whatstat.db";
@@ -45,6 +49,19 @@ pub struct StoreArgs {
     /// USD per 1,000 tokens for models without a price of their own. [default: 0.002]
     #[arg(long, env = "WHATSTAT_DEFAULT_AI_PRICE")]
     pub default_ai_price: Option<f64>,
+
+    /// Server secret that encrypts stored Meta app secrets (any length). Without it, a key
+    /// file of random bytes is created beside the SQLite database (`secret.key`, mode 0600).
+    #[arg(long, env = "WHATSTAT_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Meta webhook payloads for unregistered numbers kept at most. [default: 1000]
+    #[arg(long, env = "WHATSTAT_UNROUTED_MAX_PAYLOADS")]
+    pub unrouted_max_payloads: Option<usize>,
+
+    /// Bytes of such payloads kept at most; the oldest are dropped first. [default: 67108864]
+    #[arg(long, env = "WHATSTAT_UNROUTED_MAX_BYTES")]
+    pub unrouted_max_bytes: Option<usize>,
 }
 
 /// The same settings as read from a file.
@@ -62,6 +79,9 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub rate_limit: Option<u32>,
     pub compact_interval_secs: Option<u64>,
+    pub secret_key: Option<String>,
+    pub unrouted_max_payloads: Option<usize>,
+    pub unrouted_max_bytes: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +169,28 @@ impl StoreArgs {
             daily_retention_days: Some(daily),
             ai_prices: parse_prices(&prices)?,
             default_ai_price_per_1k: default_price,
+            webhook: self.webhook_config(file)?,
         })
+    }
+
+    /// The Meta webhook's settings; a key file is only read or created on first use.
+    pub fn webhook_config(&self, file: &FileConfig) -> Result<WebhookConfig, ConfigError> {
+        let secret = match self.secret_key.clone().or_else(|| file.secret_key.clone()) {
+            Some(k) => SecretSource::Key(
+                SecretKey::from_passphrase(&k)
+                    .map_err(|_| ConfigError::Invalid("--secret-key is empty".into()))?,
+            ),
+            None => SecretSource::KeyFile(key_file_for(&self.database_url(file))),
+        };
+        Ok(WebhookConfig::new(
+            secret,
+            self.unrouted_max_payloads
+                .or(file.unrouted_max_payloads)
+                .unwrap_or(DEFAULT_UNROUTED_MAX_PAYLOADS),
+            self.unrouted_max_bytes
+                .or(file.unrouted_max_bytes)
+                .unwrap_or(DEFAULT_UNROUTED_MAX_BYTES),
+        ))
     }
 }
 

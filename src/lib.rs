@@ -5,4 +5,5 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod import;
+pub mod secrets;
 pub mod store;

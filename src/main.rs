@@ -124,6 +124,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        // Logs go to stderr: stdout is for what commands print (keys, reports).
+        .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -146,10 +148,10 @@ fn main() -> ExitCode {
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
-fn open_engine(args: &StoreArgs) -> Result<(Arc<Engine>, String), AnyError> {
+async fn open_engine(args: &StoreArgs) -> Result<(Arc<Engine>, String), AnyError> {
     let file = args.file()?;
     let url = args.database_url(&file);
-    let store = store::open(&url)?;
+    let store = store::open(&url).await?;
     Ok((
         Arc::new(Engine::new(store, args.engine_config(&file)?)),
         url,
@@ -164,7 +166,7 @@ async fn run(command: Command) -> Result<(), AnyError> {
             timezone,
             store,
         }) => {
-            let (engine, _) = open_engine(&store)?;
+            let (engine, _) = open_engine(&store).await?;
             let (org, key) = engine.create_org(&name, &timezone).await?;
             println!(
                 "organization: {} ({})\ntime zone:    {}\napi key:      {key}",
@@ -174,7 +176,7 @@ async fn run(command: Command) -> Result<(), AnyError> {
             Ok(())
         }
         Command::Import(args) => {
-            let (engine, _) = open_engine(&args.store)?;
+            let (engine, _) = open_engine(&args.store).await?;
             let org = engine
                 .authenticate(&args.api_key)
                 .await?
@@ -184,7 +186,7 @@ async fn run(command: Command) -> Result<(), AnyError> {
             Ok(())
         }
         Command::Compact { store } => {
-            let (engine, _) = open_engine(&store)?;
+            let (engine, _) = open_engine(&store).await?;
             let report = engine.compact().await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
@@ -197,7 +199,7 @@ async fn run(command: Command) -> Result<(), AnyError> {
                 let n = demo::send_to_server(&server, &key, &args.demo).await?;
                 println!("sent {n} demo events to {server}");
             } else {
-                let (engine, url) = open_engine(&args.store)?;
+                let (engine, url) = open_engine(&args.store).await?;
                 let (org, key) = engine.create_org("Demo Store", &args.demo.timezone).await?;
                 let n = demo::fill(&engine, &org, &args.demo).await?;
                 println!(
@@ -212,7 +214,7 @@ async fn run(command: Command) -> Result<(), AnyError> {
 
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let file = args.store.file()?;
-    let (engine, url) = open_engine(&args.store)?;
+    let (engine, url) = open_engine(&args.store).await?;
     let listen = args
         .listen
         .or(file.listen.clone())

@@ -20,6 +20,10 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -43,6 +47,9 @@ impl From<EngineError> for ApiError {
                 ApiError::InvalidEvents { message, errors }
             }
             EngineError::NotFound(m) => ApiError::NotFound(m),
+            EngineError::Unauthorized(m) => ApiError::Unauthorized(m),
+            EngineError::Forbidden(m) => ApiError::Forbidden(m),
+            EngineError::Conflict(m) => ApiError::Conflict(m),
             EngineError::Overloaded => ApiError::Overloaded,
             EngineError::Internal(m) => ApiError::Internal(m),
         }
@@ -55,6 +62,8 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::InvalidEvents { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -1,9 +1,11 @@
 //! The HTTP edge: routing, authentication, parameter parsing and the error envelope.
 //! Handlers only translate between HTTP and the engine.
 
+pub mod accounts;
 pub mod auth;
 pub mod error;
 pub mod limit;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,6 +54,22 @@ pub fn router(engine: Arc<Engine>, master_key: Option<String>, limits: &ApiLimit
         .route("/api/admin/orgs", post(create_org))
         .route("/api/admin/compact", post(compact))
         .route("/api/events", post(post_events))
+        .route("/api/accounts", get(accounts::list).post(accounts::create))
+        .route(
+            "/api/accounts/{id}",
+            get(accounts::get_one)
+                .patch(accounts::patch)
+                .delete(accounts::delete),
+        )
+        .route("/api/admin/unrouted", get(accounts::unrouted))
+        .route(
+            "/api/admin/unrouted/{id}",
+            axum::routing::delete(accounts::delete_unrouted),
+        )
+        .route(
+            "/webhooks/whatsapp",
+            get(webhook::handshake).post(webhook::receive),
+        )
         .route("/api/analytics/messages", get(messages))
         .route("/api/analytics/chatbot", get(chatbot))
         .route("/api/analytics/dashboard", get(dashboard))

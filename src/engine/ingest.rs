@@ -10,7 +10,7 @@ use super::event::{
 };
 use super::state::*;
 use super::time::Calendar;
-use crate::store::{Changes, CounterDelta, EntityKey, EntityWrite};
+use crate::store::{ALL_ACCOUNTS, Changes, CounterDelta, EntityKey, EntityWrite};
 
 /// What happened to a request's events, as the ingestion answer reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -174,14 +174,12 @@ impl Batch<'_> {
                 if at < self.tier_cutoffs[i] {
                     continue;
                 }
+                let (tier, key) = (bucket.tier.code(), bucket.key);
                 *tiered
-                    .entry((
-                        account.clone(),
-                        bucket.tier.code(),
-                        bucket.key,
-                        series,
-                        dim.clone(),
-                    ))
+                    .entry((ALL_ACCOUNTS.to_string(), tier, key, series, dim.clone()))
+                    .or_default() += value;
+                *tiered
+                    .entry((account.clone(), tier, key, series, dim.clone()))
                     .or_default() += value;
             }
         }

@@ -10,7 +10,7 @@ use super::plan::{TierBounds, cover};
 use super::state::series;
 use super::time::{Bucket, Calendar, Tier, local_rfc3339};
 use super::{Engine, EngineError, Org};
-use crate::store::CounterQuery;
+use crate::store::{ALL_ACCOUNTS, CounterQuery};
 
 /// Sums of counters by series and dimension ("" when a series has none).
 #[derive(Debug, Default, Clone)]
@@ -370,7 +370,7 @@ impl Engine {
                 .store
                 .counters(CounterQuery {
                     org: org.id.clone(),
-                    account: account.map(str::to_string),
+                    account: account.unwrap_or(ALL_ACCOUNTS).to_string(),
                     tier: tier.code(),
                     from,
                     to,
@@ -669,7 +669,7 @@ impl Engine {
             .store
             .counters(CounterQuery {
                 org: org.id.clone(),
-                account: account.map(str::to_string),
+                account: account.unwrap_or(ALL_ACCOUNTS).to_string(),
                 tier: Tier::Month.code(),
                 from: i64::MIN,
                 to: i64::MAX,

@@ -1,6 +1,7 @@
 //! The domain: events, their validation, entity states, bucketing, the planner and the
 //! metrics. It knows nothing of HTTP; it talks to storage only through `store::Store`.
 
+pub mod accounts;
 pub mod event;
 pub mod ingest;
 pub mod metrics;
@@ -8,6 +9,7 @@ pub mod plan;
 pub mod retention;
 pub mod state;
 pub mod time;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -33,6 +35,12 @@ pub enum EngineError {
     InvalidEvents(Vec<EventError>),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the server is overloaded; retry shortly")]
     Overloaded,
     #[error("internal error: {0}")]
@@ -65,6 +73,8 @@ pub struct EngineConfig {
     /// USD per 1,000 tokens per model, for AI calls that came without a cost.
     pub ai_prices: HashMap<String, f64>,
     pub default_ai_price_per_1k: f64,
+    /// Meta webhook: the key sealing app secrets, and the bounds of kept payloads.
+    pub webhook: webhook::WebhookConfig,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +85,7 @@ impl Default for EngineConfig {
             daily_retention_days: None,
             ai_prices: HashMap::new(),
             default_ai_price_per_1k: 0.002,
+            webhook: webhook::WebhookConfig::default(),
         }
     }
 }
@@ -287,7 +298,8 @@ impl Engine {
                 state_window_secs,
                 tier_cutoffs,
             }
-            .apply(stored, events, report)
+            // Cloned: a backend may run the transition again after losing a deadlock.
+            .apply(stored, events.clone(), report.clone())
         });
         let out = self
             .store

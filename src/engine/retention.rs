@@ -31,6 +31,11 @@ impl Engine {
     pub async fn compact(&self) -> Result<CompactionReport, EngineError> {
         let started = Instant::now();
         let mut report = CompactionReport::default();
+        // Several instances may share one database: only one compacts at a time.
+        let Some(_lock) = self.store().compaction_lock().await? else {
+            tracing::debug!("another instance is compacting; skipped");
+            return Ok(report);
+        };
         for rec in self.store().orgs().await? {
             let Ok(tz) = jiff::tz::TimeZone::get(&rec.timezone) else {
                 tracing::warn!(org = %rec.id, timezone = %rec.timezone, "unknown stored time zone; skipped");

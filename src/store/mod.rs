@@ -1,6 +1,7 @@
 //! Storage: one trait, one module per backend. A store keeps opaque entity states and
 //! named counters per bucket; what a state or a counter means is the engine's business.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::any::Any;
@@ -18,7 +19,9 @@ pub enum StoreError {
     Closed,
     #[error("{0}")]
     Transition(String),
-    #[error("unsupported database URL `{0}` (use sqlite://PATH)")]
+    #[error(
+        "unsupported database URL `{0}` (use sqlite://PATH, postgres://... or postgresql://...)"
+    )]
     UnsupportedUrl(String),
     /// A uniqueness rule was broken (an account registered twice, a phone number claimed twice).
     #[error("{0}")]
@@ -88,6 +91,12 @@ pub struct EntityWrite {
     pub keep_until: Option<i64>,
 }
 
+/// The account under which the organization-wide sum of every counter is kept, so that
+/// a query over all accounts reads one row per bucket and series, however many accounts
+/// there are. Account ids are never empty, so it cannot clash with a real one. A backend
+/// that removes an account's counters subtracts them here too.
+pub const ALL_ACCOUNTS: &str = "";
+
 /// A change to one counter in one bucket of one tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterDelta {
@@ -109,8 +118,10 @@ pub struct Changes {
 }
 
 /// The pure step of a write: the stored states of the requested keys in, changes out.
+/// A backend may call it more than once (a job that lost a deadlock is run again), each
+/// time on freshly loaded states; only the last call's changes are stored.
 pub type Transition =
-    Box<dyn FnOnce(&HashMap<EntityKey, Vec<u8>>) -> Result<Changes, String> + Send>;
+    Box<dyn FnMut(&HashMap<EntityKey, Vec<u8>>) -> Result<Changes, String> + Send>;
 
 /// One atomic write: load `keys`, run `transition` on what was found, store its changes.
 /// Backends make the load-transition-store sequence atomic against every other writer.
@@ -136,7 +147,8 @@ pub struct TierRows {
 #[derive(Debug, Clone)]
 pub struct CounterQuery {
     pub org: String,
-    pub account: Option<String>,
+    /// One account, or `ALL_ACCOUNTS` for the organization-wide sums.
+    pub account: String,
     pub tier: u8,
     /// Inclusive bucket range.
     pub from: i64,
@@ -176,6 +188,11 @@ pub trait Store: Send + Sync + 'static {
     async fn progress(&self, name: &str) -> StoreResult<Option<i64>>;
     /// Row counts per tier for one organization (all when `None`), and stored states.
     async fn tier_rows(&self, org: Option<&str>) -> StoreResult<TierRows>;
+    /// The right to compact, held until the returned guard is dropped; `None` when another
+    /// instance is compacting now. One process needs no lock (SQLite's writer serializes).
+    async fn compaction_lock(&self) -> StoreResult<Option<Box<dyn Any + Send>>> {
+        Ok(Some(Box::new(())))
+    }
 
     // Accounts and the Meta webhook.
 
@@ -212,10 +229,14 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_unrouted(&self, id: i64) -> StoreResult<bool>;
 }
 
-/// Opens the backend a database URL names.
-pub fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+/// Opens the backend a database URL names (`sqlite://PATH`, `postgres://...`).
+pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path)?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(url).await?,
+        ))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }

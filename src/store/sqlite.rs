@@ -12,9 +12,11 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+mod accounts;
+
 use super::{
-    Changes, CounterQuery, CounterRow, OrgRecord, Store, StoreError, StoreResult, TierRows,
-    WriteJob,
+    AccountRecord, Changes, CounterQuery, CounterRow, OrgRecord, Store, StoreError, StoreResult,
+    TierRows, UnroutedPayload, WriteJob,
 };
 
 /// Jobs waiting for the writer beyond this are refused as overload.
@@ -22,7 +24,8 @@ const QUEUE_DEPTH: usize = 4096;
 /// At most this many jobs share one commit, to bound a commit's latency.
 const MAX_GROUP: usize = 512;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE orgs (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -57,13 +60,38 @@ CREATE TABLE counters (
     series TEXT NOT NULL,
     dim TEXT NOT NULL,
     value INTEGER NOT NULL,
-    PRIMARY KEY (org, tier, bucket, account, series, dim)
+    PRIMARY KEY (org, account, tier, bucket, series, dim)
 ) WITHOUT ROWID;
+CREATE INDEX counters_expiry ON counters (org, tier, bucket);
 CREATE TABLE progress (
     name TEXT PRIMARY KEY,
     position INTEGER NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+ALTER TABLE accounts ADD COLUMN name TEXT;
+ALTER TABLE accounts ADD COLUMN phone_number_id TEXT;
+ALTER TABLE accounts ADD COLUMN verify_token_hash TEXT;
+ALTER TABLE accounts ADD COLUMN app_secret BLOB;
+ALTER TABLE accounts ADD COLUMN registered_at INTEGER;
+ALTER TABLE accounts ADD COLUMN updated_at INTEGER;
+CREATE UNIQUE INDEX accounts_phone_number_id ON accounts (phone_number_id) WHERE phone_number_id IS NOT NULL;
+CREATE INDEX accounts_verify_token_hash ON accounts (verify_token_hash) WHERE verify_token_hash IS NOT NULL;
+CREATE TABLE unrouted (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at INTEGER NOT NULL,
+    signature TEXT,
+    body BLOB NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE TABLE unrouted_phones (
+    payload INTEGER NOT NULL REFERENCES unrouted(id) ON DELETE CASCADE,
+    phone_number_id TEXT NOT NULL,
+    PRIMARY KEY (phone_number_id, payload)
+) WITHOUT ROWID;
+CREATE INDEX unrouted_phones_payload ON unrouted_phones (payload);
+"#,
+];
 
 type Reply = oneshot::Sender<StoreResult<Box<dyn Any + Send>>>;
 type Maintenance = Box<dyn FnOnce(&Connection) -> StoreResult<u64> + Send>;
@@ -248,7 +276,7 @@ impl Outcome {
     }
 }
 
-fn apply_job(conn: &Connection, job: WriteJob) -> StoreResult<Box<dyn Any + Send>> {
+fn apply_job(conn: &Connection, mut job: WriteJob) -> StoreResult<Box<dyn Any + Send>> {
     let mut found = HashMap::with_capacity(job.keys.len());
     {
         let mut stmt = conn.prepare_cached(
@@ -298,7 +326,7 @@ fn write_changes(conn: &Connection, org: &str, changes: &Changes) -> StoreResult
     }
     let mut stmt = conn.prepare_cached(
         "INSERT INTO counters (org, tier, bucket, account, series, dim, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (org, tier, bucket, account, series, dim) DO UPDATE SET value = value + excluded.value",
+         ON CONFLICT (org, account, tier, bucket, series, dim) DO UPDATE SET value = value + excluded.value",
     )?;
     for c in &changes.counters {
         stmt.execute(params![
@@ -406,8 +434,8 @@ impl Store for SqliteStore {
         self.maintain(Box::new(move |conn| {
             let n = conn
                 .prepare_cached(
-                    "DELETE FROM counters WHERE (org, tier, bucket, account, series, dim) IN (
-                        SELECT org, tier, bucket, account, series, dim FROM counters
+                    "DELETE FROM counters WHERE (org, account, tier, bucket, series, dim) IN (
+                        SELECT org, account, tier, bucket, series, dim FROM counters
                         WHERE org = ?1 AND tier = ?2 AND bucket < ?3 LIMIT ?4)",
                 )?
                 .execute(params![org, tier, before, limit])?;
@@ -442,6 +470,60 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn org_by_id(&self, id: &str) -> StoreResult<Option<OrgRecord>> {
+        self.sql_org_by_id(id).await
+    }
+
+    async fn register_account(&self, account: &AccountRecord) -> StoreResult<()> {
+        self.sql_register_account(account).await
+    }
+
+    async fn update_account(&self, account: &AccountRecord) -> StoreResult<bool> {
+        self.sql_update_account(account).await
+    }
+
+    async fn accounts(&self, org: &str) -> StoreResult<Vec<AccountRecord>> {
+        self.sql_accounts(org).await
+    }
+
+    async fn account(&self, org: &str, account_id: &str) -> StoreResult<Option<AccountRecord>> {
+        self.sql_account(org, account_id).await
+    }
+
+    async fn account_by_phone(&self, phone_number_id: &str) -> StoreResult<Option<AccountRecord>> {
+        self.sql_account_by_phone(phone_number_id).await
+    }
+
+    async fn verify_token_known(&self, token_hash: &str) -> StoreResult<bool> {
+        self.sql_verify_token_known(token_hash).await
+    }
+
+    async fn delete_account(&self, org: &str, account_id: &str) -> StoreResult<bool> {
+        self.sql_delete_account(org, account_id).await
+    }
+
+    async fn keep_unrouted(
+        &self,
+        payload: &UnroutedPayload,
+        max_payloads: usize,
+        max_bytes: usize,
+    ) -> StoreResult<i64> {
+        self.sql_keep_unrouted(payload, max_payloads, max_bytes)
+            .await
+    }
+
+    async fn unrouted(&self, phone_number_id: Option<&str>) -> StoreResult<Vec<UnroutedPayload>> {
+        self.sql_unrouted(phone_number_id).await
+    }
+
+    async fn release_unrouted(&self, id: i64, phone_number_id: &str) -> StoreResult<()> {
+        self.sql_release_unrouted(id, phone_number_id).await
+    }
+
+    async fn delete_unrouted(&self, id: i64) -> StoreResult<bool> {
+        self.sql_delete_unrouted(id).await
+    }
+
     async fn tier_rows(&self, org: Option<&str>) -> StoreResult<TierRows> {
         let org = org.map(str::to_string);
         self.read(move |conn| {
@@ -473,18 +555,28 @@ impl Store for SqliteStore {
 
     async fn counters(&self, q: CounterQuery) -> StoreResult<Vec<CounterRow>> {
         self.read(move |conn| {
-            let series = q.series.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(",");
+            let series = q
+                .series
+                .iter()
+                .map(|s| format!("'{s}'"))
+                .collect::<Vec<_>>()
+                .join(",");
             // Series names are the engine's static identifiers, never user input.
             let sql = format!(
                 "SELECT bucket, series, dim, SUM(value) FROM counters
-                 WHERE org = ?1 AND tier = ?2 AND bucket BETWEEN ?3 AND ?4 AND (?5 IS NULL OR account = ?5)
+                 WHERE org = ?1 AND account = ?5 AND tier = ?2 AND bucket BETWEEN ?3 AND ?4
                    AND series IN ({series})
                  GROUP BY bucket, series, dim"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt
                 .query_map(params![q.org, q.tier, q.from, q.to, q.account], |r| {
-                    Ok(CounterRow { bucket: r.get(0)?, series: r.get(1)?, dim: r.get(2)?, value: r.get(3)? })
+                    Ok(CounterRow {
+                        bucket: r.get(0)?,
+                        series: r.get(1)?,
+                        dim: r.get(2)?,
+                        value: r.get(3)?,
+                    })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)

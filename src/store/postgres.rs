@@ -1,0 +1,777 @@
+//! The server backend: PostgreSQL, shared by any number of stateless instances.
+//!
+//! Every write job is one transaction on a pooled connection: placeholder rows are
+//! inserted for the entity keys that do not exist yet, then every key's row is locked
+//! (`FOR UPDATE`, in one sorted order), the pure transition runs on what was found, and
+//! its changes are written with set-based statements (`UNNEST` arrays: one statement per
+//! table, never one per event). Counters are upserted as increments, so two instances
+//! writing the same bucket both count. A job that loses a deadlock or a serialization
+//! check is run again from the start (the transition is pure, so that is safe).
+//!
+//! Every table keyed by organization has the organization first in its key, and no query
+//! reads two organizations at once, so the tables can be distributed by organization
+//! (Citus): see `docs/scaling.md`.
+
+use std::any::Any;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+mod accounts;
+
+use super::{
+    AccountRecord, CounterQuery, CounterRow, EntityKey, OrgRecord, Store, StoreError, StoreResult,
+    TierRows, Transition, UnroutedPayload, WriteJob,
+};
+
+/// Connections per instance.
+const POOL_SIZE: usize = 16;
+/// How long a job waits for a free connection before it is refused as overload.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+/// How many times a job is tried when it loses a deadlock or a serialization check.
+const ATTEMPTS: u32 = 8;
+/// How long a placeholder row outlives its job if no state is ever written into it.
+const PLACEHOLDER_SECS: i64 = 3_600;
+
+/// Versioned schema changes, applied in order at start; `schema_migrations` records them.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE orgs (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE api_keys (
+    org TEXT COLLATE "C" NOT NULL,
+    key_hash TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (org, key_hash)
+);
+CREATE UNIQUE INDEX api_keys_key_hash ON api_keys (key_hash);
+CREATE TABLE accounts (
+    org TEXT COLLATE "C" NOT NULL,
+    account_id TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (org, account_id)
+);
+CREATE TABLE entities (
+    org TEXT COLLATE "C" NOT NULL,
+    kind SMALLINT NOT NULL,
+    account TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    state BYTEA NOT NULL,
+    keep_until BIGINT,
+    PRIMARY KEY (org, kind, account, id)
+);
+CREATE INDEX entities_keep_until ON entities (keep_until) WHERE keep_until IS NOT NULL;
+CREATE TABLE counters (
+    org TEXT COLLATE "C" NOT NULL,
+    tier SMALLINT NOT NULL,
+    bucket BIGINT NOT NULL,
+    account TEXT COLLATE "C" NOT NULL,
+    series TEXT COLLATE "C" NOT NULL,
+    dim TEXT COLLATE "C" NOT NULL,
+    value BIGINT NOT NULL,
+    PRIMARY KEY (org, account, tier, bucket, series, dim)
+);
+CREATE INDEX counters_expiry ON counters (org, tier, bucket);
+CREATE TABLE progress (
+    org TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    position BIGINT NOT NULL,
+    PRIMARY KEY (org, name)
+);
+CREATE INDEX progress_name ON progress (name);
+"#,
+    r#"
+ALTER TABLE accounts
+    ADD COLUMN name TEXT,
+    ADD COLUMN phone_number_id TEXT COLLATE "C",
+    ADD COLUMN verify_token_hash TEXT COLLATE "C",
+    ADD COLUMN app_secret BYTEA,
+    ADD COLUMN registered_at BIGINT,
+    ADD COLUMN updated_at BIGINT;
+CREATE INDEX accounts_verify_token_hash ON accounts (verify_token_hash) WHERE verify_token_hash IS NOT NULL;
+-- Which account claims a Meta phone_number_id: unique across organizations, looked up
+-- before the organization is known (a reference table on Citus).
+CREATE TABLE phone_numbers (
+    phone_number_id TEXT COLLATE "C" PRIMARY KEY,
+    org TEXT COLLATE "C" NOT NULL,
+    account_id TEXT COLLATE "C" NOT NULL
+);
+CREATE INDEX phone_numbers_account ON phone_numbers (org, account_id);
+CREATE TABLE unrouted (
+    id BIGSERIAL PRIMARY KEY,
+    received_at BIGINT NOT NULL,
+    signature TEXT,
+    body BYTEA NOT NULL,
+    bytes BIGINT NOT NULL
+);
+CREATE TABLE unrouted_phones (
+    phone_number_id TEXT COLLATE "C" NOT NULL,
+    payload BIGINT NOT NULL REFERENCES unrouted (id) ON DELETE CASCADE,
+    PRIMARY KEY (phone_number_id, payload)
+);
+CREATE INDEX unrouted_phones_payload ON unrouted_phones (payload);
+"#,
+];
+
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+/// Why one attempt at a job failed: worth another try, or final.
+enum Failure {
+    Retry(String),
+    Fatal(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if is_retryable(&e) {
+            Failure::Retry(e.to_string())
+        } else {
+            Failure::Fatal(backend(e))
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+fn backend(e: tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Backend(format!("{} ({})", db.message(), db.code().code())),
+        None => StoreError::Backend(e.to_string()),
+    }
+}
+
+fn pool_error(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Timeout(_) => StoreError::Overloaded,
+        PoolError::Closed => StoreError::Closed,
+        PoolError::Backend(e) => backend(e),
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+fn wall_clock() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// A short, growing, jittered pause before trying a job again.
+async fn backoff(attempt: u32) {
+    let base = 5u64 << attempt.min(6);
+    let jitter = rand::random_range(0..=base);
+    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+}
+
+/// An advisory-lock key private to this database and schema, so that test schemas
+/// sharing one database never wait on each other.
+const LOCK_KEY_SQL: &str =
+    "hashtext(current_database() || '/' || current_schema() || '/whatstat/' || $1::text)";
+
+impl PostgresStore {
+    /// Connects, and brings the schema up to date (under an advisory lock, so instances
+    /// starting together migrate once).
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> StoreResult<Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute(
+            &format!("SELECT pg_advisory_xact_lock({LOCK_KEY_SQL})"),
+            &[&"migrations"],
+        )
+        .await
+        .map_err(backend)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(backend)?;
+        let current: i32 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        let current = usize::try_from(current).unwrap_or(0);
+        if current > MIGRATIONS.len() {
+            return Err(StoreError::Backend(format!(
+                "the database schema is at version {current}, newer than this build knows ({}); upgrade whatstat",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            tx.batch_execute(sql).await.map_err(backend)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[&version],
+            )
+            .await
+            .map_err(backend)?;
+            tracing::info!(version, "applied postgres migration");
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    /// Runs a re-runnable piece of work, again when it loses a deadlock.
+    async fn retrying<T, F, Fut>(&self, mut work: F) -> StoreResult<T>
+    where
+        F: FnMut(Object) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let client = self.client().await?;
+            match work(client).await {
+                Ok(v) => return Ok(v),
+                Err(Failure::Retry(why)) if attempt < ATTEMPTS => {
+                    tracing::debug!(attempt, reason = %why, "transaction lost a race; trying again");
+                    backoff(attempt).await;
+                }
+                Err(Failure::Retry(why)) => {
+                    return Err(StoreError::Backend(format!(
+                        "gave up after {attempt} attempts: {why}"
+                    )));
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+/// One attempt at a write job, in one transaction.
+async fn apply_once(
+    client: &mut Object,
+    org: &str,
+    keys: &[EntityKey],
+    transition: &mut Transition,
+    progress: Option<&(String, i64)>,
+) -> Result<Box<dyn Any + Send>, Failure> {
+    let tx = client.transaction().await?;
+    let mut found = HashMap::with_capacity(keys.len());
+    if !keys.is_empty() {
+        let kinds: Vec<i16> = keys.iter().map(|k| i16::from(k.kind)).collect();
+        let accounts: Vec<&str> = keys.iter().map(|k| k.account.as_str()).collect();
+        let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+        // A row for every key, so that every key can be locked: missing ones get an empty
+        // placeholder (read back as absent), which compaction prunes if nothing fills it.
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO entities (org, kind, account, id, state, keep_until)
+                 SELECT $1, u.k, u.a, u.i, ''::bytea, $5
+                 FROM UNNEST($2::smallint[], $3::text[], $4::text[]) AS u(k, a, i)
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        tx.execute(
+            &insert,
+            &[
+                &org,
+                &kinds,
+                &accounts,
+                &ids,
+                &(wall_clock() + PLACEHOLDER_SECS),
+            ],
+        )
+        .await?;
+        // Locked in key order (byte order, as the keys are sorted), so two jobs never
+        // wait on each other in a cycle.
+        let select = tx
+            .prepare_cached(
+                "SELECT kind, account, id, state FROM entities
+                 WHERE org = $1 AND (kind, account, id) IN (
+                     SELECT u.k, u.a, u.i FROM UNNEST($2::smallint[], $3::text[], $4::text[]) AS u(k, a, i))
+                 ORDER BY kind, account, id
+                 FOR UPDATE",
+            )
+            .await?;
+        let rows = tx.query(&select, &[&org, &kinds, &accounts, &ids]).await?;
+        if rows.len() != keys.len() {
+            // A row vanished between insert and lock (compaction pruned it): start over.
+            return Err(Failure::Retry(format!(
+                "{} of {} entity rows vanished before they were locked",
+                keys.len() - rows.len(),
+                keys.len()
+            )));
+        }
+        for row in rows {
+            let state: Vec<u8> = row.try_get(3)?;
+            if state.is_empty() {
+                continue;
+            }
+            let kind: i16 = row.try_get(0)?;
+            let key = EntityKey {
+                kind: u8::try_from(kind).map_err(|_| {
+                    Failure::Fatal(StoreError::Backend(format!(
+                        "stored kind {kind} is out of range"
+                    )))
+                })?,
+                account: row.try_get(1)?,
+                id: row.try_get(2)?,
+            };
+            found.insert(key, state);
+        }
+    }
+
+    let changes = transition(&found).map_err(StoreError::Transition)?;
+
+    // Every statement below writes rows in one sorted order, for the same reason.
+    let accounts: BTreeSet<&str> = changes.accounts.iter().map(String::as_str).collect();
+    if !accounts.is_empty() {
+        let accounts: Vec<&str> = accounts.into_iter().collect();
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO accounts (org, account_id)
+                 SELECT $1, a FROM UNNEST($2::text[]) AS u(a)
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        tx.execute(&stmt, &[&org, &accounts]).await?;
+    }
+
+    // The last write of a key wins, as it would written one by one.
+    let mut entities = BTreeMap::new();
+    for e in &changes.entities {
+        entities.insert(&e.key, e);
+    }
+    if !entities.is_empty() {
+        let n = entities.len();
+        let (mut kinds, mut accounts, mut ids, mut states, mut until) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (key, e) in entities {
+            kinds.push(i16::from(key.kind));
+            accounts.push(key.account.as_str());
+            ids.push(key.id.as_str());
+            states.push(e.state.as_slice());
+            until.push(e.keep_until);
+        }
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO entities (org, kind, account, id, state, keep_until)
+                 SELECT $1, u.k, u.a, u.i, u.s, u.t
+                 FROM UNNEST($2::smallint[], $3::text[], $4::text[], $5::bytea[], $6::bigint[]) AS u(k, a, i, s, t)
+                 ON CONFLICT (org, kind, account, id)
+                 DO UPDATE SET state = excluded.state, keep_until = excluded.keep_until",
+            )
+            .await?;
+        tx.execute(&stmt, &[&org, &kinds, &accounts, &ids, &states, &until])
+            .await?;
+    }
+
+    // Deltas aggregated per counter first: one row per counter in the statement.
+    let mut counters: BTreeMap<(u8, i64, &str, &str, &str), i64> = BTreeMap::new();
+    for c in &changes.counters {
+        *counters
+            .entry((
+                c.tier,
+                c.bucket,
+                c.account.as_str(),
+                c.series,
+                c.dim.as_str(),
+            ))
+            .or_insert(0) += c.delta;
+    }
+    if !counters.is_empty() {
+        let n = counters.len();
+        let (mut tiers, mut buckets, mut accounts, mut series, mut dims, mut values) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for ((tier, bucket, account, s, dim), value) in counters {
+            tiers.push(i16::from(tier));
+            buckets.push(bucket);
+            accounts.push(account);
+            series.push(s);
+            dims.push(dim);
+            values.push(value);
+        }
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO counters (org, tier, bucket, account, series, dim, value)
+                 SELECT $1, u.t, u.b, u.a, u.s, u.d, u.v
+                 FROM UNNEST($2::smallint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+                     AS u(t, b, a, s, d, v)
+                 ON CONFLICT (org, account, tier, bucket, series, dim)
+                 DO UPDATE SET value = counters.value + excluded.value",
+            )
+            .await?;
+        tx.execute(
+            &stmt,
+            &[&org, &tiers, &buckets, &accounts, &series, &dims, &values],
+        )
+        .await?;
+    }
+
+    if let Some((name, position)) = progress {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO progress (org, name, position) VALUES ($1, $2, $3)
+                 ON CONFLICT (org, name) DO UPDATE SET position = excluded.position",
+            )
+            .await?;
+        tx.execute(&stmt, &[&org, name, position]).await?;
+    }
+    tx.commit().await?;
+    Ok(changes.report)
+}
+
+/// Holds the compaction lock: a session-level advisory lock on a connection taken out of
+/// the pool. Dropping it closes that connection, which releases the lock.
+struct CompactionLock(Option<Object>);
+
+impl Drop for CompactionLock {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_org(&self, org: &OrgRecord, key_hash: &str) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute(
+            "INSERT INTO orgs (id, name, timezone, created_at) VALUES ($1, $2, $3, $4)",
+            &[&org.id, &org.name, &org.timezone, &org.created_at],
+        )
+        .await
+        .map_err(backend)?;
+        tx.execute(
+            "INSERT INTO api_keys (org, key_hash, created_at) VALUES ($1, $2, $3)",
+            &[&org.id, &key_hash, &org.created_at],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn org_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<OrgRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT o.id, o.name, o.timezone, o.created_at
+                 FROM api_keys k JOIN orgs o ON o.id = k.org WHERE k.key_hash = $1",
+                &[&key_hash],
+            )
+            .await
+            .map_err(backend)?;
+        row.map(|r| org_row(&r)).transpose()
+    }
+
+    async fn org_count(&self) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one("SELECT COUNT(*) FROM orgs", &[])
+            .await
+            .map_err(backend)?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn account_exists(&self, org: &str, account: &str) -> StoreResult<bool> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "SELECT 1 FROM accounts WHERE org = $1 AND account_id = $2",
+                &[&org, &account],
+            )
+            .await
+            .map_err(backend)?
+            .is_some())
+    }
+
+    async fn apply(&self, job: WriteJob) -> StoreResult<Box<dyn Any + Send>> {
+        let WriteJob {
+            org,
+            mut keys,
+            mut transition,
+            progress,
+        } = job;
+        keys.sort();
+        keys.dedup();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut client = self.client().await?;
+            match apply_once(&mut client, &org, &keys, &mut transition, progress.as_ref()).await {
+                Ok(report) => return Ok(report),
+                Err(Failure::Retry(why)) if attempt < ATTEMPTS => {
+                    tracing::debug!(attempt, reason = %why, "write job lost a race; running it again");
+                    drop(client);
+                    backoff(attempt).await;
+                }
+                Err(Failure::Retry(why)) => {
+                    return Err(StoreError::Backend(format!(
+                        "write job gave up after {attempt} attempts: {why}"
+                    )));
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn counters(&self, q: CounterQuery) -> StoreResult<Vec<CounterRow>> {
+        let client = self.client().await?;
+        let tier = i16::from(q.tier);
+        let series: Vec<&str> = q.series.to_vec();
+        let stmt = client
+            .prepare_cached(
+                "SELECT bucket, series, dim, SUM(value)::bigint FROM counters
+                 WHERE org = $1 AND tier = $2 AND bucket BETWEEN $3 AND $4
+                   AND account = $5 AND series = ANY($6::text[])
+                 GROUP BY bucket, series, dim",
+            )
+            .await
+            .map_err(backend)?;
+        let rows = client
+            .query(&stmt, &[&q.org, &tier, &q.from, &q.to, &q.account, &series])
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(CounterRow {
+                    bucket: r.try_get(0).map_err(backend)?,
+                    series: r.try_get(1).map_err(backend)?,
+                    dim: r.try_get(2).map_err(backend)?,
+                    value: r.try_get(3).map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn orgs(&self) -> StoreResult<Vec<OrgRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, name, timezone, created_at FROM orgs ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter().map(org_row).collect()
+    }
+
+    async fn expire_counters(
+        &self,
+        org: &str,
+        tier: u8,
+        before: i64,
+        limit: usize,
+    ) -> StoreResult<u64> {
+        let tier = i16::from(tier);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // SKIP LOCKED: compaction never waits on (or deadlocks with) a write job; a row a
+        // job holds right now is left for the next run.
+        self.retrying(|client| async move {
+            let n = client
+                .execute(
+                    "DELETE FROM counters WHERE (org, account, tier, bucket, series, dim) IN (
+                        SELECT org, account, tier, bucket, series, dim FROM counters
+                        WHERE org = $1 AND tier = $2 AND bucket < $3
+                        LIMIT $4 FOR UPDATE SKIP LOCKED)",
+                    &[&org, &tier, &before, &limit],
+                )
+                .await?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn prune_states(&self, before: i64, limit: usize) -> StoreResult<u64> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.retrying(|client| async move {
+            let n = client
+                .execute(
+                    "DELETE FROM entities WHERE (org, kind, account, id) IN (
+                        SELECT org, kind, account, id FROM entities
+                        WHERE keep_until IS NOT NULL AND keep_until < $1
+                        LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&before, &limit],
+                )
+                .await?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn progress(&self, name: &str) -> StoreResult<Option<i64>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT position FROM progress WHERE name = $1 LIMIT 1",
+                &[&name],
+            )
+            .await
+            .map_err(backend)?;
+        row.map(|r| r.try_get(0).map_err(backend)).transpose()
+    }
+
+    async fn tier_rows(&self, org: Option<&str>) -> StoreResult<TierRows> {
+        let client = self.client().await?;
+        let mut rows = TierRows::default();
+        for r in client
+            .query(
+                "SELECT tier, COUNT(*) FROM counters WHERE $1::text IS NULL OR org = $1 GROUP BY tier",
+                &[&org],
+            )
+            .await
+            .map_err(backend)?
+        {
+            let tier: i16 = r.try_get(0).map_err(backend)?;
+            let n = u64::try_from(r.try_get::<_, i64>(1).map_err(backend)?).unwrap_or(0);
+            match tier {
+                0 => rows.hour = n,
+                1 => rows.day = n,
+                _ => rows.month += n,
+            }
+        }
+        // Placeholders (empty states) are not states.
+        let states: i64 = client
+            .query_one(
+                "SELECT COUNT(*) FROM entities
+                 WHERE ($1::text IS NULL OR org = $1) AND octet_length(state) > 0",
+                &[&org],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        rows.states = u64::try_from(states).unwrap_or(0);
+        Ok(rows)
+    }
+
+    async fn compaction_lock(&self) -> StoreResult<Option<Box<dyn Any + Send>>> {
+        let client = self.client().await?;
+        let locked: bool = client
+            .query_one(
+                &format!("SELECT pg_try_advisory_lock({LOCK_KEY_SQL})"),
+                &[&"compaction"],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        Ok(locked.then(|| Box::new(CompactionLock(Some(client))) as Box<dyn Any + Send>))
+    }
+
+    async fn org_by_id(&self, id: &str) -> StoreResult<Option<OrgRecord>> {
+        self.pg_org_by_id(id).await
+    }
+
+    async fn register_account(&self, account: &AccountRecord) -> StoreResult<()> {
+        self.pg_register_account(account).await
+    }
+
+    async fn update_account(&self, account: &AccountRecord) -> StoreResult<bool> {
+        self.pg_update_account(account).await
+    }
+
+    async fn accounts(&self, org: &str) -> StoreResult<Vec<AccountRecord>> {
+        self.pg_accounts(org).await
+    }
+
+    async fn account(&self, org: &str, account_id: &str) -> StoreResult<Option<AccountRecord>> {
+        self.pg_account(org, account_id).await
+    }
+
+    async fn account_by_phone(&self, phone_number_id: &str) -> StoreResult<Option<AccountRecord>> {
+        self.pg_account_by_phone(phone_number_id).await
+    }
+
+    async fn verify_token_known(&self, token_hash: &str) -> StoreResult<bool> {
+        self.pg_verify_token_known(token_hash).await
+    }
+
+    async fn delete_account(&self, org: &str, account_id: &str) -> StoreResult<bool> {
+        self.pg_delete_account(org, account_id).await
+    }
+
+    async fn keep_unrouted(
+        &self,
+        payload: &UnroutedPayload,
+        max_payloads: usize,
+        max_bytes: usize,
+    ) -> StoreResult<i64> {
+        self.pg_keep_unrouted(payload, max_payloads, max_bytes)
+            .await
+    }
+
+    async fn unrouted(&self, phone_number_id: Option<&str>) -> StoreResult<Vec<UnroutedPayload>> {
+        self.pg_unrouted(phone_number_id).await
+    }
+
+    async fn release_unrouted(&self, id: i64, phone_number_id: &str) -> StoreResult<()> {
+        self.pg_release_unrouted(id, phone_number_id).await
+    }
+
+    async fn delete_unrouted(&self, id: i64) -> StoreResult<bool> {
+        self.pg_delete_unrouted(id).await
+    }
+}
+
+fn org_row(r: &tokio_postgres::Row) -> StoreResult<OrgRecord> {
+    Ok(OrgRecord {
+        id: r.try_get(0).map_err(backend)?,
+        name: r.try_get(1).map_err(backend)?,
+        timezone: r.try_get(2).map_err(backend)?,
+        created_at: r.try_get(3).map_err(backend)?,
+    })
+}
