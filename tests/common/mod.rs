@@ -2,6 +2,8 @@
 //! over a fresh database, spoken to over HTTP.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -16,7 +18,7 @@ pub struct TestServer {
     pub engine: Arc<Engine>,
     pub client: reqwest::Client,
     pub database_url: String,
-    _dir: tempfile::TempDir,
+    _dir: backend::TestDatabase,
 }
 
 impl TestServer {
@@ -26,21 +28,39 @@ impl TestServer {
     }
 
     pub async fn start_with(config: EngineConfig) -> Self {
-        Self::start_full(config, ApiLimits { max_body_bytes: 16 * 1024 * 1024, rate_per_second: 0 }).await
+        Self::start_full(
+            config,
+            ApiLimits {
+                max_body_bytes: 16 * 1024 * 1024,
+                rate_per_second: 0,
+            },
+        )
+        .await
     }
 
     pub async fn start_full(config: EngineConfig, limits: ApiLimits) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let database_url = format!("sqlite://{}", dir.path().join("whatstat.db").display());
-        let store = whatstat::store::open(&database_url).expect("open store");
+        // SQLite, or a fresh PostgreSQL schema: WHATSTAT_TEST_BACKEND (see backend.rs).
+        let dir = backend::TestDatabase::fresh().await;
+        let database_url = dir.url.clone();
+        let store = whatstat::store::open(&database_url)
+            .await
+            .expect("open store");
         let engine = Arc::new(Engine::new(store, config));
         let app = api::router(engine.clone(), Some(MASTER_KEY.to_string()), &limits);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
-        TestServer { base: format!("http://{addr}"), engine, client: reqwest::Client::new(), database_url, _dir: dir }
+        TestServer {
+            base: format!("http://{addr}"),
+            engine,
+            client: reqwest::Client::new(),
+            database_url,
+            _dir: dir,
+        }
     }
 
     /// Fixes the engine's clock ("now") at a Unix second.
@@ -59,23 +79,42 @@ impl TestServer {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "create org: {body}");
-        body["data"]["api_key"].as_str().expect("api_key").to_string()
+        body["data"]["api_key"]
+            .as_str()
+            .expect("api_key")
+            .to_string()
     }
 
     /// POSTs a JSON array of events.
     pub async fn post_events(&self, key: &str, events: &Value) -> (StatusCode, Value) {
-        self.send(self.client.post(format!("{}/api/events", self.base)).bearer_auth(key).json(events)).await
+        self.send(
+            self.client
+                .post(format!("{}/api/events", self.base))
+                .bearer_auth(key)
+                .json(events),
+        )
+        .await
     }
 
     /// POSTs events with `?backfill=true`.
     pub async fn post_backfill(&self, key: &str, events: &Value) -> (StatusCode, Value) {
-        self.send(self.client.post(format!("{}/api/events?backfill=true", self.base)).bearer_auth(key).json(events))
-            .await
+        self.send(
+            self.client
+                .post(format!("{}/api/events?backfill=true", self.base))
+                .bearer_auth(key)
+                .json(events),
+        )
+        .await
     }
 
     /// GETs a path such as `/api/analytics/messages?granularity=day`.
     pub async fn get(&self, key: &str, path_and_query: &str) -> (StatusCode, Value) {
-        self.send(self.client.get(format!("{}{path_and_query}", self.base)).bearer_auth(key)).await
+        self.send(
+            self.client
+                .get(format!("{}{path_and_query}", self.base))
+                .bearer_auth(key),
+        )
+        .await
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {

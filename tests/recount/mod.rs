@@ -1,0 +1,1019 @@
+//! A brute-force recount of every figure of the three analytics endpoints (SPEC sections 2
+//! and 3) over raw events, written from the SPEC alone (no engine code), and a checker that
+//! compares a running server's answers with it. Used by `tests/property.rs`; reusable by any
+//! test that posts events and wants every figure checked (e.g. before and after compaction):
+//!
+//! ```ignore
+//! let expected = recount::recount(&posted_events, now, "Asia/Kolkata", &ranges);
+//! let disagreements = recount::check_all(&server, &key, &expected).await;
+//! ```
+//!
+//! The including test must also declare `mod common;` (the HTTP test harness).
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan};
+use reqwest::StatusCode;
+use serde_json::{Map, Value, json};
+
+use crate::common::TestServer;
+
+pub const DAY: i64 = 86_400;
+/// USD per 1,000 tokens for AI calls without a cost (the engine's default price, 0.002), in
+/// micro-dollars per token: 0.002 / 1000 * 1e6.
+pub const DEFAULT_PRICE_MICRO_PER_TOKEN: i64 = 2;
+pub const CAMPAIGN_STATUSES: [&str; 6] = [
+    "created",
+    "scheduled",
+    "running",
+    "completed",
+    "cancelled",
+    "failed",
+];
+pub const OUTCOMES: [&str; 3] = ["auto_resolved", "transferred", "abandoned"];
+/// The zones a timestamp may be written in (see `fmt_ts`).
+pub const ZONES: [&str; 3] = ["Asia/Kolkata", "Asia/Kathmandu", "America/New_York"];
+
+// ---------------------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub enum Tokens {
+    Total(i64),
+    Split(i64, i64),
+}
+
+impl Tokens {
+    fn total(&self) -> i64 {
+        match self {
+            Tokens::Total(t) => *t,
+            Tokens::Split(p, c) => p + c,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Kind {
+    Contact {
+        id: String,
+    },
+    Message {
+        id: String,
+        inbound: bool,
+        mtype: String,
+        conv: Option<String>,
+    },
+    Status {
+        msg: String,
+        status: &'static str,
+    },
+    Campaign {
+        id: String,
+        status: &'static str,
+    },
+    Conversation {
+        id: String,
+        status: &'static str,
+    },
+    Flow {
+        id: String,
+        name: String,
+        completed: bool,
+        conv: Option<String>,
+    },
+    Keyword {
+        id: Option<String>,
+        keyword: String,
+        conv: Option<String>,
+    },
+    Ai {
+        id: Option<String>,
+        tokens: Tokens,
+        model: Option<String>,
+        cost_micro: Option<i64>,
+    },
+}
+
+/// One event as posted (a re-sent event appears once per time it was posted).
+#[derive(Clone, Debug)]
+pub struct Ev {
+    pub acc: String,
+    pub ts: i64,
+    pub kind: Kind,
+}
+
+/// How an event's timestamp is written: Unix seconds, or RFC 3339 in UTC or in a zone.
+pub fn fmt_ts(ts: i64, style: usize) -> Value {
+    let t = Timestamp::from_second(ts).expect("timestamp");
+    match style % 5 {
+        0 => json!(ts),
+        1 => json!(t.to_string()),
+        s => {
+            let z = t.to_zoned(TimeZone::get(ZONES[s - 2]).expect("zone"));
+            json!(z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())
+        }
+    }
+}
+
+pub fn to_json(ev: &Ev, style: usize) -> Value {
+    let mut m = Map::new();
+    m.insert("account_id".into(), json!(ev.acc));
+    m.insert("timestamp".into(), fmt_ts(ev.ts, style));
+    let ty = match &ev.kind {
+        Kind::Contact { id } => {
+            m.insert("id".into(), json!(id));
+            "contact"
+        }
+        Kind::Message {
+            id,
+            inbound,
+            mtype,
+            conv,
+        } => {
+            m.insert("id".into(), json!(id));
+            m.insert(
+                "direction".into(),
+                json!(if *inbound { "inbound" } else { "outbound" }),
+            );
+            m.insert("message_type".into(), json!(mtype));
+            if let Some(c) = conv {
+                m.insert("conversation_id".into(), json!(c));
+            }
+            "message"
+        }
+        Kind::Status { msg, status } => {
+            m.insert("message_id".into(), json!(msg));
+            m.insert("status".into(), json!(status));
+            if *status == "failed" {
+                m.insert("error_code".into(), json!(131_026));
+            }
+            "message_status"
+        }
+        Kind::Campaign { id, status } => {
+            m.insert("id".into(), json!(id));
+            m.insert("status".into(), json!(status));
+            "campaign"
+        }
+        Kind::Conversation { id, status } => {
+            m.insert("id".into(), json!(id));
+            m.insert("status".into(), json!(status));
+            "conversation"
+        }
+        Kind::Flow {
+            id,
+            name,
+            completed,
+            conv,
+        } => {
+            m.insert("id".into(), json!(id));
+            m.insert("flow_name".into(), json!(name));
+            m.insert(
+                "status".into(),
+                json!(if *completed { "completed" } else { "started" }),
+            );
+            if let Some(c) = conv {
+                m.insert("conversation_id".into(), json!(c));
+            }
+            "flow"
+        }
+        Kind::Keyword { id, keyword, conv } => {
+            m.insert("keyword".into(), json!(keyword));
+            if let Some(i) = id {
+                m.insert("id".into(), json!(i));
+            }
+            if let Some(c) = conv {
+                m.insert("conversation_id".into(), json!(c));
+            }
+            "keyword"
+        }
+        Kind::Ai {
+            id,
+            tokens,
+            model,
+            cost_micro,
+        } => {
+            match tokens {
+                Tokens::Total(t) => {
+                    m.insert("tokens".into(), json!(t));
+                }
+                Tokens::Split(p, c) => {
+                    m.insert("prompt_tokens".into(), json!(p));
+                    m.insert("completion_tokens".into(), json!(c));
+                }
+            }
+            if let Some(x) = model {
+                m.insert("model".into(), json!(x));
+            }
+            if let Some(c) = cost_micro {
+                m.insert("cost".into(), json!(*c as f64 / 1e6));
+            }
+            if let Some(i) = id {
+                m.insert("id".into(), json!(i));
+            }
+            "ai_request"
+        }
+    };
+    m.insert("type".into(), json!(ty));
+    Value::Object(m)
+}
+
+// ---------------------------------------------------------------------------------------
+// The brute-force recount (from the SPEC alone)
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub acc: String,
+    pub ts: i64,
+    pub outbound: bool,
+    pub mtype: String,
+    pub delivered: bool,
+    pub read: bool,
+    pub failed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Conv {
+    pub acc: String,
+    pub start: i64,
+    pub outcome: Option<&'static str>,
+    /// Start to `auto_resolved`, when that is the outcome.
+    pub resolution_secs: Option<i64>,
+    pub messages: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub acc: String,
+    pub start: i64,
+    pub name: String,
+    pub completed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AiCall {
+    pub acc: String,
+    pub ts: i64,
+    pub tokens: i64,
+    pub cost_micro: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Camp {
+    pub acc: String,
+    pub current: &'static str,
+    pub current_ts: i64,
+}
+
+/// The deduplicated facts of a set of posted events (time-zone independent).
+#[derive(Debug, Default)]
+pub struct Facts {
+    pub contacts: Vec<(String, i64)>,
+    pub messages: Vec<Msg>,
+    pub convs: Vec<Conv>,
+    pub runs: Vec<Run>,
+    pub keywords: Vec<(String, String, i64)>,
+    pub ai: Vec<AiCall>,
+    pub campaigns: Vec<Camp>,
+}
+
+pub fn rank(list: &[&str], s: &str) -> usize {
+    list.iter().position(|x| *x == s).expect("known status")
+}
+
+pub fn facts(events: &[Ev]) -> Facts {
+    type Key = (String, String);
+    let mut contacts: BTreeMap<Key, i64> = BTreeMap::new();
+    let mut msgs: BTreeMap<Key, (i64, bool, String, Option<String>)> = BTreeMap::new();
+    let mut statuses: BTreeMap<Key, BTreeMap<&'static str, i64>> = BTreeMap::new();
+    let mut conv_ev: BTreeMap<Key, BTreeMap<&'static str, i64>> = BTreeMap::new();
+    let mut camp_ev: BTreeMap<Key, BTreeMap<&'static str, i64>> = BTreeMap::new();
+    let mut run_start: BTreeMap<Key, (i64, String)> = BTreeMap::new();
+    let mut run_done: BTreeSet<Key> = BTreeSet::new();
+    let mut kw_ids: BTreeSet<Key> = BTreeSet::new();
+    let mut ai_ids: BTreeSet<Key> = BTreeSet::new();
+    let mut f = Facts::default();
+
+    let min_into = |m: &mut BTreeMap<&'static str, i64>, s: &'static str, t: i64| {
+        let e = m.entry(s).or_insert(t);
+        *e = (*e).min(t);
+    };
+    for e in events {
+        let acc = e.acc.clone();
+        match &e.kind {
+            Kind::Contact { id } => {
+                let c = contacts.entry((acc, id.clone())).or_insert(e.ts);
+                *c = (*c).min(e.ts);
+            }
+            Kind::Message {
+                id,
+                inbound,
+                mtype,
+                conv,
+            } => {
+                msgs.entry((acc, id.clone())).or_insert((
+                    e.ts,
+                    *inbound,
+                    mtype.clone(),
+                    conv.clone(),
+                ));
+            }
+            Kind::Status { msg, status } => {
+                if ["sent", "delivered", "read", "failed"].contains(status) {
+                    min_into(
+                        statuses.entry((acc, msg.clone())).or_default(),
+                        status,
+                        e.ts,
+                    );
+                }
+            }
+            Kind::Campaign { id, status } => {
+                min_into(camp_ev.entry((acc, id.clone())).or_default(), status, e.ts)
+            }
+            Kind::Conversation { id, status } => {
+                min_into(conv_ev.entry((acc, id.clone())).or_default(), status, e.ts)
+            }
+            Kind::Flow {
+                id,
+                name,
+                completed,
+                ..
+            } => {
+                if *completed {
+                    run_done.insert((acc, id.clone()));
+                } else {
+                    let r = run_start
+                        .entry((acc, id.clone()))
+                        .or_insert((e.ts, name.clone()));
+                    r.0 = r.0.min(e.ts);
+                }
+            }
+            Kind::Keyword { id, keyword, .. } => {
+                if id
+                    .as_ref()
+                    .is_none_or(|i| kw_ids.insert((acc.clone(), i.clone())))
+                {
+                    f.keywords.push((acc, keyword.clone(), e.ts));
+                }
+            }
+            Kind::Ai {
+                id,
+                tokens,
+                cost_micro,
+                ..
+            } => {
+                if id
+                    .as_ref()
+                    .is_none_or(|i| ai_ids.insert((acc.clone(), i.clone())))
+                {
+                    let tokens = tokens.total();
+                    let cost_micro = cost_micro.unwrap_or(tokens * DEFAULT_PRICE_MICRO_PER_TOKEN);
+                    f.ai.push(AiCall {
+                        acc,
+                        ts: e.ts,
+                        tokens,
+                        cost_micro,
+                    });
+                }
+            }
+        }
+    }
+
+    f.contacts = contacts.into_iter().map(|((a, _), t)| (a, t)).collect();
+
+    // Messages: the real ones, plus an `unknown` outbound one for a status-only id.
+    let mut conv_msgs: BTreeMap<Key, i64> = BTreeMap::new();
+    let mut keys: BTreeSet<Key> = msgs.keys().cloned().collect();
+    keys.extend(statuses.keys().cloned());
+    for k in keys {
+        let st = statuses.get(&k).cloned().unwrap_or_default();
+        let (ts, inbound, mtype, conv) = match msgs.get(&k) {
+            Some(m) => m.clone(),
+            None => (
+                *st.values().min().expect("a status"),
+                false,
+                "unknown".to_string(),
+                None,
+            ),
+        };
+        if let Some(c) = conv {
+            *conv_msgs.entry((k.0.clone(), c)).or_default() += 1;
+        }
+        let read = st.contains_key("read");
+        let delivered = read || st.contains_key("delivered");
+        let failed = !delivered && st.contains_key("failed");
+        f.messages.push(Msg {
+            acc: k.0.clone(),
+            ts,
+            outbound: !inbound,
+            mtype,
+            delivered,
+            read,
+            failed,
+        });
+    }
+
+    // Conversations: counted from the earliest `started`; first outcome wins.
+    for (k, evs) in conv_ev {
+        let Some(&start) = evs.get("started") else {
+            continue;
+        };
+        let outcome = OUTCOMES
+            .iter()
+            .filter_map(|o| evs.get(o).map(|t| (*t, rank(&OUTCOMES, o), *o)))
+            .min()
+            .map(|(t, _, o)| (o, t));
+        f.convs.push(Conv {
+            acc: k.0.clone(),
+            start,
+            outcome: outcome.map(|o| o.0),
+            // An outcome stamped before its start resolves in 0 seconds (docs/metrics.md;
+            // the SPEC is silent).
+            resolution_secs: outcome
+                .filter(|o| o.0 == "auto_resolved")
+                .map(|o| (o.1 - start).max(0)),
+            messages: conv_msgs.get(&k).copied().unwrap_or(0),
+        });
+    }
+
+    for (k, (start, name)) in run_start {
+        let completed = run_done.contains(&k);
+        f.runs.push(Run {
+            acc: k.0,
+            start,
+            name,
+            completed,
+        });
+    }
+
+    // Campaign state: the latest status by time; ties go to the later status in the list.
+    for (k, evs) in camp_ev {
+        let (ts, _, status) = evs
+            .iter()
+            .map(|(s, t)| (*t, rank(&CAMPAIGN_STATUSES, s), *s))
+            .max()
+            .expect("a status");
+        f.campaigns.push(Camp {
+            acc: k.0,
+            current: status,
+            current_ts: ts,
+        });
+    }
+    f
+}
+
+/// An expected JSON answer; numbers that the SPEC rounds carry every acceptable value
+/// (a tie exactly half-way may go either way).
+#[derive(Debug, Clone)]
+pub enum Exp {
+    Int(i64),
+    IntOneOf(Vec<i64>),
+    Num(Vec<f64>),
+    Str(String),
+    /// An object holding at least these fields.
+    Obj(Vec<(&'static str, Exp)>),
+    Arr(Vec<Exp>),
+    /// An object of counts with exactly these keys.
+    Counts(BTreeMap<String, i64>),
+    /// `top_keywords`: the `limit` most counted of these, count descending.
+    TopK(BTreeMap<String, i64>, usize),
+}
+
+/// `n / d` rounded to whole numbers; both neighbours when exactly half-way.
+pub fn div_round(n: i64, d: i64) -> Vec<i64> {
+    assert!(d > 0);
+    let (q, r) = (n.div_euclid(d), n.rem_euclid(d));
+    match (2 * r).cmp(&d) {
+        std::cmp::Ordering::Less => vec![q],
+        std::cmp::Ordering::Equal => vec![q, q + 1],
+        std::cmp::Ordering::Greater => vec![q + 1],
+    }
+}
+
+/// A percentage with one decimal; 0.0 when the denominator is 0.
+pub fn rate(n: i64, d: i64) -> Exp {
+    if d == 0 {
+        return Exp::Num(vec![0.0]);
+    }
+    Exp::Num(
+        div_round(1000 * n, d)
+            .into_iter()
+            .map(|x| x as f64 / 10.0)
+            .collect(),
+    )
+}
+
+pub fn one_decimal(n: i64, d: i64) -> Exp {
+    if d == 0 {
+        return Exp::Num(vec![0.0]);
+    }
+    Exp::Num(
+        div_round(10 * n, d)
+            .into_iter()
+            .map(|x| x as f64 / 10.0)
+            .collect(),
+    )
+}
+
+pub fn whole(n: i64, d: i64) -> Exp {
+    if d == 0 {
+        Exp::Int(0)
+    } else {
+        Exp::IntOneOf(div_round(n, d))
+    }
+}
+
+pub fn start_of_day(tz: &TimeZone, d: Date) -> i64 {
+    d.to_zoned(tz.clone())
+        .expect("zoned")
+        .timestamp()
+        .as_second()
+}
+
+pub fn local_date(tz: &TimeZone, ts: i64) -> Date {
+    Timestamp::from_second(ts)
+        .expect("ts")
+        .to_zoned(tz.clone())
+        .date()
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Gran {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+impl Gran {
+    const ALL: [Gran; 4] = [Gran::Hour, Gran::Day, Gran::Week, Gran::Month];
+    fn name(self) -> &'static str {
+        match self {
+            Gran::Hour => "hour",
+            Gran::Day => "day",
+            Gran::Week => "week",
+            Gran::Month => "month",
+        }
+    }
+}
+
+/// The timeline buckets of the local dates `first..=last`: (label, start), each ending at
+/// the next one's start or at the range's end; clipped to the range.
+pub fn buckets(tz: &TimeZone, first: Date, last: Date, gran: Gran) -> (Vec<(String, i64)>, i64) {
+    let lo = start_of_day(tz, first);
+    let hi = start_of_day(tz, last.tomorrow().expect("date"));
+    let mut out = Vec::new();
+    match gran {
+        Gran::Hour => {
+            // Every zone used here changes its offset by whole hours only.
+            let mut t = lo;
+            while t < hi {
+                let z = Timestamp::from_second(t).expect("ts").to_zoned(tz.clone());
+                out.push((z.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(), t));
+                t += 3600;
+            }
+        }
+        Gran::Day => {
+            let mut d = first;
+            while d <= last {
+                out.push((d.to_string(), start_of_day(tz, d)));
+                d = d.tomorrow().expect("date");
+            }
+        }
+        Gran::Week => {
+            let mut d = first - (first.weekday().to_monday_zero_offset() as i64).days();
+            while d <= last {
+                out.push((d.to_string(), start_of_day(tz, d).max(lo)));
+                d = d.checked_add(7.days()).expect("date");
+            }
+        }
+        Gran::Month => {
+            let mut d = first.first_of_month();
+            while d <= last {
+                out.push((d.strftime("%Y-%m").to_string(), start_of_day(tz, d).max(lo)));
+                d = d.checked_add(1.month()).expect("date");
+            }
+        }
+    }
+    (out, hi)
+}
+
+pub fn acc_ok(filter: Option<&str>, acc: &str) -> bool {
+    filter.is_none_or(|f| f == acc)
+}
+
+pub fn messages_expect(
+    f: &Facts,
+    tz: &TimeZone,
+    first: Date,
+    last: Date,
+    gran: Gran,
+    acc: Option<&str>,
+) -> Exp {
+    let (bk, hi) = buckets(tz, first, last, gran);
+    let lo = start_of_day(tz, first);
+    let mut tl = vec![[0i64; 5]; bk.len()];
+    let mut sum = [0i64; 5];
+    let mut by_type: BTreeMap<String, i64> = BTreeMap::new();
+    for m in f
+        .messages
+        .iter()
+        .filter(|m| acc_ok(acc, &m.acc) && m.ts >= lo && m.ts < hi)
+    {
+        let i = bk.partition_point(|b| b.1 <= m.ts) - 1;
+        let row = [
+            m.outbound as i64,
+            !m.outbound as i64,
+            (m.outbound && m.delivered) as i64,
+            (m.outbound && m.read) as i64,
+            (m.outbound && m.failed) as i64,
+        ];
+        for k in 0..5 {
+            tl[i][k] += row[k];
+            sum[k] += row[k];
+        }
+        *by_type.entry(m.mtype.clone()).or_default() += 1;
+    }
+    let timeline = bk
+        .iter()
+        .zip(&tl)
+        .map(|((label, _), r)| {
+            Exp::Obj(vec![
+                ("date", Exp::Str(label.clone())),
+                ("sent", Exp::Int(r[0])),
+                ("received", Exp::Int(r[1])),
+                ("delivered", Exp::Int(r[2])),
+                ("read", Exp::Int(r[3])),
+                ("failed", Exp::Int(r[4])),
+            ])
+        })
+        .collect();
+    Exp::Obj(vec![
+        (
+            "summary",
+            Exp::Obj(vec![
+                ("total_sent", Exp::Int(sum[0])),
+                ("total_received", Exp::Int(sum[1])),
+                ("total_delivered", Exp::Int(sum[2])),
+                ("total_read", Exp::Int(sum[3])),
+                ("total_failed", Exp::Int(sum[4])),
+                ("delivery_rate", rate(sum[2], sum[0])),
+                ("read_rate", rate(sum[3], sum[2])),
+            ]),
+        ),
+        ("by_type", Exp::Counts(by_type)),
+        ("timeline", Exp::Arr(timeline)),
+    ])
+}
+
+pub fn chatbot_expect(f: &Facts, lo: i64, hi: i64, acc: Option<&str>, limit: usize) -> Exp {
+    let inr = |a: &str, t: i64| acc_ok(acc, a) && t >= lo && t < hi;
+    let convs: Vec<&Conv> = f.convs.iter().filter(|c| inr(&c.acc, c.start)).collect();
+    let total = convs.len() as i64;
+    let count = |o: &str| convs.iter().filter(|c| c.outcome == Some(o)).count() as i64;
+    let auto = count("auto_resolved");
+    let msgs: i64 = convs.iter().map(|c| c.messages).sum();
+    let res: i64 = convs.iter().filter_map(|c| c.resolution_secs).sum();
+
+    let mut flows: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for r in f.runs.iter().filter(|r| inr(&r.acc, r.start)) {
+        let e = flows.entry(&r.name).or_default();
+        e.0 += 1;
+        e.1 += r.completed as i64;
+    }
+    let mut flows: Vec<(&str, i64, i64)> = flows.into_iter().map(|(n, (s, c))| (n, s, c)).collect();
+    flows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+
+    let mut kws: BTreeMap<String, i64> = BTreeMap::new();
+    for (a, k, t) in &f.keywords {
+        if inr(a, *t) {
+            *kws.entry(k.clone()).or_default() += 1;
+        }
+    }
+    let ai: Vec<&AiCall> = f.ai.iter().filter(|x| inr(&x.acc, x.ts)).collect();
+    let reqs = ai.len() as i64;
+    let tokens: i64 = ai.iter().map(|x| x.tokens).sum();
+    let micro: i64 = ai.iter().map(|x| x.cost_micro).sum();
+    let cost = Exp::Num(
+        div_round(micro, 10_000)
+            .into_iter()
+            .map(|c| c as f64 / 100.0)
+            .collect(),
+    );
+
+    Exp::Obj(vec![
+        (
+            "summary",
+            Exp::Obj(vec![
+                ("total_conversations", Exp::Int(total)),
+                ("auto_resolved", Exp::Int(auto)),
+                ("transferred_to_agent", Exp::Int(count("transferred"))),
+                ("abandoned", Exp::Int(count("abandoned"))),
+                ("resolution_rate", rate(auto, total)),
+                ("avg_messages_per_conversation", one_decimal(msgs, total)),
+                ("avg_resolution_time_seconds", whole(res, auto)),
+            ]),
+        ),
+        (
+            "by_flow",
+            Exp::Arr(
+                flows
+                    .iter()
+                    .map(|(n, s, c)| {
+                        Exp::Obj(vec![
+                            ("flow_name", Exp::Str(n.to_string())),
+                            ("conversations", Exp::Int(*s)),
+                            ("completion_rate", rate(*c, *s)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        ("top_keywords", Exp::TopK(kws, limit)),
+        (
+            "ai_usage",
+            Exp::Obj(vec![
+                ("total_requests", Exp::Int(reqs)),
+                ("total_tokens", Exp::Int(tokens)),
+                ("avg_tokens_per_request", whole(tokens, reqs)),
+                ("estimated_cost", cost),
+            ]),
+        ),
+    ])
+}
+
+pub fn dashboard_expect(
+    f: &Facts,
+    tz: &TimeZone,
+    now: i64,
+    period: &str,
+    acc: Option<&str>,
+) -> Exp {
+    let today = local_date(tz, now);
+    let week = today - (today.weekday().to_monday_zero_offset() as i64).days();
+    let start_date = match period {
+        "today" => today,
+        "week" => week,
+        "month" => today.first_of_month(),
+        _ => today.first_of_year(),
+    };
+    let (ps, today_s, week_s, month_s) = (
+        start_of_day(tz, start_date),
+        start_of_day(tz, today),
+        start_of_day(tz, week),
+        start_of_day(tz, today.first_of_month()),
+    );
+    let since = |a: &str, t: i64, from: i64| acc_ok(acc, a) && t >= from && t <= now;
+
+    let contacts: Vec<i64> = f
+        .contacts
+        .iter()
+        .filter(|c| acc_ok(acc, &c.0))
+        .map(|c| c.1)
+        .collect();
+    let added = contacts.iter().filter(|t| **t >= ps && **t <= now).count() as i64;
+    let before = contacts.iter().filter(|t| **t < ps).count() as i64;
+    let new_from = |from: i64| {
+        contacts
+            .iter()
+            .filter(|t| **t >= from && **t <= now)
+            .count() as i64
+    };
+
+    let count_msgs = |from: i64, outbound: Option<bool>| {
+        f.messages
+            .iter()
+            .filter(|m| since(&m.acc, m.ts, from) && outbound.is_none_or(|o| o == m.outbound))
+            .count() as i64
+    };
+    let sent = count_msgs(ps, Some(true));
+    let received = count_msgs(ps, Some(false));
+
+    let camps: Vec<&Camp> = f.campaigns.iter().filter(|c| acc_ok(acc, &c.acc)).collect();
+    let active = camps.iter().filter(|c| c.current == "running").count() as i64;
+    let completed_month = camps
+        .iter()
+        .filter(|c| c.current == "completed" && c.current_ts >= month_s && c.current_ts <= now)
+        .count() as i64;
+
+    let convs: Vec<&Conv> = f
+        .convs
+        .iter()
+        .filter(|c| since(&c.acc, c.start, ps))
+        .collect();
+    let auto = convs
+        .iter()
+        .filter(|c| c.outcome == Some("auto_resolved"))
+        .count() as i64;
+    let transferred = convs
+        .iter()
+        .filter(|c| c.outcome == Some("transferred"))
+        .count() as i64;
+    let conv_today = f
+        .convs
+        .iter()
+        .filter(|c| since(&c.acc, c.start, today_s))
+        .count() as i64;
+
+    Exp::Obj(vec![
+        (
+            "contacts",
+            Exp::Obj(vec![
+                ("total", Exp::Int(contacts.len() as i64)),
+                ("new_today", Exp::Int(new_from(today_s))),
+                ("new_this_week", Exp::Int(new_from(week_s))),
+                ("growth_percent", rate(added, before)),
+            ]),
+        ),
+        (
+            "messages",
+            Exp::Obj(vec![
+                ("total", Exp::Int(sent + received)),
+                ("sent", Exp::Int(sent)),
+                ("received", Exp::Int(received)),
+                ("today", Exp::Int(count_msgs(today_s, None))),
+            ]),
+        ),
+        (
+            "campaigns",
+            Exp::Obj(vec![
+                ("total", Exp::Int(camps.len() as i64)),
+                ("active", Exp::Int(active)),
+                ("completed_this_month", Exp::Int(completed_month)),
+            ]),
+        ),
+        (
+            "chatbot",
+            Exp::Obj(vec![
+                ("conversations_today", Exp::Int(conv_today)),
+                ("auto_resolved", Exp::Int(auto)),
+                ("transferred_to_agent", Exp::Int(transferred)),
+                ("resolution_rate", rate(auto, convs.len() as i64)),
+            ]),
+        ),
+    ])
+}
+
+/// Every query to check, with its expected answer.
+pub struct Expected {
+    pub checks: Vec<(String, Exp)>,
+}
+
+/// The expected answers of all three endpoints, over all accounts and for each account that
+/// occurs in `events`: messages (every granularity) and chatbot for each local-date range
+/// `(first, last)` of `ranges` (chatbot also with `limit=1000` for the first range), and the
+/// dashboard for every period at `now`.
+pub fn recount(events: &[Ev], now: i64, tz_name: &str, ranges: &[(Date, Date)]) -> Expected {
+    let tz = TimeZone::get(tz_name).expect("zone");
+    let f = facts(events);
+    let accounts: BTreeSet<&str> = events.iter().map(|e| e.acc.as_str()).collect();
+    let mut filters: Vec<Option<&str>> = vec![None];
+    filters.extend(accounts.iter().map(|a| Some(*a)));
+    let mut checks = Vec::new();
+    for acc in &filters {
+        let q = acc.map(|a| format!("&account_id={a}")).unwrap_or_default();
+        for (i, (first, last)) in ranges.iter().enumerate() {
+            for gran in Gran::ALL {
+                checks.push((
+                    format!(
+                        "/api/analytics/messages?start_date={first}&end_date={last}&granularity={}{q}",
+                        gran.name()
+                    ),
+                    messages_expect(&f, &tz, *first, *last, gran, *acc),
+                ));
+            }
+            let (lo, hi) = (
+                start_of_day(&tz, *first),
+                start_of_day(&tz, last.tomorrow().expect("date")),
+            );
+            checks.push((
+                format!("/api/analytics/chatbot?start_date={first}&end_date={last}{q}"),
+                chatbot_expect(&f, lo, hi, *acc, 10),
+            ));
+            if i == 0 {
+                checks.push((
+                    format!(
+                        "/api/analytics/chatbot?start_date={first}&end_date={last}&limit=1000{q}"
+                    ),
+                    chatbot_expect(&f, lo, hi, *acc, 1000),
+                ));
+            }
+        }
+        for period in ["today", "week", "month", "year"] {
+            checks.push((
+                format!("/api/analytics/dashboard?period={period}{q}"),
+                dashboard_expect(&f, &tz, now, period, *acc),
+            ));
+        }
+    }
+    Expected { checks }
+}
+
+// ---------------------------------------------------------------------------------------
+// Comparison
+// ---------------------------------------------------------------------------------------
+
+pub fn compare(at: &str, got: &Value, exp: &Exp, errs: &mut Vec<String>) {
+    let mut bad = |what: String| errs.push(format!("{at}: {what}"));
+    match exp {
+        Exp::Int(v) => {
+            if got.as_i64() != Some(*v) {
+                bad(format!("got {got}, expected {v}"));
+            }
+        }
+        Exp::IntOneOf(vs) => {
+            if !got.as_i64().is_some_and(|g| vs.contains(&g)) {
+                bad(format!("got {got}, expected one of {vs:?}"));
+            }
+        }
+        Exp::Num(vs) => {
+            if !got
+                .as_f64()
+                .is_some_and(|g| vs.iter().any(|v| (g - v).abs() < 1e-9))
+            {
+                bad(format!("got {got}, expected one of {vs:?}"));
+            }
+        }
+        Exp::Str(s) => {
+            if got.as_str() != Some(s) {
+                bad(format!("got {got}, expected {s:?}"));
+            }
+        }
+        Exp::Obj(fields) => {
+            for (k, e) in fields {
+                match got.get(k) {
+                    Some(g) => compare(&format!("{at}.{k}"), g, e, errs),
+                    None => errs.push(format!("{at}: missing field `{k}` in {got}")),
+                }
+            }
+        }
+        Exp::Arr(items) => match got.as_array() {
+            Some(g) if g.len() == items.len() => {
+                for (i, (g, e)) in g.iter().zip(items).enumerate() {
+                    compare(&format!("{at}[{i}]"), g, e, errs);
+                }
+            }
+            _ => bad(format!(
+                "expected an array of {} entries, got {}",
+                items.len(),
+                got.as_array()
+                    .map_or("no array".to_string(), |a| format!("{} entries", a.len()))
+            )),
+        },
+        Exp::Counts(m) => {
+            let g: Option<BTreeMap<String, i64>> = got.as_object().and_then(|o| {
+                o.iter()
+                    .map(|(k, v)| v.as_i64().map(|v| (k.clone(), v)))
+                    .collect()
+            });
+            if g.as_ref() != Some(m) {
+                bad(format!("got {got}, expected {m:?}"));
+            }
+        }
+        Exp::TopK(m, limit) => {
+            let g: Option<Vec<(String, i64)>> = got.as_array().and_then(|a| {
+                a.iter()
+                    .map(|x| {
+                        Some((
+                            x.get("keyword")?.as_str()?.to_string(),
+                            x.get("count")?.as_i64()?,
+                        ))
+                    })
+                    .collect()
+            });
+            let Some(g) = g else {
+                return bad(format!("got {got}, expected a keyword list"));
+            };
+            let ok_len = g.len() == m.len().min(*limit);
+            let ok_counts = g.iter().all(|(k, c)| m.get(k) == Some(c));
+            let ok_sorted = g.windows(2).all(|w| w[0].1 >= w[1].1);
+            let distinct = g.iter().map(|x| &x.0).collect::<BTreeSet<_>>().len() == g.len();
+            let min_in = g.iter().map(|x| x.1).min().unwrap_or(i64::MAX);
+            let ok_top = m
+                .iter()
+                .filter(|(k, _)| !g.iter().any(|x| &x.0 == *k))
+                .all(|(_, c)| *c <= min_in);
+            if !(ok_len && ok_counts && ok_sorted && distinct && ok_top) {
+                bad(format!("got {got}, expected the top {limit} of {m:?}"));
+            }
+        }
+    }
+}
+
+/// GETs every query of `expected` and returns every disagreement.
+pub async fn check_all(server: &TestServer, key: &str, expected: &Expected) -> Vec<String> {
+    let mut errs = Vec::new();
+    for (path, exp) in &expected.checks {
+        let (status, body) = server.get(key, path).await;
+        if status != StatusCode::OK {
+            errs.push(format!("{path}: status {status}: {body}"));
+            continue;
+        }
+        compare(path, &body["data"], exp, &mut errs);
+    }
+    errs
+}

@@ -1,0 +1,369 @@
+//! The same store-level checks on every backend: SQLite and PostgreSQL (a fresh schema
+//! each; an unreachable PostgreSQL fails these tests).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::backend::{Backend, TestDatabase};
+use whatstat::store::{
+    AccountRecord, Changes, CounterDelta, CounterQuery, EntityKey, EntityWrite, OrgRecord, Store,
+    StoreError, UnroutedPayload, WriteJob,
+};
+
+async fn open(backend: Backend) -> (TestDatabase, Arc<dyn Store>) {
+    let db = TestDatabase::fresh_on(backend).await;
+    let store = whatstat::store::open(&db.url).await.expect("open store");
+    for org in ["o1", "o2"] {
+        store
+            .create_org(
+                &OrgRecord {
+                    id: org.into(),
+                    name: org.into(),
+                    timezone: "UTC".into(),
+                    created_at: 1,
+                },
+                &format!("hash-{org}"),
+            )
+            .await
+            .expect("create org");
+    }
+    (db, store)
+}
+
+fn key(id: &str) -> EntityKey {
+    EntityKey {
+        kind: 1,
+        account: "acc".into(),
+        id: id.into(),
+    }
+}
+
+fn delta(tier: u8, bucket: i64, delta: i64) -> CounterDelta {
+    CounterDelta {
+        account: "acc".into(),
+        tier,
+        bucket,
+        series: "sent",
+        dim: String::new(),
+        delta,
+    }
+}
+
+/// A job that adds one to the number stored in each key's state and to one counter.
+fn increment(org: &str, ids: &[&str], keep_until: Option<i64>) -> WriteJob {
+    let keys: Vec<EntityKey> = ids.iter().map(|i| key(i)).collect();
+    let wanted = keys.clone();
+    WriteJob {
+        org: org.into(),
+        keys,
+        transition: Box::new(move |stored: &HashMap<EntityKey, Vec<u8>>| {
+            let mut entities = Vec::new();
+            let mut seen = 0i64;
+            for k in &wanted {
+                let n = stored
+                    .get(k)
+                    .map(|s| String::from_utf8_lossy(s).parse::<i64>().unwrap_or(-1000))
+                    .unwrap_or(0);
+                seen += n;
+                entities.push(EntityWrite {
+                    key: k.clone(),
+                    state: (n + 1).to_string().into_bytes(),
+                    keep_until,
+                });
+            }
+            Ok(Changes {
+                accounts: vec!["acc".into()],
+                entities,
+                // Two deltas of one counter in one job: both count.
+                counters: vec![delta(0, 100, 1), delta(0, 100, 1), delta(1, 7, 1)],
+                report: Box::new(seen),
+            })
+        }),
+        progress: Some((format!("{org}-import"), 42)),
+    }
+}
+
+async fn counter(store: &Arc<dyn Store>, org: &str, tier: u8, bucket: i64) -> i64 {
+    store
+        .counters(CounterQuery {
+            org: org.into(),
+            account: "acc".into(),
+            tier,
+            from: bucket,
+            to: bucket,
+            series: vec!["sent"],
+        })
+        .await
+        .expect("counters")
+        .iter()
+        .map(|r| r.value)
+        .sum()
+}
+
+async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let seen = store
+        .apply(increment("o1", &["a", "b"], Some(1_000)))
+        .await
+        .expect("apply");
+    assert_eq!(*seen.downcast::<i64>().expect("report"), 0);
+    assert!(store.account_exists("o1", "acc").await.expect("exists"));
+    assert!(!store.account_exists("o2", "acc").await.expect("exists"));
+    assert_eq!(
+        store.progress("o1-import").await.expect("progress"),
+        Some(42)
+    );
+    assert_eq!(counter(&store, "o1", 0, 100).await, 2);
+    assert_eq!(counter(&store, "o2", 0, 100).await, 0);
+
+    // A failing transition stores nothing.
+    let failing = WriteJob {
+        org: "o1".into(),
+        keys: vec![key("a"), key("new")],
+        transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>| Err("refused".to_string())),
+        progress: Some(("o1-import".into(), 99)),
+    };
+    assert!(matches!(
+        store.apply(failing).await,
+        Err(StoreError::Transition(_))
+    ));
+    assert_eq!(
+        store.progress("o1-import").await.expect("progress"),
+        Some(42)
+    );
+    assert_eq!(store.tier_rows(Some("o1")).await.expect("rows").states, 2);
+
+    // Many concurrent read-modify-writes of the same states and counters.
+    let jobs: Vec<_> = (0..24)
+        .map(|i| {
+            let store = store.clone();
+            let ids: &[&str] = if i % 2 == 0 {
+                &["a", "b", "c"]
+            } else {
+                &["c", "b"]
+            };
+            let job = increment("o1", ids, Some(1_000));
+            tokio::spawn(async move { store.apply(job).await.map(|_| ()) })
+        })
+        .collect();
+    for j in jobs {
+        j.await.expect("task").expect("apply");
+    }
+    let check = WriteJob {
+        org: "o1".into(),
+        keys: vec![key("a"), key("b"), key("c")],
+        transition: Box::new(|stored: &HashMap<EntityKey, Vec<u8>>| {
+            let mut got: Vec<(String, String)> = stored
+                .iter()
+                .map(|(k, v)| (k.id.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect();
+            got.sort();
+            Ok(Changes {
+                accounts: vec![],
+                entities: vec![],
+                counters: vec![],
+                report: Box::new(got),
+            })
+        }),
+        progress: None,
+    };
+    let got = store.apply(check).await.expect("apply");
+    let got = got.downcast::<Vec<(String, String)>>().expect("report");
+    assert_eq!(
+        *got,
+        vec![
+            ("a".to_string(), "13".to_string()),
+            ("b".to_string(), "25".to_string()),
+            ("c".to_string(), "24".to_string()),
+        ]
+    );
+    assert_eq!(counter(&store, "o1", 0, 100).await, 2 * 25);
+    assert_eq!(counter(&store, "o1", 1, 7).await, 25);
+
+    // Compaction: expiry by tier and bucket, state pruning by keep_until.
+    store
+        .apply(increment("o2", &["z"], None))
+        .await
+        .expect("apply");
+    let rows = store.tier_rows(None).await.expect("rows");
+    assert_eq!((rows.hour, rows.day, rows.states), (2, 2, 4), "{rows:?}");
+    assert_eq!(
+        store
+            .expire_counters("o1", 0, 101, 10)
+            .await
+            .expect("expire"),
+        1
+    );
+    assert_eq!(
+        store
+            .expire_counters("o1", 0, 101, 10)
+            .await
+            .expect("expire"),
+        0
+    );
+    assert_eq!(counter(&store, "o2", 0, 100).await, 2);
+    assert_eq!(store.prune_states(999, 10).await.expect("prune"), 0);
+    assert_eq!(store.prune_states(1_001, 2).await.expect("prune"), 2);
+    assert_eq!(store.prune_states(1_001, 2).await.expect("prune"), 1);
+    let rows = store.tier_rows(Some("o1")).await.expect("rows");
+    assert_eq!((rows.hour, rows.day, rows.states), (0, 1, 0), "{rows:?}");
+    assert_eq!(store.tier_rows(Some("o2")).await.expect("rows").states, 1);
+
+    // One compactor at a time (on PostgreSQL, across instances).
+    let first = store.compaction_lock().await.expect("lock");
+    assert!(first.is_some());
+    if backend == Backend::Postgres {
+        let other = whatstat::store::open(&_db.url)
+            .await
+            .expect("second instance");
+        assert!(other.compaction_lock().await.expect("lock").is_none());
+        drop(first);
+        assert!(other.compaction_lock().await.expect("lock").is_some());
+    }
+}
+
+async fn accounts_and_unrouted_payloads(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let reg = |org: &str, acc: &str, phone: Option<&str>| AccountRecord {
+        org: org.into(),
+        account_id: acc.into(),
+        name: Some(format!("{acc} name")),
+        phone_number_id: phone.map(str::to_string),
+        verify_token_hash: Some(format!("vt-{acc}")),
+        app_secret: Some(vec![1, 2, 3]),
+        registered_at: Some(10),
+        updated_at: Some(10),
+    };
+    store
+        .register_account(&reg("o1", "a1", Some("p1")))
+        .await
+        .expect("register");
+    assert!(matches!(
+        store.register_account(&reg("o1", "a1", Some("p9"))).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.register_account(&reg("o2", "b1", Some("p1"))).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .register_account(&reg("o2", "b1", Some("p2")))
+        .await
+        .expect("register");
+    let found = store.account_by_phone("p1").await.expect("by phone");
+    assert_eq!(found, Some(reg("o1", "a1", Some("p1"))));
+    assert!(store.verify_token_known("vt-b1").await.expect("token"));
+    assert!(!store.verify_token_known("vt-zz").await.expect("token"));
+
+    // Moving a number frees the old one.
+    let mut moved = reg("o1", "a1", Some("p3"));
+    moved.updated_at = Some(20);
+    assert!(store.update_account(&moved).await.expect("update"));
+    assert_eq!(store.account_by_phone("p1").await.expect("by phone"), None);
+    assert!(matches!(
+        store.update_account(&reg("o1", "a1", Some("p2"))).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        !store
+            .update_account(&reg("o1", "nobody", None))
+            .await
+            .expect("update")
+    );
+    store
+        .apply(increment("o1", &["x"], None))
+        .await
+        .expect("apply");
+    let accounts: Vec<String> = store
+        .accounts("o1")
+        .await
+        .expect("accounts")
+        .into_iter()
+        .map(|a| a.account_id)
+        .collect();
+    assert_eq!(accounts, vec!["a1".to_string(), "acc".to_string()]);
+    assert!(store.delete_account("o1", "acc").await.expect("delete"));
+    assert!(!store.delete_account("o1", "acc").await.expect("delete"));
+    assert_eq!(counter(&store, "o1", 0, 100).await, 0);
+    assert_eq!(store.tier_rows(Some("o1")).await.expect("rows").states, 0);
+
+    // Unrouted payloads: kept in order, bounded, released per number.
+    let payload = |phones: &[&str], body: &str| UnroutedPayload {
+        id: 0,
+        received_at: 5,
+        phone_number_ids: phones.iter().map(|p| p.to_string()).collect(),
+        signature: Some("sha256=00".into()),
+        body: body.as_bytes().to_vec(),
+    };
+    let first = store
+        .keep_unrouted(&payload(&["q1", "q2"], "one"), 3, 100)
+        .await
+        .expect("keep");
+    let second = store
+        .keep_unrouted(&payload(&["q2"], "two"), 3, 100)
+        .await
+        .expect("keep");
+    assert!(second > first);
+    let kept = store.unrouted(Some("q2")).await.expect("unrouted");
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0].phone_number_ids, vec!["q1", "q2"]);
+    assert_eq!(kept[1].body, b"two");
+    store.release_unrouted(first, "q1").await.expect("release");
+    assert_eq!(store.unrouted(Some("q1")).await.expect("unrouted").len(), 0);
+    store.release_unrouted(first, "q2").await.expect("release");
+    assert_eq!(store.unrouted(None).await.expect("unrouted").len(), 1);
+    for i in 0..4 {
+        store
+            .keep_unrouted(&payload(&["q3"], &format!("body{i}")), 3, 100)
+            .await
+            .expect("keep");
+    }
+    let bodies: Vec<Vec<u8>> = store
+        .unrouted(None)
+        .await
+        .expect("unrouted")
+        .into_iter()
+        .map(|p| p.body)
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![b"body1".to_vec(), b"body2".to_vec(), b"body3".to_vec()]
+    );
+    store
+        .keep_unrouted(&payload(&["q4"], "a-much-longer-body"), 3, 20)
+        .await
+        .expect("keep");
+    let bodies: Vec<Vec<u8>> = store
+        .unrouted(None)
+        .await
+        .expect("unrouted")
+        .into_iter()
+        .map(|p| p.body)
+        .collect();
+    assert_eq!(bodies, vec![b"a-much-longer-body".to_vec()]);
+    let id = store.unrouted(None).await.expect("unrouted")[0].id;
+    assert!(store.delete_unrouted(id).await.expect("delete"));
+    assert!(!store.delete_unrouted(id).await.expect("delete"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_write_jobs() {
+    write_jobs_are_atomic_and_race_free(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_write_jobs() {
+    write_jobs_are_atomic_and_race_free(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_accounts() {
+    accounts_and_unrouted_payloads(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_accounts() {
+    accounts_and_unrouted_payloads(Backend::Postgres).await;
+}
