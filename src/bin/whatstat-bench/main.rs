@@ -1,0 +1,659 @@
+//! whatstat's benchmark harness: durable ingest, single-event requests, query latency at
+//! growing volumes (idle and under ingest), peak RSS and storage per tier, side by side
+//! with raw-row aggregation in SQLite, PostgreSQL and DuckDB on the same data.
+//!
+//! `cargo run --release --bin whatstat-bench -- --quick` runs in under a minute.
+
+mod baseline;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+use whatstat::demo::{DemoOptions, day_events};
+
+const MASTER_KEY: &str = "bench-master-key";
+const ZONE: &str = "Asia/Kolkata";
+const ENDPOINTS: [(&str, &str); 3] = [
+    ("messages", "/api/analytics/messages?granularity=day"),
+    ("chatbot", "/api/analytics/chatbot"),
+    ("dashboard", "/api/analytics/dashboard?period=month"),
+];
+
+#[derive(Parser, Clone)]
+#[command(
+    name = "whatstat-bench",
+    about = "Benchmarks whatstat against raw-row aggregation"
+)]
+struct Args {
+    /// Small volumes and few samples: a smoke run in under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Stored-event volumes at which queries are measured, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<u64>>,
+    /// Query samples per endpoint and condition.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Seconds of single-event requests at concurrency 64.
+    #[arg(long)]
+    single_secs: Option<u64>,
+    /// whatstat backends to measure: sqlite, postgres.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    backends: Vec<String>,
+    /// Raw-aggregation baselines: sqlite, postgres, duckdb.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres,duckdb")]
+    baselines: Vec<String>,
+    /// Where databases and CSVs go (deleted afterwards unless --keep).
+    #[arg(long, default_value = "target/bench")]
+    workdir: PathBuf,
+    #[arg(long)]
+    keep: bool,
+    /// Internal: run the server on this database URL and print its address.
+    #[arg(long, hide = true)]
+    child_serve: Option<String>,
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), AnyError> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Some(url) = &args.child_serve {
+        return rt.block_on(child_serve(url));
+    }
+    rt.block_on(run(args))
+}
+
+/// The measured server: the real router, engine and store, in a process of its own.
+async fn child_serve(url: &str) -> Result<(), AnyError> {
+    let store = whatstat::store::open(url).await?;
+    let config = whatstat::engine::EngineConfig {
+        hourly_retention_days: Some(30),
+        daily_retention_days: Some(365),
+        ..Default::default()
+    };
+    let engine = Arc::new(whatstat::engine::Engine::new(store, config));
+    let limits = whatstat::api::ApiLimits {
+        max_body_bytes: 64 * 1024 * 1024,
+        rate_per_second: 0,
+    };
+    let app = whatstat::api::router(engine, Some(MASTER_KEY.into()), &limits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("LISTENING {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    key: String,
+    client: reqwest::Client,
+}
+
+impl Server {
+    async fn start(url: &str) -> Result<Server, AnyError> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["--child-serve", url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .ok_or_else(|| format!("server did not start: {line}"))?;
+        let base = format!("http://{addr}");
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(128)
+            .build()?;
+        let r: Value = client
+            .post(format!("{base}/api/admin/orgs"))
+            .bearer_auth(MASTER_KEY)
+            .json(&json!({"name": "Bench", "timezone": ZONE}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let key = r["data"]["api_key"]
+            .as_str()
+            .ok_or("no api key")?
+            .to_string();
+        Ok(Server {
+            child,
+            base,
+            key,
+            client,
+        })
+    }
+
+    fn peak_rss_mb(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            })
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    async fn post_ndjson(&self, body: Vec<u8>) -> Result<(), AnyError> {
+        let r = self
+            .client
+            .post(format!("{}/api/events?backfill=true", self.base))
+            .bearer_auth(&self.key)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            return Err(format!(
+                "ingest answered {}: {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    async fn query_ms(&self, path: &str) -> Result<f64, AnyError> {
+        let started = Instant::now();
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await?;
+        let ok = r.status().is_success();
+        let _ = r.bytes().await?;
+        if !ok {
+            return Err(format!("{path} failed").into());
+        }
+        Ok(started.elapsed().as_secs_f64() * 1000.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Demo-model traffic, account after account over the last 30 days, as NDJSON bodies.
+struct Generator {
+    rng: StdRng,
+    opts: DemoOptions,
+    now: i64,
+    next_account: u32,
+    days: Vec<(i64, i8)>,
+}
+
+impl Generator {
+    fn new(now: i64) -> Result<Self, AnyError> {
+        let tz = jiff::tz::TimeZone::get(ZONE)?;
+        let today = jiff::Timestamp::from_second(now)?
+            .to_zoned(tz.clone())
+            .date();
+        let mut days = Vec::new();
+        for back in (0..30).rev() {
+            let d = today.checked_sub(jiff::Span::new().days(back))?;
+            let start = d
+                .to_zoned(tz.clone())?
+                .start_of_day()?
+                .timestamp()
+                .as_second();
+            days.push((start, d.weekday().to_monday_one_offset()));
+        }
+        Ok(Generator {
+            rng: StdRng::seed_from_u64(7),
+            opts: DemoOptions::default(),
+            now,
+            next_account: 0,
+            days,
+        })
+    }
+
+    /// One account's 30 days: (NDJSON bodies of at most 5,000 events, event count).
+    fn next_account(
+        &mut self,
+        rows: Option<&mut baseline::RowWriter>,
+    ) -> Result<(Vec<Vec<u8>>, u64), AnyError> {
+        self.next_account += 1;
+        let account = format!("acct-{}", self.next_account);
+        let mut events = Vec::new();
+        let mut rows = rows;
+        for (start, weekday) in self.days.clone() {
+            let day = day_events(
+                &mut self.rng,
+                &account,
+                start,
+                self.now,
+                &self.opts,
+                weekday,
+            );
+            if let Some(w) = rows.as_deref_mut() {
+                w.add(&day)?;
+            }
+            events.extend(day);
+        }
+        let n = events.len() as u64;
+        let mut bodies = Vec::new();
+        for chunk in events.chunks(5000) {
+            let mut body = Vec::with_capacity(chunk.len() * 220);
+            for e in chunk {
+                serde_json::to_writer(&mut body, e)?;
+                body.push(b'\n');
+            }
+            bodies.push(body);
+        }
+        Ok((bodies, n))
+    }
+}
+
+/// Posts bodies with a few concurrent requests, as a client batching its sends would.
+async fn post_all(server: &Arc<Server>, bodies: Vec<Vec<u8>>) -> Result<(), AnyError> {
+    let queue = Arc::new(std::sync::Mutex::new(bodies));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (q, s) = (queue.clone(), server.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = q.lock().ok().and_then(|mut v| v.pop());
+                match next {
+                    Some(b) => s.post_ndjson(b).await?,
+                    None => return Ok::<(), AnyError>(()),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+async fn latencies(server: &Server, samples: usize) -> Result<Vec<(f64, f64)>, AnyError> {
+    let mut out = Vec::new();
+    for (_, path) in ENDPOINTS {
+        // One warm-up request, as any dashboard has made before.
+        server.query_ms(path).await?;
+        let mut ms = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            ms.push(server.query_ms(path).await?);
+        }
+        out.push(baseline::percentiles(ms));
+    }
+    Ok(out)
+}
+
+/// Single-event requests from 64 concurrent clients; returns requests per second.
+async fn single_events(server: &Arc<Server>, secs: u64, now: i64) -> Result<f64, AnyError> {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for worker in 0..64u64 {
+        let (s, done, stop) = (server.clone(), done.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!([{"type":"message","account_id":"single","timestamp":now - 60,"id":format!("s{worker}-{i}"),
+                    "direction":"inbound","message_type":"text"}]);
+                let r = s.client.post(format!("{}/api/events", s.base)).bearer_auth(&s.key).json(&body).send().await?;
+                if !r.status().is_success() {
+                    return Err::<(), AnyError>(format!("single event answered {}", r.status()).into());
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+struct Stage {
+    events: u64,
+    idle: Vec<(f64, f64)>,
+    loaded: Vec<(f64, f64)>,
+    baselines: Vec<(String, baseline::Latencies)>,
+}
+
+struct BackendResult {
+    name: String,
+    ingest_eps: f64,
+    single_rps: f64,
+    stages: Vec<Stage>,
+    peak_rss_mb: f64,
+    tiers: String,
+}
+
+async fn run(args: Args) -> Result<(), AnyError> {
+    let quick = args.quick;
+    let sizes = args.sizes.clone().unwrap_or_else(|| {
+        if quick {
+            vec![100_000]
+        } else {
+            vec![1_000_000, 10_000_000, 50_000_000]
+        }
+    });
+    let samples = args.samples.unwrap_or(if quick { 30 } else { 200 });
+    let single_secs = args.single_secs.unwrap_or(if quick { 3 } else { 15 });
+    std::fs::create_dir_all(&args.workdir)?;
+    let now = jiff::Timestamp::now().as_second();
+    let tz = jiff::tz::TimeZone::get(ZONE)?;
+    let today = jiff::Timestamp::from_second(now)?
+        .to_zoned(tz.clone())
+        .date();
+    let start_of = |d: jiff::civil::Date| -> Result<i64, AnyError> {
+        Ok(d.to_zoned(tz.clone())?
+            .start_of_day()?
+            .timestamp()
+            .as_second())
+    };
+    let range = (
+        start_of(today.checked_sub(jiff::Span::new().days(29))?)?,
+        start_of(today.tomorrow()?)?,
+        start_of(today)?,
+    );
+    let mut results = Vec::new();
+    for (i, backend) in args.backends.iter().enumerate() {
+        // The baseline rows are collected once, on the first backend's pass.
+        let collect = i == 0;
+        match bench_backend(
+            &args,
+            backend,
+            &sizes,
+            samples,
+            single_secs,
+            now,
+            range,
+            collect,
+        )
+        .await
+        {
+            Ok(r) => results.push(r),
+            Err(e) => eprintln!("backend {backend}: not measured: {e}"),
+        }
+    }
+    print_report(&results, &sizes, samples, quick);
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&args.workdir);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bench_backend(
+    args: &Args,
+    backend: &str,
+    sizes: &[u64],
+    samples: usize,
+    single_secs: u64,
+    now: i64,
+    range: (i64, i64, i64),
+    collect_baseline: bool,
+) -> Result<BackendResult, AnyError> {
+    let db_path = args.workdir.join("whatstat.db");
+    let url = match backend {
+        "sqlite" => {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
+            }
+            format!("sqlite://{}", db_path.display())
+        }
+        "postgres" => {
+            recreate_pg("whatstat_bench")?;
+            "postgres://postgres@127.0.0.1:5432/whatstat_bench".to_string()
+        }
+        other => return Err(format!("unknown backend {other}").into()),
+    };
+    eprintln!("== {backend}: starting server");
+    let server = Arc::new(Server::start(&url).await?);
+    let mut generator = Generator::new(now)?;
+    let mut rows = if collect_baseline {
+        Some(baseline::RowWriter::new(&args.workdir.join("baseline"))?)
+    } else {
+        None
+    };
+    let mut stored = 0u64;
+    let mut ingest_eps = f64::NAN;
+    let mut single_rps = f64::NAN;
+    let mut stages = Vec::new();
+    for (si, &size) in sizes.iter().enumerate() {
+        // Pre-generate the first stage so that its ingest rate is the server's, not the generator's.
+        let mut bodies = Vec::new();
+        let mut pending = 0u64;
+        let started_fill = Instant::now();
+        while stored + pending < size {
+            let (b, n) = generator.next_account(rows.as_mut())?;
+            bodies.extend(b);
+            pending += n;
+            if si > 0 && bodies.len() >= 64 {
+                post_all(&server, std::mem::take(&mut bodies)).await?;
+            }
+        }
+        let started = Instant::now();
+        post_all(&server, bodies).await?;
+        stored += pending;
+        if si == 0 {
+            ingest_eps = pending as f64 / started.elapsed().as_secs_f64();
+            eprintln!("   ingest: {pending} events at {ingest_eps:.0} events/s");
+        } else {
+            eprintln!(
+                "   filled to {stored} events in {:.0} s",
+                started_fill.elapsed().as_secs_f64()
+            );
+        }
+        let idle = latencies(&server, samples).await?;
+        // Under load: one client keeps posting 5,000-event batches while queries are timed.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (mut load_gen, s2, stop2) = (Generator::new(now)?, server.clone(), stop.clone());
+        load_gen.next_account = 1_000_000 + si as u32 * 10_000;
+        let load = tokio::spawn(async move {
+            let mut sent = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                let (bodies, n) = load_gen.next_account(None)?;
+                for b in bodies {
+                    s2.post_ndjson(b).await?;
+                    if stop2.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                sent += n;
+            }
+            Ok::<u64, AnyError>(sent)
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let loaded = latencies(&server, samples).await?;
+        stop.store(true, Ordering::Relaxed);
+        stored += load.await??;
+        if si == 0 {
+            single_rps = single_events(&server, single_secs, now).await?;
+            eprintln!("   single-event requests: {single_rps:.0}/s");
+        }
+        let mut baselines = Vec::new();
+        if let Some(w) = rows.as_mut() {
+            w.flush()?;
+            for b in &args.baselines {
+                let dir = w.dir().to_path_buf();
+                let r = match b.as_str() {
+                    "sqlite" => baseline::sqlite(&dir, range, samples.min(50)),
+                    "postgres" => baseline::postgres(&dir, range, samples.min(50)),
+                    "duckdb" => baseline::duckdb(&dir, range, samples.min(50)),
+                    other => Err(format!("unknown baseline {other}")),
+                };
+                match r {
+                    Ok(r) => baselines.push((b.clone(), r)),
+                    Err(e) => eprintln!("   baseline {b}: not measured: {e}"),
+                }
+            }
+        }
+        eprintln!("   stage {stored} events measured");
+        stages.push(Stage {
+            events: stored,
+            idle,
+            loaded,
+            baselines,
+        });
+    }
+    let peak_rss_mb = server.peak_rss_mb();
+    let tiers = match backend {
+        "sqlite" => sqlite_tiers(&db_path).unwrap_or_else(|e| format!("unknown ({e})")),
+        _ => pg_tiers().unwrap_or_else(|e| format!("unknown ({e})")),
+    };
+    Ok(BackendResult {
+        name: backend.to_string(),
+        ingest_eps,
+        single_rps,
+        stages,
+        peak_rss_mb,
+        tiers,
+    })
+}
+
+fn recreate_pg(db: &str) -> Result<(), AnyError> {
+    let ok = Command::new("psql")
+        .args([
+            "postgresql://postgres@127.0.0.1:5432/postgres",
+            "-q",
+            "-c",
+            &format!("DROP DATABASE IF EXISTS {db}"),
+            "-c",
+            &format!("CREATE DATABASE {db}"),
+        ])
+        .status()?
+        .success();
+    if ok {
+        Ok(())
+    } else {
+        Err("cannot create the PostgreSQL database".into())
+    }
+}
+
+fn sqlite_tiers(path: &std::path::Path) -> Result<String, AnyError> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt =
+        conn.prepare("SELECT tier, COUNT(*) FROM counters GROUP BY tier ORDER BY tier")?;
+    let rows: Vec<(i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let states: i64 = conn.query_row("SELECT COUNT(*) FROM entities", [], |r| r.get(0))?;
+    let size = std::fs::metadata(path)?.len()
+        + std::fs::metadata(format!("{}-wal", path.display())).map_or(0, |m| m.len());
+    Ok(tier_text(&rows, states, size as f64 / 1e6))
+}
+
+fn pg_tiers() -> Result<String, AnyError> {
+    let out = Command::new("psql")
+        .args([
+            "postgresql://postgres@127.0.0.1:5432/whatstat_bench",
+            "-At",
+            "-c",
+            "SELECT tier, COUNT(*) FROM counters GROUP BY tier ORDER BY tier",
+            "-c",
+            "SELECT COUNT(*) FROM entities",
+            "-c",
+            "SELECT pg_database_size(current_database())",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rows = Vec::new();
+    let mut singles = Vec::new();
+    for l in text.lines() {
+        match l.split_once('|') {
+            Some((t, n)) => rows.push((t.parse()?, n.parse()?)),
+            None => singles.push(l.parse::<i64>()?),
+        }
+    }
+    let (states, bytes) = (
+        singles.first().copied().unwrap_or(0),
+        singles.get(1).copied().unwrap_or(0),
+    );
+    Ok(tier_text(&rows, states, bytes as f64 / 1e6))
+}
+
+fn tier_text(rows: &[(i64, i64)], states: i64, mb: f64) -> String {
+    let get = |t| rows.iter().find(|(x, _)| *x == t).map_or(0, |(_, n)| *n);
+    format!(
+        "hour {} rows, day {} rows, month {} rows, {} entity states; {mb:.1} MB on disk",
+        get(0),
+        get(1),
+        get(2),
+        states
+    )
+}
+
+fn print_report(results: &[BackendResult], sizes: &[u64], samples: usize, quick: bool) {
+    println!(
+        "\n## whatstat benchmark{}\n",
+        if quick {
+            " (quick mode: smoke figures only)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "Query latency: p50 / p99 in ms over {samples} sequential requests per endpoint (HTTP, default 30-day range, all accounts). Sizes asked: {sizes:?}.\n"
+    );
+    for r in results {
+        println!("### whatstat on {}\n", r.name);
+        println!("| measure | value |\n|---|---|");
+        println!(
+            "| durable ingest, NDJSON batches of 5,000 (4 concurrent) | {:.0} events/s |",
+            r.ingest_eps
+        );
+        println!(
+            "| single-event requests, concurrency 64 | {:.0} requests/s |",
+            r.single_rps
+        );
+        println!("| peak RSS of the server | {:.0} MB |", r.peak_rss_mb);
+        println!("| store | {} |\n", r.tiers);
+        println!(
+            "| stored events | endpoint | idle p50 / p99 | under ingest p50 / p99 | baselines p50 / p99 (ratio of p50s) |"
+        );
+        println!("|---|---|---|---|---|");
+        for s in &r.stages {
+            for (i, (name, _)) in ENDPOINTS.iter().enumerate() {
+                let (p50, p99) = s.idle[i];
+                let (l50, l99) = s.loaded[i];
+                let base: Vec<String> = s
+                    .baselines
+                    .iter()
+                    .map(|(b, rows)| {
+                        let (_, b50, b99) = &rows[i];
+                        format!("{b} {b50:.2} / {b99:.2} ({:.0}x)", b50 / p50)
+                    })
+                    .collect();
+                println!(
+                    "| {} | {name} | {p50:.2} / {p99:.2} | {l50:.2} / {l99:.2} | {} |",
+                    s.events,
+                    base.join("; ")
+                );
+            }
+        }
+        println!();
+    }
+}
