@@ -39,6 +39,9 @@ struct Args {
     /// Stored-event volumes at which queries are measured, comma-separated.
     #[arg(long, value_delimiter = ',')]
     sizes: Option<Vec<u64>>,
+    /// Volumes for the PostgreSQL backend [default: the first two of --sizes].
+    #[arg(long, value_delimiter = ',')]
+    pg_sizes: Option<Vec<u64>>,
     /// Query samples per endpoint and condition.
     #[arg(long)]
     samples: Option<usize>,
@@ -333,6 +336,61 @@ async fn single_events(server: &Arc<Server>, secs: u64, now: i64) -> Result<f64,
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Signed Meta webhook POSTs of 1,000 updates each (500 messages, 500 statuses);
+/// returns p50 and p99 in ms.
+async fn webhook_posts(server: &Server, posts: usize, now: i64) -> Result<(f64, f64), AnyError> {
+    use hmac::{Hmac, Mac};
+    const SECRET: &str = "bench-app-secret";
+    let r = server
+        .client
+        .post(format!("{}/api/accounts", server.base))
+        .bearer_auth(&server.key)
+        .json(
+            &json!({"account_id":"wa-bench","name":"Webhook bench","phone_number_id":"100200300",
+            "verify_token":"bench-verify","app_secret":SECRET}),
+        )
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        return Err(format!("account registration answered {}", r.status()).into());
+    }
+    let mut ms = Vec::with_capacity(posts);
+    for p in 0..posts {
+        let ts = (now - 120).to_string();
+        let messages: Vec<Value> = (0..500)
+            .map(|i| json!({"from":format!("91990{:05}", i),"id":format!("wamid.in.{p}.{i}"),"timestamp":ts,"type":"text","text":{"body":"where is my order?"}}))
+            .collect();
+        let statuses: Vec<Value> = (0..500)
+            .map(|i| json!({"id":format!("wamid.out.{p}.{i}"),"status":if i % 3 == 0 {"read"} else {"delivered"},"timestamp":ts,
+                "recipient_id":format!("91990{:05}", i),"pricing":{"billable":true,"pricing_model":"CBP","category":"utility"}}))
+            .collect();
+        let body = serde_json::to_vec(
+            &json!({"object":"whatsapp_business_account","entry":[{"id":"WABA1","changes":[{"field":"messages",
+            "value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"100200300"},
+            "messages":messages,"statuses":statuses}}]}]}),
+        )?;
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes())?;
+        mac.update(&body);
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let started = Instant::now();
+        let r = server
+            .client
+            .post(format!("{}/webhooks/whatsapp", server.base))
+            .header("x-hub-signature-256", signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let ok = r.status().is_success();
+        let _ = r.bytes().await?;
+        if !ok {
+            return Err("webhook POST failed".into());
+        }
+        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(baseline::percentiles(ms))
+}
+
 struct Stage {
     events: u64,
     idle: Vec<(f64, f64)>,
@@ -344,6 +402,7 @@ struct BackendResult {
     name: String,
     ingest_eps: f64,
     single_rps: f64,
+    webhook: (f64, f64),
     stages: Vec<Stage>,
     peak_rss_mb: f64,
     tiers: String,
@@ -381,10 +440,19 @@ async fn run(args: Args) -> Result<(), AnyError> {
     for (i, backend) in args.backends.iter().enumerate() {
         // The baseline rows are collected once, on the first backend's pass.
         let collect = i == 0;
+        let pg_sizes = args
+            .pg_sizes
+            .clone()
+            .unwrap_or_else(|| sizes.iter().take(2).copied().collect());
+        let backend_sizes = if backend == "postgres" {
+            &pg_sizes
+        } else {
+            &sizes
+        };
         match bench_backend(
             &args,
             backend,
-            &sizes,
+            backend_sizes,
             samples,
             single_secs,
             now,
@@ -440,6 +508,7 @@ async fn bench_backend(
     let mut stored = 0u64;
     let mut ingest_eps = f64::NAN;
     let mut single_rps = f64::NAN;
+    let mut webhook = (f64::NAN, f64::NAN);
     let mut stages = Vec::new();
     for (si, &size) in sizes.iter().enumerate() {
         // Pre-generate the first stage so that its ingest rate is the server's, not the generator's.
@@ -492,16 +561,27 @@ async fn bench_backend(
         if si == 0 {
             single_rps = single_events(&server, single_secs, now).await?;
             eprintln!("   single-event requests: {single_rps:.0}/s");
+            webhook = webhook_posts(&server, if args.quick { 10 } else { 100 }, now).await?;
+            eprintln!(
+                "   webhook 1,000-update POSTs: p50 {:.1} ms, p99 {:.1} ms",
+                webhook.0, webhook.1
+            );
         }
         let mut baselines = Vec::new();
+        // Raw aggregation takes seconds per request at large volumes: fewer samples there.
+        let base_samples = match stored {
+            0..=2_000_000 => samples.min(50),
+            2_000_001..=20_000_000 => 10,
+            _ => 5,
+        };
         if let Some(w) = rows.as_mut() {
             w.flush()?;
             for b in &args.baselines {
                 let dir = w.dir().to_path_buf();
                 let r = match b.as_str() {
-                    "sqlite" => baseline::sqlite(&dir, range, samples.min(50)),
-                    "postgres" => baseline::postgres(&dir, range, samples.min(50)),
-                    "duckdb" => baseline::duckdb(&dir, range, samples.min(50)),
+                    "sqlite" => baseline::sqlite(&dir, range, base_samples),
+                    "postgres" => baseline::postgres(&dir, range, base_samples),
+                    "duckdb" => baseline::duckdb(&dir, range, base_samples),
                     other => Err(format!("unknown baseline {other}")),
                 };
                 match r {
@@ -527,6 +607,7 @@ async fn bench_backend(
         name: backend.to_string(),
         ingest_eps,
         single_rps,
+        webhook,
         stages,
         peak_rss_mb,
         tiers,
@@ -628,6 +709,10 @@ fn print_report(results: &[BackendResult], sizes: &[u64], samples: usize, quick:
         println!(
             "| single-event requests, concurrency 64 | {:.0} requests/s |",
             r.single_rps
+        );
+        println!(
+            "| webhook POST of 1,000 updates, p50 / p99 | {:.1} / {:.1} ms |",
+            r.webhook.0, r.webhook.1
         );
         println!("| peak RSS of the server | {:.0} MB |", r.peak_rss_mb);
         println!("| store | {} |\n", r.tiers);
