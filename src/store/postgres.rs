@@ -1,12 +1,13 @@
 //! The server backend: PostgreSQL, shared by any number of stateless instances.
 //!
-//! Every write job is one transaction on a pooled connection: placeholder rows are
-//! inserted for the entity keys that do not exist yet, then every key's row is locked
-//! (`FOR UPDATE`, in one sorted order), the pure transition runs on what was found, and
-//! its changes are written with set-based statements (`UNNEST` arrays: one statement per
-//! table, never one per event). Counters are upserted as increments, so two instances
-//! writing the same bucket both count. A job that loses a deadlock or a serialization
-//! check is run again from the start (the transition is pure, so that is safe).
+//! Write jobs are committed in groups (group commit): whatever jobs are queued share one
+//! transaction. Placeholder rows are inserted for the entity keys that do not exist yet,
+//! then every key of the group is locked (`FOR UPDATE`, in one sorted order), the pure
+//! transitions run in arrival order on what was found, and their merged changes are
+//! written with set-based statements (`UNNEST` arrays: one statement per table, never one
+//! per event). Counters are upserted as increments, so two instances writing the same
+//! bucket both count. A group that loses a deadlock or a serialization check is run again
+//! from the start (the transitions are pure, so that is safe).
 //!
 //! Every table keyed by organization has the organization first in its key, and no query
 //! reads two organizations at once, so the tables can be distributed by organization
@@ -15,18 +16,20 @@
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 mod accounts;
 
 use super::{
-    AccountRecord, CounterQuery, CounterRow, EntityKey, OrgRecord, Store, StoreError, StoreResult,
-    TierRows, Transition, UnroutedPayload, WriteJob,
+    AccountRecord, CounterQuery, CounterRow, EntityKey, EntityWrite, OrgRecord, Store, StoreError,
+    StoreResult, TierRows, UnroutedPayload, WriteJob,
 };
 
 /// Connections per instance.
@@ -35,6 +38,12 @@ const POOL_SIZE: usize = 16;
 const POOL_WAIT: Duration = Duration::from_secs(30);
 /// How many times a job is tried when it loses a deadlock or a serialization check.
 const ATTEMPTS: u32 = 8;
+/// Group writers per instance: each commits whatever jobs are queued as one transaction.
+const WRITERS: usize = 2;
+/// At most this many jobs share one commit.
+const MAX_GROUP: usize = 256;
+/// Jobs waiting beyond this are refused as overload.
+const QUEUE_DEPTH: usize = 4096;
 /// How long a placeholder row outlives its job if no state is ever written into it.
 const PLACEHOLDER_SECS: i64 = 3_600;
 
@@ -123,6 +132,7 @@ CREATE INDEX unrouted_phones_payload ON unrouted_phones (payload);
 
 pub struct PostgresStore {
     pool: Pool,
+    jobs: mpsc::Sender<Pending>,
 }
 
 /// Why one attempt at a job failed: worth another try, or final.
@@ -205,7 +215,12 @@ impl PostgresStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
-        let store = PostgresStore { pool };
+        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        for _ in 0..WRITERS {
+            tokio::spawn(group_writer(pool.clone(), queue.clone()));
+        }
+        let store = PostgresStore { pool, jobs };
         store.migrate().await?;
         Ok(store)
     }
@@ -288,86 +303,227 @@ impl PostgresStore {
     }
 }
 
-/// One attempt at a write job, in one transaction.
-async fn apply_once(
-    client: &mut Object,
-    org: &str,
-    keys: &[EntityKey],
-    transition: &mut Transition,
-    progress: Option<&(String, i64)>,
-) -> Result<Box<dyn Any + Send>, Failure> {
-    let tx = client.transaction().await?;
-    let mut found = HashMap::with_capacity(keys.len());
-    if !keys.is_empty() {
-        let kinds: Vec<i16> = keys.iter().map(|k| i16::from(k.kind)).collect();
-        let accounts: Vec<&str> = keys.iter().map(|k| k.account.as_str()).collect();
-        let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
-        // A row for every key, so that every key can be locked: missing ones get an empty
-        // placeholder (read back as absent), which compaction prunes if nothing fills it.
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO entities (org, kind, account, id, state, keep_until)
-                 SELECT $1, u.k, u.a, u.i, ''::bytea, $5
-                 FROM UNNEST($2::smallint[], $3::text[], $4::text[]) AS u(k, a, i)
-                 ON CONFLICT DO NOTHING",
-            )
-            .await?;
-        tx.execute(
-            &insert,
-            &[
-                &org,
-                &kinds,
-                &accounts,
-                &ids,
-                &(wall_clock() + PLACEHOLDER_SECS),
-            ],
-        )
-        .await?;
-        // Locked in key order (byte order, as the keys are sorted), so two jobs never
-        // wait on each other in a cycle.
-        let select = tx
-            .prepare_cached(
-                "SELECT kind, account, id, state FROM entities
-                 WHERE org = $1 AND (kind, account, id) IN (
-                     SELECT u.k, u.a, u.i FROM UNNEST($2::smallint[], $3::text[], $4::text[]) AS u(k, a, i))
-                 ORDER BY kind, account, id
-                 FOR UPDATE",
-            )
-            .await?;
-        let rows = tx.query(&select, &[&org, &kinds, &accounts, &ids]).await?;
-        if rows.len() != keys.len() {
-            // A row vanished between insert and lock (compaction pruned it): start over.
-            return Err(Failure::Retry(format!(
-                "{} of {} entity rows vanished before they were locked",
-                keys.len() - rows.len(),
-                keys.len()
-            )));
-        }
-        for row in rows {
-            let state: Vec<u8> = row.try_get(3)?;
-            if state.is_empty() {
-                continue;
+/// A write job waiting for its group's commit.
+struct Pending {
+    job: WriteJob,
+    reply: oneshot::Sender<StoreResult<Box<dyn Any + Send>>>,
+}
+
+/// What one group writes for one organization, merged over the group's jobs.
+#[derive(Default)]
+struct OrgWrites {
+    entities: BTreeMap<EntityKey, EntityWrite>,
+    counters: BTreeMap<(u8, i64, String, &'static str, String), i64>,
+    accounts: BTreeSet<String>,
+    progress: BTreeMap<String, i64>,
+}
+
+/// Takes whatever jobs are queued (up to a limit) and commits them together.
+async fn group_writer(pool: Pool, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
+    loop {
+        let mut group = Vec::new();
+        {
+            let mut rx = queue.lock().await;
+            match rx.recv().await {
+                Some(p) => group.push(p),
+                None => return,
             }
-            let kind: i16 = row.try_get(0)?;
-            let key = EntityKey {
-                kind: u8::try_from(kind).map_err(|_| {
-                    Failure::Fatal(StoreError::Backend(format!(
-                        "stored kind {kind} is out of range"
-                    )))
-                })?,
-                account: row.try_get(1)?,
-                id: row.try_get(2)?,
-            };
-            found.insert(key, state);
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(p) => group.push(p),
+                    Err(_) => break,
+                }
+            }
+        }
+        commit_group(&pool, group).await;
+    }
+}
+
+/// Commits a group, again from the start when it loses a deadlock (transitions are pure).
+async fn commit_group(pool: &Pool, mut group: Vec<Pending>) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let outcome = match pool.get().await {
+            Ok(mut client) => write_group(&mut client, &mut group).await,
+            Err(e) => Err(Failure::Fatal(pool_error(e))),
+        };
+        match outcome {
+            Ok(results) => {
+                for (p, r) in group.into_iter().zip(results) {
+                    let _ = p.reply.send(r);
+                }
+                return;
+            }
+            Err(Failure::Retry(why)) if attempt < ATTEMPTS => {
+                tracing::debug!(attempt, reason = %why, "write group lost a race; running it again");
+                backoff(attempt).await;
+            }
+            Err(failure) => {
+                let error = match failure {
+                    Failure::Retry(why) => StoreError::Backend(format!(
+                        "write group gave up after {attempt} attempts: {why}"
+                    )),
+                    Failure::Fatal(e) => e,
+                };
+                tracing::error!(%error, jobs = group.len(), "write group failed; nothing of it was stored");
+                let overloaded = matches!(error, StoreError::Overloaded);
+                let text = error.to_string();
+                for p in group {
+                    let e = if overloaded {
+                        StoreError::Overloaded
+                    } else {
+                        StoreError::Backend(text.clone())
+                    };
+                    let _ = p.reply.send(Err(e));
+                }
+                return;
+            }
         }
     }
+}
 
-    let changes = transition(&found).map_err(StoreError::Transition)?;
+/// One attempt at a group of jobs, in one transaction: lock every key of the group in one
+/// sorted order, run the transitions in arrival order (each sees the states the previous
+/// ones left), and write everything with one set-based statement per table.
+async fn write_group(
+    client: &mut Object,
+    group: &mut [Pending],
+) -> Result<Vec<StoreResult<Box<dyn Any + Send>>>, Failure> {
+    let tx = client.transaction().await?;
+    let mut keys_by_org: BTreeMap<String, BTreeSet<EntityKey>> = BTreeMap::new();
+    for p in group.iter() {
+        keys_by_org
+            .entry(p.job.org.clone())
+            .or_default()
+            .extend(p.job.keys.iter().cloned());
+    }
+    let mut states: HashMap<String, HashMap<EntityKey, Vec<u8>>> = HashMap::new();
+    for (org, keys) in &keys_by_org {
+        let keys: Vec<&EntityKey> = keys.iter().collect();
+        let found = lock_states(&tx, org, &keys).await?;
+        states.insert(org.clone(), found);
+    }
+    let mut writes: BTreeMap<String, OrgWrites> = BTreeMap::new();
+    let mut results = Vec::with_capacity(group.len());
+    for p in group.iter_mut() {
+        let org_states = states.entry(p.job.org.clone()).or_default();
+        let view: HashMap<EntityKey, Vec<u8>> = p
+            .job
+            .keys
+            .iter()
+            .filter_map(|k| org_states.get(k).map(|s| (k.clone(), s.clone())))
+            .collect();
+        match (p.job.transition)(&view) {
+            Ok(changes) => {
+                let w = writes.entry(p.job.org.clone()).or_default();
+                for e in changes.entities {
+                    org_states.insert(e.key.clone(), e.state.clone());
+                    w.entities.insert(e.key.clone(), e);
+                }
+                for c in changes.counters {
+                    *w.counters
+                        .entry((c.tier, c.bucket, c.account, c.series, c.dim))
+                        .or_insert(0) += c.delta;
+                }
+                w.accounts.extend(changes.accounts);
+                if let Some((name, position)) = &p.job.progress {
+                    w.progress.insert(name.clone(), *position);
+                }
+                results.push(Ok(changes.report));
+            }
+            Err(e) => results.push(Err(StoreError::Transition(e))),
+        }
+    }
+    for (org, w) in &writes {
+        write_org(&tx, org, w).await?;
+    }
+    tx.commit().await?;
+    Ok(results)
+}
 
-    // Every statement below writes rows in one sorted order, for the same reason.
-    let accounts: BTreeSet<&str> = changes.accounts.iter().map(String::as_str).collect();
-    if !accounts.is_empty() {
-        let accounts: Vec<&str> = accounts.into_iter().collect();
+/// Locks the rows of `keys` (sorted), creating empty placeholders for missing ones so that
+/// they can be locked too; returns the states found (placeholders read as absent).
+async fn lock_states(
+    tx: &deadpool_postgres::Transaction<'_>,
+    org: &str,
+    keys: &[&EntityKey],
+) -> Result<HashMap<EntityKey, Vec<u8>>, Failure> {
+    let mut found = HashMap::with_capacity(keys.len());
+    if keys.is_empty() {
+        return Ok(found);
+    }
+    let kinds: Vec<i16> = keys.iter().map(|k| i16::from(k.kind)).collect();
+    let accounts: Vec<&str> = keys.iter().map(|k| k.account.as_str()).collect();
+    let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO entities (org, kind, account, id, state, keep_until)
+             SELECT $1, u.k, u.a, u.i, ''::bytea, $5
+             FROM UNNEST($2::smallint[], $3::text[], $4::text[]) AS u(k, a, i)
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    tx.execute(
+        &insert,
+        &[
+            &org,
+            &kinds,
+            &accounts,
+            &ids,
+            &(wall_clock() + PLACEHOLDER_SECS),
+        ],
+    )
+    .await?;
+    // Locked in key order (byte order, as the keys are sorted), so two groups never
+    // wait on each other in a cycle.
+    let select = tx
+        .prepare_cached(
+            "SELECT kind, account, id, state FROM entities
+             WHERE org = $1 AND (kind, account, id) IN (
+                 SELECT u.k, u.a, u.i FROM UNNEST($2::smallint[], $3::text[], $4::text[]) AS u(k, a, i))
+             ORDER BY kind, account, id
+             FOR UPDATE",
+        )
+        .await?;
+    let rows = tx.query(&select, &[&org, &kinds, &accounts, &ids]).await?;
+    if rows.len() != keys.len() {
+        // A row vanished between insert and lock (compaction pruned it): start over.
+        return Err(Failure::Retry(format!(
+            "{} of {} entity rows vanished before they were locked",
+            keys.len() - rows.len(),
+            keys.len()
+        )));
+    }
+    for row in rows {
+        let state: Vec<u8> = row.try_get(3)?;
+        if state.is_empty() {
+            continue;
+        }
+        let kind: i16 = row.try_get(0)?;
+        let key = EntityKey {
+            kind: u8::try_from(kind).map_err(|_| {
+                Failure::Fatal(StoreError::Backend(format!(
+                    "stored kind {kind} is out of range"
+                )))
+            })?,
+            account: row.try_get(1)?,
+            id: row.try_get(2)?,
+        };
+        found.insert(key, state);
+    }
+    Ok(found)
+}
+
+/// Writes one organization's share of a group, one statement per table, rows in one
+/// sorted order.
+async fn write_org(
+    tx: &deadpool_postgres::Transaction<'_>,
+    org: &str,
+    w: &OrgWrites,
+) -> Result<(), Failure> {
+    if !w.accounts.is_empty() {
+        let accounts: Vec<&str> = w.accounts.iter().map(String::as_str).collect();
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO accounts (org, account_id)
@@ -377,14 +533,8 @@ async fn apply_once(
             .await?;
         tx.execute(&stmt, &[&org, &accounts]).await?;
     }
-
-    // The last write of a key wins, as it would written one by one.
-    let mut entities = BTreeMap::new();
-    for e in &changes.entities {
-        entities.insert(&e.key, e);
-    }
-    if !entities.is_empty() {
-        let n = entities.len();
+    if !w.entities.is_empty() {
+        let n = w.entities.len();
         let (mut kinds, mut accounts, mut ids, mut states, mut until) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -392,7 +542,7 @@ async fn apply_once(
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for (key, e) in entities {
+        for (key, e) in &w.entities {
             kinds.push(i16::from(key.kind));
             accounts.push(key.account.as_str());
             ids.push(key.id.as_str());
@@ -411,20 +561,7 @@ async fn apply_once(
         tx.execute(&stmt, &[&org, &kinds, &accounts, &ids, &states, &until])
             .await?;
     }
-
-    // Deltas aggregated per counter first: one row per counter in the statement.
-    let mut counters: BTreeMap<(u8, i64, &str, &str, &str), i64> = BTreeMap::new();
-    for c in &changes.counters {
-        *counters
-            .entry((
-                c.tier,
-                c.bucket,
-                c.account.as_str(),
-                c.series,
-                c.dim.as_str(),
-            ))
-            .or_insert(0) += c.delta;
-    }
+    let counters: Vec<_> = w.counters.iter().filter(|(_, v)| **v != 0).collect();
     if !counters.is_empty() {
         let n = counters.len();
         let (mut tiers, mut buckets, mut accounts, mut series, mut dims, mut values) = (
@@ -436,12 +573,12 @@ async fn apply_once(
             Vec::with_capacity(n),
         );
         for ((tier, bucket, account, s, dim), value) in counters {
-            tiers.push(i16::from(tier));
-            buckets.push(bucket);
-            accounts.push(account);
-            series.push(s);
-            dims.push(dim);
-            values.push(value);
+            tiers.push(i16::from(*tier));
+            buckets.push(*bucket);
+            accounts.push(account.as_str());
+            series.push(*s);
+            dims.push(dim.as_str());
+            values.push(*value);
         }
         let stmt = tx
             .prepare_cached(
@@ -459,8 +596,7 @@ async fn apply_once(
         )
         .await?;
     }
-
-    if let Some((name, position)) = progress {
+    for (name, position) in &w.progress {
         let stmt = tx
             .prepare_cached(
                 "INSERT INTO progress (org, name, position) VALUES ($1, $2, $3)
@@ -469,8 +605,7 @@ async fn apply_once(
             .await?;
         tx.execute(&stmt, &[&org, name, position]).await?;
     }
-    tx.commit().await?;
-    Ok(changes.report)
+    Ok(())
 }
 
 /// Holds the compaction lock: a session-level advisory lock on a connection taken out of
@@ -540,34 +675,17 @@ impl Store for PostgresStore {
             .is_some())
     }
 
-    async fn apply(&self, job: WriteJob) -> StoreResult<Box<dyn Any + Send>> {
-        let WriteJob {
-            org,
-            mut keys,
-            mut transition,
-            progress,
-        } = job;
-        keys.sort();
-        keys.dedup();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut client = self.client().await?;
-            match apply_once(&mut client, &org, &keys, &mut transition, progress.as_ref()).await {
-                Ok(report) => return Ok(report),
-                Err(Failure::Retry(why)) if attempt < ATTEMPTS => {
-                    tracing::debug!(attempt, reason = %why, "write job lost a race; running it again");
-                    drop(client);
-                    backoff(attempt).await;
-                }
-                Err(Failure::Retry(why)) => {
-                    return Err(StoreError::Backend(format!(
-                        "write job gave up after {attempt} attempts: {why}"
-                    )));
-                }
-                Err(Failure::Fatal(e)) => return Err(e),
-            }
-        }
+    async fn apply(&self, mut job: WriteJob) -> StoreResult<Box<dyn Any + Send>> {
+        job.keys.sort();
+        job.keys.dedup();
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .try_send(Pending { job, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn counters(&self, q: CounterQuery) -> StoreResult<Vec<CounterRow>> {
