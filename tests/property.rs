@@ -4,13 +4,22 @@
 //! Every figure of the three analytics endpoints (SPEC section 3) must equal a brute-force
 //! recount over the raw events written here from the SPEC alone (no engine code is used).
 //!
+//! A second property runs the same over a year and more of history on a server that keeps
+//! hourly figures 30 days and daily ones a year (SPEC section 4): every figure is checked
+//! at a first "now", a few days later before compaction, after a compaction that runs while
+//! more events arrive, and after the clock has moved past the state window and compaction
+//! has run again. A query the recount finds reaching past a kept tier must be refused
+//! (400, naming what can be served); every other one must equal the recount. Compaction
+//! must expire what has aged out, and find nothing to do when run a second time.
+//!
 //! Reproduce a failing case with `PROPERTY_SEED=<seed> PROPERTY_SCALE=<scale> cargo test
-//! --test property`; `PROPERTY_CASES=<n>` changes the number of random cases.
+//! --test property <test name>`; `PROPERTY_CASES=<n>` changes the number of random cases
+//! (the compaction property runs a quarter as many, or `PROPERTY_COMPACTION_CASES`).
 
 mod common;
 mod recount;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::TestServer;
 use jiff::tz::TimeZone;
@@ -20,11 +29,13 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use recount::{
-    CAMPAIGN_STATUSES, DAY, Ev, Kind, OUTCOMES, Tokens, ZONES, check_all, local_date, recount,
-    start_of_day, to_json,
+    CAMPAIGN_STATUSES, DAY, Ev, Kind, OUTCOMES, Retention, Tokens, ZONES, check_all, facts, kept,
+    local_date, recount, recount_kept, recount_spans, start_of_day, to_json,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
+use whatstat::engine::EngineConfig;
+use whatstat::engine::retention::CompactionReport;
 
 /// Events lie within this many days before "now" (inside the 35-day state window).
 const SPAN_DAYS: i64 = 34;
@@ -64,7 +75,12 @@ struct Gen {
 
 impl Gen {
     fn new(seed: u64, now: i64) -> Self {
-        let lo = now - SPAN_DAYS * DAY;
+        Self::with_span(seed, now, SPAN_DAYS)
+    }
+
+    /// Events within `span_days` days before `now`.
+    fn with_span(seed: u64, now: i64, span_days: i64) -> Self {
+        let lo = now - span_days * DAY;
         let mut edges = Vec::new();
         for zone in ZONES {
             let tz = TimeZone::get(zone).expect("zone");
@@ -80,6 +96,8 @@ impl Gen {
         }
         // America/New_York daylight-saving switches (UTC instants).
         for s in [
+            "2023-03-12T07:00:00Z",
+            "2023-11-05T06:00:00Z",
             "2024-03-10T07:00:00Z",
             "2024-11-03T06:00:00Z",
             "2025-03-09T07:00:00Z",
@@ -633,6 +651,452 @@ fn expected_accepted(posted: &[Ev]) -> i64 {
     n
 }
 
+// ---------------------------------------------------------------------------------------
+// Across compaction (SPEC section 4)
+// ---------------------------------------------------------------------------------------
+
+const HOURLY_DAYS: i64 = 30;
+const DAILY_DAYS: i64 = 365;
+/// The state window (the engine's default, 35 days).
+const WINDOW: i64 = 35 * DAY;
+/// The oldest history, in days before the first "now": past the daily tier's year once the
+/// clock has advanced.
+const HISTORY_DAYS: i64 = 400;
+
+fn retention() -> Retention {
+    Retention {
+        hourly_days: Some(HOURLY_DAYS),
+        daily_days: Some(DAILY_DAYS),
+    }
+}
+
+/// Renames every id but contacts' so that separately generated sets share none: the state
+/// window prunes message, conversation, flow-run, keyword and AI-request state, so an id
+/// seen again after that counts anew. Contacts (kept forever, counted at their earliest
+/// time) keep theirs, so the sets share some. Campaigns are renamed as well: a campaign's
+/// state is its latest status by time, but what a repeated status with another time does
+/// is disputed (see `more_events`).
+fn prefix_ids(events: &mut [Ev], p: &str) {
+    let pre = |s: &mut String| *s = format!("{p}{s}");
+    for e in events {
+        match &mut e.kind {
+            Kind::Contact { .. } => {}
+            Kind::Campaign { id, .. } => pre(id),
+            Kind::Message { id, conv, .. } => {
+                pre(id);
+                conv.iter_mut().for_each(pre);
+            }
+            Kind::Status { msg, .. } => pre(msg),
+            Kind::Conversation { id, .. } => pre(id),
+            Kind::Flow { id, conv, .. }
+            | Kind::Keyword {
+                id: Some(id), conv, ..
+            } => {
+                pre(id);
+                conv.iter_mut().for_each(pre);
+            }
+            Kind::Keyword { id: None, conv, .. } => conv.iter_mut().for_each(pre),
+            Kind::Ai { id, .. } => id.iter_mut().for_each(pre),
+        }
+    }
+}
+
+/// One organization of a compaction case, with everything posted to it.
+struct OrgRun {
+    zone: &'static str,
+    key: String,
+    posted: Vec<Ev>,
+    accepted: i64,
+    duplicates: i64,
+    /// The random range of the first check, checked again at every later "now".
+    sticky: Option<(jiff::civil::Date, jiff::civil::Date)>,
+}
+
+/// Posts `events` as random requests (re-sent events and batches, JSON or NDJSON), with
+/// `?backfill=true` whenever a request holds history older than the state window at `now`
+/// (and now and then when it does not).
+async fn post_events(
+    server: &TestServer,
+    rng: &mut StdRng,
+    org: &mut OrgRun,
+    events: &[Ev],
+    now: i64,
+) -> Result<(), String> {
+    for batch in batches(rng, events) {
+        let history = batch.iter().any(|(e, _)| e.ts < now - WINDOW);
+        let backfill = history || rng.random_bool(0.2);
+        let json: Vec<Value> = batch.iter().map(|(e, s)| to_json(e, *s)).collect();
+        let (status, answer) = if rng.random_bool(0.3) {
+            let ndjson: String = json.iter().map(|e| format!("{e}\n")).collect();
+            let query = if backfill { "?backfill=true" } else { "" };
+            let req = server
+                .client
+                .post(format!("{}/api/events{query}", server.base))
+                .bearer_auth(&org.key)
+                .header("Content-Type", "application/x-ndjson")
+                .body(ndjson);
+            server.send(req).await
+        } else if backfill {
+            server.post_backfill(&org.key, &Value::Array(json)).await
+        } else {
+            server.post_events(&org.key, &Value::Array(json)).await
+        };
+        if status != StatusCode::OK {
+            return Err(format!(
+                "{}: POST (backfill {backfill}) answered {status}: {answer}",
+                org.zone
+            ));
+        }
+        org.accepted += answer["data"]["accepted"].as_i64().unwrap_or(-1_000_000);
+        org.duplicates += answer["data"]["duplicates"].as_i64().unwrap_or(-1_000_000);
+        org.posted.extend(batch.into_iter().map(|(e, _)| e));
+    }
+    Ok(())
+}
+
+/// The local-date ranges checked at `now`: about a year of whole months up to today, a
+/// random range over the whole history (often on month edges), ranges around where the
+/// hourly and the daily tiers end, and the first check's random range. None exceeds
+/// 10,000 hours, so every refusal is about the tiers.
+fn compaction_ranges(
+    rng: &mut StdRng,
+    tz: &TimeZone,
+    now: i64,
+    sticky: &mut Option<(jiff::civil::Date, jiff::civil::Date)>,
+) -> Vec<(jiff::civil::Date, jiff::civil::Date)> {
+    let today = local_date(tz, now);
+    let a = rng.random_range(0..=HISTORY_DAYS + 10);
+    let b = rng.random_range(0..=a);
+    let mut first = today - a.days();
+    let mut last = today - b.days();
+    if rng.random_bool(0.4) {
+        first = first.first_of_month();
+    }
+    if rng.random_bool(0.3) {
+        last = last.last_of_month().min(today);
+    }
+    let k = kept(tz, now, &retention());
+    let near_hours = local_date(tz, k.hour) + rng.random_range(-1..=1).days();
+    let mut near_days = local_date(tz, k.day) + rng.random_range(-1..=1).days();
+    if rng.random_bool(0.3) {
+        near_days = near_days.first_of_month();
+    }
+    let mut ranges = vec![
+        (
+            today
+                .checked_sub(12.months())
+                .expect("date")
+                .first_of_month(),
+            today,
+        ),
+        (first, last),
+        (
+            near_hours,
+            (near_hours + rng.random_range(0..=2).days()).min(today),
+        ),
+        (
+            near_days,
+            (near_days + rng.random_range(0..=40).days()).min(today),
+        ),
+    ];
+    match sticky {
+        Some(r) => ranges.push(*r),
+        None => *sticky = Some((first, last)),
+    }
+    ranges
+}
+
+/// Checks every figure of every organization against the recount at `now`.
+async fn check_orgs(
+    server: &TestServer,
+    rng: &mut StdRng,
+    orgs: &mut [OrgRun],
+    now: i64,
+    step: &str,
+    errs: &mut Vec<String>,
+) {
+    for org in orgs.iter_mut() {
+        let tz = TimeZone::get(org.zone).expect("zone");
+        let ranges = compaction_ranges(rng, &tz, now, &mut org.sticky);
+        let mut expected = recount_kept(&org.posted, now, org.zone, &ranges, &retention());
+        // Instants around where the hourly tier ends (some not on a local hour) and around
+        // where the daily one does.
+        let k = kept(&tz, now, &retention());
+        let a = k.hour + rng.random_range(-2..=1) * 3600;
+        let b = k.hour + rng.random_range(-3..=3) * 900;
+        let d = local_date(&tz, k.day) + rng.random_range(-1..=1).days();
+        let c = start_of_day(&tz, d);
+        let spans = [
+            (a, a + rng.random_range(1..=4) * 3600),
+            (b, b + rng.random_range(1..=3) * 3600),
+            (
+                c,
+                if rng.random_bool(0.6) {
+                    start_of_day(&tz, d + rng.random_range(1..=2).days())
+                } else {
+                    c + rng.random_range(1..=3) * 3600
+                },
+            ),
+        ];
+        expected
+            .checks
+            .extend(recount_spans(&org.posted, now, org.zone, &spans, &retention()).checks);
+        for e in check_all(server, &org.key, &expected).await {
+            errs.push(format!("{step}, {}: {e}", org.zone));
+        }
+    }
+}
+
+/// What a compaction at `now` must at least expire, given that the previous one ran at
+/// `prev` (or none did): an hour or a day that holds a message and has aged out of its
+/// tier since, and the state of a message whose window has ended since.
+fn must_expire(orgs: &[OrgRun], prev: Option<i64>, ingested: i64, now: i64) -> [bool; 3] {
+    let mut out = [false; 3];
+    for org in orgs {
+        let tz = TimeZone::get(org.zone).expect("zone");
+        // Rows were written from the tiers' bounds when the events came (or, for rows that
+        // older compactions expired, from their bounds).
+        let from = kept(&tz, prev.unwrap_or(ingested), &retention());
+        let to = kept(&tz, now, &retention());
+        for m in facts(&org.posted).messages {
+            out[0] |= from.hour <= m.ts && m.ts < to.hour;
+            out[1] |= from.day <= m.ts && m.ts < to.day;
+            out[2] |= m.ts + WINDOW < now && prev.is_none_or(|p| m.ts + WINDOW >= p);
+        }
+    }
+    out
+}
+
+fn check_report(r: &CompactionReport, must: [bool; 3], step: &str, errs: &mut Vec<String>) {
+    let got = [r.hourly_rows_expired, r.daily_rows_expired, r.states_pruned];
+    for (i, what) in ["hourly rows", "daily rows", "states"].iter().enumerate() {
+        if must[i] && got[i] == 0 {
+            errs.push(format!("{step}: compaction expired no {what}: {r:?}"));
+        }
+    }
+    if r.organizations != 2 {
+        errs.push(format!(
+            "{step}: compaction saw {} organizations",
+            r.organizations
+        ));
+    }
+}
+
+fn check_idle(r: &CompactionReport, step: &str, errs: &mut Vec<String>) {
+    if r.hourly_rows_expired + r.daily_rows_expired + r.states_pruned != 0 {
+        errs.push(format!(
+            "{step}: a second compaction still found work: {r:?}"
+        ));
+    }
+}
+
+/// The events that come while compaction runs at `now1`, after `events`: new ones from the
+/// last 30 days; contacts, some already known, with timestamps over the whole history;
+/// campaign statuses at old timestamps, new ones and repeats of ones a campaign already has
+/// (a repeat changes no figure unless it is earlier); and late statuses for messages whose
+/// state is still kept, some of them past their hour's tier.
+fn more_events(rng: &mut StdRng, events: &[Ev], now1: i64, scale: usize) -> Vec<Ev> {
+    let mut more = generate(&mut Gen::new(rng.random(), now1), scale / 2 + 1);
+    more.iter_mut()
+        .for_each(|e| e.ts = e.ts.max(now1 - HOURLY_DAYS * DAY));
+    prefix_ids(&mut more, "n-");
+    let mut old = Gen::with_span(rng.random(), now1, HISTORY_DAYS);
+    for _ in 0..scale / 4 + 1 {
+        let (acc, t) = (old.acc(), old.ts());
+        let id = format!("c{}", old.rng.random_range(0..2 * scale));
+        more.push(ev(&acc, t, Kind::Contact { id }));
+    }
+    let mut campaigns: BTreeMap<(String, String), BTreeSet<&str>> = BTreeMap::new();
+    for e in events {
+        if let Kind::Campaign { id, status } = &e.kind {
+            campaigns
+                .entry((e.acc.clone(), id.clone()))
+                .or_default()
+                .insert(status);
+        }
+    }
+    for ((acc, id), _) in campaigns {
+        if let Some(status) = CAMPAIGN_STATUSES.choose(rng)
+            && rng.random_bool(0.5)
+        {
+            let t = old.ts();
+            let id = id.clone();
+            more.push(ev(&acc, t, Kind::Campaign { id, status }));
+        }
+    }
+    let from = now1 - WINDOW + DAY;
+    for e in events {
+        if let Kind::Message {
+            id, inbound: false, ..
+        } = &e.kind
+            && e.ts >= from
+            && rng.random_bool(0.3)
+        {
+            let status = *["sent", "delivered", "read", "failed"]
+                .choose(rng)
+                .expect("status");
+            let t = rng.random_range(e.ts.max(from)..=now1);
+            let msg = id.clone();
+            more.push(ev(&e.acc, t, Kind::Status { msg, status }));
+        }
+    }
+    more
+}
+
+/// One compaction case: a year and more of history and a busy last month, posted at a
+/// first "now"; every figure is checked there, then after the clock advances a few days
+/// (before compaction), after compacting while more events come (new ones, late statuses
+/// for messages still in the window, contacts and campaigns with old timestamps), and
+/// after the clock moves past the state window and compaction runs again.
+fn run_compaction_case(seed: u64, scale: usize) -> Result<(), String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let anchors = [
+        "2024-03-11T04:10:00Z",
+        "2024-11-04T05:00:30Z",
+        "2025-01-01T18:40:00Z",
+        "2024-12-31T18:20:00Z",
+        "2025-03-09T12:00:00Z",
+        "2024-04-01T00:00:00Z",
+        "2024-12-02T04:59:59Z",
+    ];
+    let now0 = secs(anchors.choose(&mut rng).expect("anchor")) + rng.random_range(-DAY..3 * DAY);
+    let now1 = now0 + rng.random_range(1..=6) * DAY + rng.random_range(0..DAY);
+    let now2 = now1 + rng.random_range(36..=50) * DAY + rng.random_range(0..DAY);
+
+    // The first events: a busy last month, and a sparser history of more than a year.
+    let mut events = generate(&mut Gen::new(rng.random(), now0), scale);
+    let mut history = generate(
+        &mut Gen::with_span(rng.random(), now0, HISTORY_DAYS),
+        scale / 2 + 1,
+    );
+    prefix_ids(&mut history, "h-");
+    events.extend(history);
+    let zones = [
+        *["Asia/Kolkata", "Asia/Kathmandu"]
+            .choose(&mut rng)
+            .expect("zone"),
+        "America/New_York",
+    ];
+    // Messages right where the hourly tier ends at `now1` and the daily one at `now1` and
+    // `now2`, in each zone: what compaction deletes and what it keeps meet there. (Where
+    // the hourly tier ends at `now2` is after `now0`.)
+    for zone in zones {
+        let tz = TimeZone::get(zone).expect("zone");
+        let (k1, k2) = (kept(&tz, now1, &retention()), kept(&tz, now2, &retention()));
+        for edge in [k1.hour, k1.day, k2.day] {
+            {
+                for dt in [-1, 0, 1799] {
+                    let id = format!("e-{}", events.len());
+                    let (acc, t) = (ACCOUNTS[events.len() % 3], edge + dt);
+                    let mtype = "template".to_string();
+                    let kind = Kind::Message {
+                        id: id.clone(),
+                        inbound: false,
+                        mtype,
+                        conv: None,
+                    };
+                    events.push(ev(acc, t, kind));
+                    let status = *["delivered", "read", "failed"]
+                        .choose(&mut rng)
+                        .expect("status");
+                    let t = t + rng.random_range(0..2 * DAY);
+                    events.push(ev(acc, t, Kind::Status { msg: id, status }));
+                }
+            }
+        }
+    }
+
+    let more = more_events(&mut rng, &events, now1, scale);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    runtime.block_on(async {
+        let server = TestServer::start_with(EngineConfig {
+            hourly_retention_days: Some(HOURLY_DAYS),
+            daily_retention_days: Some(DAILY_DAYS),
+            state_window_secs: WINDOW,
+            ..EngineConfig::default()
+        })
+        .await;
+        server.set_now(now0);
+        let mut orgs = Vec::new();
+        for zone in zones {
+            let key = server.create_org(&format!("org {zone}"), zone).await;
+            orgs.push(OrgRun {
+                zone,
+                key,
+                posted: Vec::new(),
+                accepted: 0,
+                duplicates: 0,
+                sticky: None,
+            });
+        }
+        let mut errs = Vec::new();
+
+        for org in &mut orgs {
+            post_events(&server, &mut rng, org, &events, now0).await?;
+        }
+        check_orgs(&server, &mut rng, &mut orgs, now0, "at the first now", &mut errs).await;
+
+        // A few days on: hours have aged out of their tier but are not compacted yet.
+        server.set_now(now1);
+        check_orgs(&server, &mut rng, &mut orgs, now1, "days later, before compaction", &mut errs).await;
+        let must = must_expire(&orgs, None, now0, now1);
+        let (report, posted) = tokio::join!(server.engine.compact(), async {
+            for org in &mut orgs {
+                post_events(&server, &mut rng, org, &more, now1).await?;
+            }
+            Ok::<(), String>(())
+        });
+        posted?;
+        let report = report.map_err(|e| format!("compaction failed: {e}"))?;
+        check_report(&report, must, "first compaction", &mut errs);
+        let again = server.engine.compact().await.map_err(|e| format!("compaction failed: {e}"))?;
+        check_idle(&again, "first compaction", &mut errs);
+        check_orgs(&server, &mut rng, &mut orgs, now1, "after the first compaction", &mut errs).await;
+
+        // Past the state window of the first events: states go, and days past a year.
+        server.set_now(now2);
+        let must = must_expire(&orgs, Some(now1), now0, now2);
+        let report = server.engine.compact().await.map_err(|e| format!("compaction failed: {e}"))?;
+        check_report(&report, must, "second compaction", &mut errs);
+        let again = server.engine.compact().await.map_err(|e| format!("compaction failed: {e}"))?;
+        check_idle(&again, "second compaction", &mut errs);
+        check_orgs(&server, &mut rng, &mut orgs, now2, "after the second compaction", &mut errs).await;
+
+        for org in &orgs {
+            let ignored = org
+                .posted
+                .iter()
+                .filter(|e| matches!(e.kind, Kind::Status { status, .. } if status == "played" || status == "deleted"))
+                .count() as i64;
+            let new = expected_accepted(&org.posted);
+            if org.accepted != new || org.accepted + org.duplicates + ignored != org.posted.len() as i64 {
+                errs.push(format!(
+                    "{}: accepted {} (expected {new}) + duplicates {} + ignored {ignored} != posted {}",
+                    org.zone, org.accepted, org.duplicates, org.posted.len()
+                ));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            let n = errs.len();
+            errs.truncate(25);
+            Err(format!(
+                "seed {seed} scale {scale}, now {} then {} then {}: {n} disagreements, first ones:\n{}",
+                Timestamp::from_second(now0).expect("ts"),
+                Timestamp::from_second(now1).expect("ts"),
+                Timestamp::from_second(now2).expect("ts"),
+                errs.join("\n")
+            ))
+        }
+    })
+}
+
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -652,6 +1116,33 @@ proptest! {
             None => (seed, scale),
         };
         if let Err(e) = run_case(seed, scale) {
+            eprintln!("{e}");
+            prop_assert!(false, "{}", e);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if env::<u64>("PROPERTY_SEED").is_some() {
+            1
+        } else {
+            env("PROPERTY_COMPACTION_CASES")
+                .or(env::<u32>("PROPERTY_CASES").map(|n| n.div_ceil(4)))
+                .unwrap_or(8)
+        },
+        failure_persistence: None,
+        max_shrink_iters: 16,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn every_figure_matches_a_recount_across_compaction(seed in any::<u64>(), scale in 1usize..=30) {
+        let (seed, scale) = match env::<u64>("PROPERTY_SEED") {
+            Some(s) => (s, env("PROPERTY_SCALE").unwrap_or(scale)),
+            None => (seed, scale),
+        };
+        if let Err(e) = run_compaction_case(seed, scale) {
             eprintln!("{e}");
             prop_assert!(false, "{}", e);
         }

@@ -39,6 +39,17 @@ pub enum CampaignStatus {
     Failed,
 }
 
+impl CampaignStatus {
+    pub const ALL: [CampaignStatus; 6] = [
+        CampaignStatus::Created,
+        CampaignStatus::Scheduled,
+        CampaignStatus::Running,
+        CampaignStatus::Completed,
+        CampaignStatus::Cancelled,
+        CampaignStatus::Failed,
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ConversationStatus {
     Started,

@@ -115,18 +115,13 @@ impl Batch<'_> {
         let mut slots: HashMap<EntityKey, Slot> = HashMap::new();
         let mut direct: Vec<(String, Contribution)> = Vec::new();
         let mut accounts: Vec<String> = Vec::new();
-        for (index, event) in events {
+        for (_, event) in events {
             accounts.push(event.account_id.clone());
             match apply_event(&mut slots, stored, &mut direct, &event)? {
-                Some(Effect::New) => report.accepted += 1,
-                Some(Effect::Duplicate) => report.duplicates += 1,
-                None => report.ignored.push(Ignored {
-                    index,
-                    reason: "no effect".into(),
-                }),
+                Effect::New => report.accepted += 1,
+                Effect::Duplicate => report.duplicates += 1,
             }
         }
-        report.ignored.sort_by_key(|i| i.index);
         accounts.sort();
         accounts.dedup();
 
@@ -242,7 +237,7 @@ fn apply_event(
     stored: &HashMap<EntityKey, Vec<u8>>,
     direct: &mut Vec<(String, Contribution)>,
     e: &Event,
-) -> Result<Option<Effect>, String> {
+) -> Result<Effect, String> {
     let at = e.at;
     let account = &e.account_id;
     let effect = match &e.body {
@@ -348,29 +343,22 @@ fn apply_event(
         }
         EventBody::Campaign { id, status } => {
             let s = slot(slots, stored, key(Kind::Campaign, account, id))?;
-            let bit = 1u8 << (*status as u8);
-            match &mut s.now {
-                Some(Entity::Campaign(c)) => {
-                    c.first_seen = c.first_seen.min(at);
-                    if (at, *status) > c.latest {
-                        c.latest = (at, *status);
-                    }
-                    if c.seen & bit != 0 {
-                        Effect::Duplicate
-                    } else {
-                        c.seen |= bit;
-                        Effect::New
-                    }
-                }
-                _ => {
-                    s.now = Some(Entity::Campaign(CampaignState {
-                        first_seen: at,
-                        latest: (at, *status),
-                        seen: bit,
-                    }));
-                    Effect::New
-                }
+            if !matches!(s.now, Some(Entity::Campaign(_))) {
+                s.now = Some(Entity::Campaign(CampaignState {
+                    reported: [None; 6],
+                }));
             }
+            let Some(Entity::Campaign(c)) = &mut s.now else {
+                return Err("campaign state lost".into());
+            };
+            let reported = &mut c.reported[*status as usize];
+            let effect = if reported.is_some() {
+                Effect::Duplicate
+            } else {
+                Effect::New
+            };
+            *reported = Some(reported.map_or(at, |t| t.min(at)));
+            effect
         }
         EventBody::Conversation { id, status } => {
             let s = slot(slots, stored, key(Kind::Conversation, account, id))?;
@@ -482,7 +470,7 @@ fn apply_event(
             }
         }
     };
-    Ok(Some(effect))
+    Ok(effect)
 }
 
 /// For events counted directly: true unless an event with the same id was seen before.

@@ -217,18 +217,34 @@ impl ContactState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CampaignState {
-    pub first_seen: i64,
-    /// The latest status by time; ties go to the later status in the lifecycle.
-    pub latest: (i64, CampaignStatus),
-    pub seen: u8,
+    /// The earliest time each status was reported (indexed by `CampaignStatus`): a
+    /// repeat of a status is the same status, so only an earlier time can move it.
+    pub reported: [Option<i64>; 6],
 }
 
 impl CampaignState {
+    pub fn first_seen(&self) -> Option<i64> {
+        self.reported.iter().flatten().copied().min()
+    }
+
+    /// The current state: the latest status by time; ties go to the later status in
+    /// the lifecycle.
+    pub fn current(&self) -> Option<(i64, CampaignStatus)> {
+        CampaignStatus::ALL
+            .iter()
+            .filter_map(|s| self.reported[*s as usize].map(|at| (at, *s)))
+            .max()
+    }
+
     pub fn contribute(&self, out: &mut Vec<Contribution>) {
-        push(out, series::CAMPAIGNS, "", self.first_seen, 1);
-        match self.latest {
-            (at, CampaignStatus::Running) => push(out, series::CAMPAIGNS_RUNNING, "", at, 1),
-            (at, CampaignStatus::Completed) => push(out, series::CAMPAIGNS_COMPLETED, "", at, 1),
+        if let Some(first) = self.first_seen() {
+            push(out, series::CAMPAIGNS, "", first, 1);
+        }
+        match self.current() {
+            Some((at, CampaignStatus::Running)) => push(out, series::CAMPAIGNS_RUNNING, "", at, 1),
+            Some((at, CampaignStatus::Completed)) => {
+                push(out, series::CAMPAIGNS_COMPLETED, "", at, 1)
+            }
             _ => {}
         }
     }
@@ -390,6 +406,21 @@ mod tests {
         let c = contributions(&Entity::Conversation(s));
         assert!(c.contains(&(series::RESOLUTION_SECONDS, String::new(), 120)));
         assert!(c.contains(&(series::CONVERSATION_MESSAGES, String::new(), 3)));
+    }
+
+    #[test]
+    fn a_repeated_campaign_status_moves_nothing_unless_earlier() {
+        let mut c = CampaignState {
+            reported: [None; 6],
+        };
+        c.reported[CampaignStatus::Running as usize] = Some(100);
+        c.reported[CampaignStatus::Completed as usize] = Some(200);
+        assert_eq!(c.current(), Some((200, CampaignStatus::Completed)));
+        // A later repeat of `running` keeps its earliest time: still completed.
+        let running = &mut c.reported[CampaignStatus::Running as usize];
+        *running = running.map(|t| t.min(300));
+        assert_eq!(c.current(), Some((200, CampaignStatus::Completed)));
+        assert_eq!(c.first_seen(), Some(100));
     }
 
     #[test]
