@@ -481,6 +481,9 @@ pub enum Exp {
     Counts(BTreeMap<String, i64>),
     /// `top_keywords`: the `limit` most counted of these, count descending.
     TopK(BTreeMap<String, i64>, usize),
+    /// The whole query is refused: a 400 whose message contains each of these (it names
+    /// what can be served: which tiers, and from when).
+    Refused(Vec<String>),
 }
 
 /// `n / d` rounded to whole numbers; both neighbours when exactly half-way.
@@ -858,6 +861,146 @@ pub fn dashboard_expect(
     ])
 }
 
+// ---------------------------------------------------------------------------------------
+// Retention tiers (SPEC section 4), from the SPEC alone
+// ---------------------------------------------------------------------------------------
+
+/// How long the hourly and daily tiers are kept, in days; `None` keeps a tier forever.
+/// Monthly figures are always kept.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Retention {
+    pub hourly_days: Option<i64>,
+    pub daily_days: Option<i64>,
+}
+
+/// The first instants the hourly and daily tiers still hold at some "now".
+#[derive(Clone, Copy, Debug)]
+pub struct Kept {
+    pub hour: i64,
+    pub day: i64,
+}
+
+/// The seconds east of UTC of `tz` at `t`.
+fn offset_at(tz: &TimeZone, t: i64) -> i64 {
+    i64::from(
+        tz.to_offset(Timestamp::from_second(t).expect("ts"))
+            .seconds(),
+    )
+}
+
+/// Hourly figures are kept from `now` minus the hourly retention, floored to the start of
+/// its local hour; daily figures from the start of the local day `now` minus the daily
+/// retention falls on.
+pub fn kept(tz: &TimeZone, now: i64, r: &Retention) -> Kept {
+    let hour = r.hourly_days.map_or(i64::MIN, |d| {
+        let t = now - d * DAY;
+        let off = offset_at(tz, t);
+        let local = t + off;
+        let floored = local - local.rem_euclid(3600);
+        // Every zone used here changes its offset on whole local hours, so the floor keeps
+        // the offset of `t`.
+        assert_eq!(
+            offset_at(tz, floored - off),
+            off,
+            "offset change inside an hour"
+        );
+        floored - off
+    });
+    let day = r.daily_days.map_or(i64::MIN, |d| {
+        start_of_day(tz, local_date(tz, now - d * DAY))
+    });
+    Kept { hour, day }
+}
+
+/// Whether a stored tier can serve the local hour starting at `t` exactly: only the hourly
+/// tier can, while it keeps that hour.
+pub fn hour_servable(t: i64, k: &Kept) -> bool {
+    t >= k.hour
+}
+
+/// Whether the stored tiers can serve `[a, b)` exactly, both ends local midnights: every
+/// day the daily tier no longer keeps must lie in a whole local month inside the range (a
+/// day the daily tier keeps is served by it).
+pub fn days_servable(tz: &TimeZone, a: i64, b: i64, k: &Kept) -> bool {
+    let mut d = local_date(tz, a);
+    assert_eq!(start_of_day(tz, d), a, "a range of whole days");
+    loop {
+        let s = start_of_day(tz, d);
+        if s >= b || s >= k.day {
+            return true;
+        }
+        let m0 = start_of_day(tz, d.first_of_month());
+        let m1 = start_of_day(tz, d.last_of_month().tomorrow().expect("date"));
+        if m0 < a || m1 > b {
+            return false;
+        }
+        d = d.tomorrow().expect("date");
+    }
+}
+
+/// Whether `t` starts a local hour.
+pub fn is_hour_start(tz: &TimeZone, t: i64) -> bool {
+    (t + offset_at(tz, t)).rem_euclid(3600) == 0
+}
+
+/// Whether the stored tiers can serve the instants `[a, b)` exactly: both ends start local
+/// hours, and every local hour inside lies in a bucket the range holds whole and a tier
+/// still keeps (the hour itself, its day, or its month).
+pub fn instants_servable(tz: &TimeZone, a: i64, b: i64, k: &Kept) -> bool {
+    if !is_hour_start(tz, a) || !is_hour_start(tz, b) {
+        return false;
+    }
+    let mut h = a;
+    while h < b {
+        let d = local_date(tz, h);
+        let (d0, d1) = (
+            start_of_day(tz, d),
+            start_of_day(tz, d.tomorrow().expect("date")),
+        );
+        let m0 = start_of_day(tz, d.first_of_month());
+        let m1 = start_of_day(tz, d.last_of_month().tomorrow().expect("date"));
+        let inside = |x: i64, y: i64| a <= x && y <= b;
+        if !(h >= k.hour || (d0 >= k.day && inside(d0, d1)) || inside(m0, m1)) {
+            return false;
+        }
+        // Every zone used here changes its offset on whole local hours.
+        h += 3600;
+    }
+    true
+}
+
+/// What a refusal must name: the tiers, and the local day each of the hourly and daily
+/// tiers is kept from.
+pub fn refusal_needles(tz: &TimeZone, k: &Kept) -> Vec<String> {
+    let mut out: Vec<String> = ["hourly", "daily", "monthly"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for t in [k.hour, k.day] {
+        if t > i64::MIN {
+            out.push(local_date(tz, t).to_string());
+        }
+    }
+    out
+}
+
+/// The dashboard reads the period, today, this week and this month, each up to the end of
+/// today (figures past the period's start; totals come from the monthly tier).
+pub fn dashboard_servable(tz: &TimeZone, now: i64, period: &str, k: &Kept) -> bool {
+    let today = local_date(tz, now);
+    let week = today - (today.weekday().to_monday_zero_offset() as i64).days();
+    let period_start = match period {
+        "today" => today,
+        "week" => week,
+        "month" => today.first_of_month(),
+        _ => today.first_of_year(),
+    };
+    let end = start_of_day(tz, today.tomorrow().expect("date"));
+    [period_start, today, week, today.first_of_month()]
+        .iter()
+        .all(|d| days_servable(tz, start_of_day(tz, *d), end, k))
+}
+
 /// Every query to check, with its expected answer.
 pub struct Expected {
     pub checks: Vec<(String, Exp)>,
@@ -868,7 +1011,23 @@ pub struct Expected {
 /// `(first, last)` of `ranges` (chatbot also with `limit=1000` for the first range), and the
 /// dashboard for every period at `now`.
 pub fn recount(events: &[Ev], now: i64, tz_name: &str, ranges: &[(Date, Date)]) -> Expected {
+    recount_kept(events, now, tz_name, ranges, &Retention::default())
+}
+
+/// As `recount`, on a server that keeps hourly and daily figures only for `retention`: a
+/// query that some part of cannot be served exactly from the tiers kept at `now` is
+/// expected refused (`Exp::Refused`); every other one must equal the recount.
+pub fn recount_kept(
+    events: &[Ev],
+    now: i64,
+    tz_name: &str,
+    ranges: &[(Date, Date)],
+    retention: &Retention,
+) -> Expected {
     let tz = TimeZone::get(tz_name).expect("zone");
+    let k = kept(&tz, now, retention);
+    let refused = || Exp::Refused(refusal_needles(&tz, &k));
+    let serve = |ok: bool, exp: &dyn Fn() -> Exp| if ok { exp() } else { refused() };
     let f = facts(events);
     let accounts: BTreeSet<&str> = events.iter().map(|e| e.acc.as_str()).collect();
     let mut filters: Vec<Option<&str>> = vec![None];
@@ -878,35 +1037,88 @@ pub fn recount(events: &[Ev], now: i64, tz_name: &str, ranges: &[(Date, Date)]) 
         let q = acc.map(|a| format!("&account_id={a}")).unwrap_or_default();
         for (i, (first, last)) in ranges.iter().enumerate() {
             for gran in Gran::ALL {
+                // Every timeline entry is one part of the query; the summary sums them.
+                let ok = match gran {
+                    // The earliest hour is the first one.
+                    Gran::Hour => hour_servable(start_of_day(&tz, *first), &k),
+                    _ => {
+                        let (bk, hi) = buckets(&tz, *first, *last, gran);
+                        bk.iter().enumerate().all(|(j, (_, s))| {
+                            let e = bk.get(j + 1).map_or(hi, |b| b.1);
+                            days_servable(&tz, *s, e, &k)
+                        })
+                    }
+                };
                 checks.push((
                     format!(
                         "/api/analytics/messages?start_date={first}&end_date={last}&granularity={}{q}",
                         gran.name()
                     ),
-                    messages_expect(&f, &tz, *first, *last, gran, *acc),
+                    serve(ok, &|| messages_expect(&f, &tz, *first, *last, gran, *acc)),
                 ));
             }
             let (lo, hi) = (
                 start_of_day(&tz, *first),
                 start_of_day(&tz, last.tomorrow().expect("date")),
             );
+            let ok = days_servable(&tz, lo, hi, &k);
             checks.push((
                 format!("/api/analytics/chatbot?start_date={first}&end_date={last}{q}"),
-                chatbot_expect(&f, lo, hi, *acc, 10),
+                serve(ok, &|| chatbot_expect(&f, lo, hi, *acc, 10)),
             ));
             if i == 0 {
                 checks.push((
                     format!(
                         "/api/analytics/chatbot?start_date={first}&end_date={last}&limit=1000{q}"
                     ),
-                    chatbot_expect(&f, lo, hi, *acc, 1000),
+                    serve(ok, &|| chatbot_expect(&f, lo, hi, *acc, 1000)),
                 ));
             }
         }
         for period in ["today", "week", "month", "year"] {
             checks.push((
                 format!("/api/analytics/dashboard?period={period}{q}"),
-                dashboard_expect(&f, &tz, now, period, *acc),
+                serve(dashboard_servable(&tz, now, period, &k), &|| {
+                    dashboard_expect(&f, &tz, now, period, *acc)
+                }),
+            ));
+        }
+    }
+    Expected { checks }
+}
+
+/// The chatbot figures over ranges of RFC 3339 instants `[start, end)`, over all accounts
+/// and each account that occurs in `events`, on a server that keeps `retention`.
+pub fn recount_spans(
+    events: &[Ev],
+    now: i64,
+    tz_name: &str,
+    spans: &[(i64, i64)],
+    retention: &Retention,
+) -> Expected {
+    let tz = TimeZone::get(tz_name).expect("zone");
+    let k = kept(&tz, now, retention);
+    let f = facts(events);
+    let accounts: BTreeSet<&str> = events.iter().map(|e| e.acc.as_str()).collect();
+    let mut filters: Vec<Option<&str>> = vec![None];
+    filters.extend(accounts.iter().map(|a| Some(*a)));
+    let instant = |t: i64| Timestamp::from_second(t).expect("ts").to_string();
+    let mut checks = Vec::new();
+    for acc in &filters {
+        let q = acc.map(|a| format!("&account_id={a}")).unwrap_or_default();
+        for (lo, hi) in spans {
+            let exp = if instants_servable(&tz, *lo, *hi, &k) {
+                chatbot_expect(&f, *lo, *hi, *acc, 10)
+            } else {
+                Exp::Refused(refusal_needles(&tz, &k))
+            };
+            checks.push((
+                format!(
+                    "/api/analytics/chatbot?start_date={}&end_date={}{q}",
+                    instant(*lo),
+                    instant(*hi)
+                ),
+                exp,
             ));
         }
     }
@@ -974,6 +1186,7 @@ pub fn compare(at: &str, got: &Value, exp: &Exp, errs: &mut Vec<String>) {
                 bad(format!("got {got}, expected {m:?}"));
             }
         }
+        Exp::Refused(_) => bad(format!("got {got}, expected a refusal")),
         Exp::TopK(m, limit) => {
             let g: Option<Vec<(String, i64)>> = got.as_array().and_then(|a| {
                 a.iter()
@@ -1009,6 +1222,19 @@ pub async fn check_all(server: &TestServer, key: &str, expected: &Expected) -> V
     let mut errs = Vec::new();
     for (path, exp) in &expected.checks {
         let (status, body) = server.get(key, path).await;
+        if let Exp::Refused(needles) = exp {
+            let msg = body["message"].as_str().unwrap_or_default();
+            if status != StatusCode::BAD_REQUEST || body["status"] != "error" {
+                errs.push(format!(
+                    "{path}: status {status}, expected a 400 refusal (past a kept tier): {body}"
+                ));
+            } else if let Some(n) = needles.iter().find(|n| !msg.contains(n.as_str())) {
+                errs.push(format!(
+                    "{path}: the refusal does not name `{n}` (what can be served): {msg}"
+                ));
+            }
+            continue;
+        }
         if status != StatusCode::OK {
             errs.push(format!("{path}: status {status}: {body}"));
             continue;
