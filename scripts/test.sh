@@ -47,4 +47,7 @@ WHATSTAT_TEST_BACKEND=postgres \
 WHATSTAT_TEST_POSTGRES_URL="postgres://postgres@${PG_HOST}:${PG_PORT}/postgres" \
     cargo test --tests
 
+step "benchmark smoke run (quick mode, no thresholds)"
+cargo run --release --bin whatstat-bench -- --quick
+
 step "all checks passed"

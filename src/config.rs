@@ -18,7 +18,8 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./whatstat-data/whatstat.db";
 /// Where the data lives, and how it is kept. Shared by every command that opens a store.
 #[derive(Debug, Clone, Default, Args)]
 pub struct StoreArgs {
-    /// Database URL: sqlite://PATH (the file and its folder are created on first start).
+    /// Database URL: sqlite://PATH (the file and its folder are created on first start),
+    /// or postgres://USER@HOST:PORT/DB (schema migrated at start; several instances may share it).
     /// [default: sqlite://./whatstat-data/whatstat.db]
     #[arg(long, env = "WHATSTAT_DATABASE_URL")]
     pub database_url: Option<String>,
