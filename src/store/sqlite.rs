@@ -119,7 +119,7 @@ impl SqliteStore {
                 StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let mut conn = connect(path)?;
+        let mut conn = connect(path, WRITER_CACHE_KIB)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
         thread::Builder::new()
@@ -160,7 +160,7 @@ impl SqliteStore {
             let pooled = pool.lock().map_err(|_| StoreError::Closed)?.pop();
             let conn = match pooled {
                 Some(c) => c,
-                None => connect(&path)?,
+                None => connect(&path, READER_CACHE_KIB)?,
             };
             let result = f(&conn);
             if let Ok(mut p) = pool.lock() {
@@ -173,12 +173,19 @@ impl SqliteStore {
     }
 }
 
-fn connect(path: &str) -> StoreResult<Connection> {
+/// Page cache of the writer, in KiB: the entity states it looks up for every event are
+/// far larger than SQLite's 2 MiB default once a store holds millions of events.
+const WRITER_CACHE_KIB: i64 = 128 * 1024;
+/// Readers only read rollups, a few pages per query.
+const READER_CACHE_KIB: i64 = 8 * 1024;
+
+fn connect(path: &str, cache_kib: i64) -> StoreResult<Connection> {
     let conn = Connection::open(path)?;
     // FULL makes every commit reach the disk before it is acknowledged, power loss included.
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;",
-    )?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;
+         PRAGMA cache_size=-{cache_kib}; PRAGMA temp_store=MEMORY;"
+    ))?;
     Ok(conn)
 }
 
