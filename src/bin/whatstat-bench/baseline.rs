@@ -427,7 +427,9 @@ pub fn duckdb(dir: &Path, range: (i64, i64, i64), samples: usize) -> Result<Late
             return Err("the duckdb Python package is not installable here".into());
         }
     }
-    let mut script = String::from("import duckdb, time, json\ncon = duckdb.connect()\n");
+    let mut script = String::from(
+        "import duckdb, time, json\ncon = duckdb.connect()\ncon.execute(\"SET enable_progress_bar = false\")\n",
+    );
     for (table, cols) in TABLES {
         script.push_str(&format!(
             "con.execute(\"CREATE TABLE {table} ({cols})\")\ncon.execute(\"COPY {table} FROM '{}' (FORMAT csv)\")\n",
@@ -456,8 +458,11 @@ pub fn duckdb(dir: &Path, range: (i64, i64, i64), samples: usize) -> Result<Late
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    // The answer is the last line; anything DuckDB printed before it is not ours.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
     let parsed: HashMap<String, Vec<f64>> =
-        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        serde_json::from_str(last).map_err(|e| e.to_string())?;
     Ok(["messages", "chatbot", "dashboard"]
         .iter()
         .map(|e| {

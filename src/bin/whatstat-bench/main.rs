@@ -591,6 +591,23 @@ async fn bench_backend(
             }
         }
         eprintln!("   stage {stored} events measured");
+        for (i, (name, _)) in ENDPOINTS.iter().enumerate() {
+            let base: Vec<String> = baselines
+                .iter()
+                .map(|(b, rows): &(String, baseline::Latencies)| {
+                    format!("{b} {:.2}/{:.2}", rows[i].1, rows[i].2)
+                })
+                .collect();
+            eprintln!(
+                "   {name}: idle {:.2}/{:.2} ms, under ingest {:.2}/{:.2} ms; {}",
+                idle[i].0,
+                idle[i].1,
+                loaded[i].0,
+                loaded[i].1,
+                base.join(", ")
+            );
+        }
+        eprintln!("   peak RSS so far {:.0} MB", server.peak_rss_mb());
         stages.push(Stage {
             events: stored,
             idle,
