@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use rand::RngCore;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::store::{Store, StoreError, WriteJob};
@@ -278,7 +278,7 @@ impl Engine {
         let mut events = Vec::with_capacity(values.len());
         let mut report = IngestReport::default();
         for (index, value) in values.into_iter().enumerate() {
-            match value.and_then(|v| event::parse_event(&v, &admission)) {
+            match value.and_then(|v| event::parse_event(v, &admission)) {
                 Ok(Parsed::Event(e)) => events.push((index, e)),
                 Ok(Parsed::Ignored(reason)) => report.ignored.push(Ignored { index, reason }),
                 Err(message) => errors.push(EventError { index, message }),
@@ -318,18 +318,25 @@ impl Engine {
     }
 }
 
-/// Splits a body into one JSON value (or a per-event parse error) per event.
-fn split_body(body: EventsBody<'_>) -> Result<Vec<Result<Value, String>>, EngineError> {
+/// Splits a body into one unparsed JSON value (or a per-event parse error) per event,
+/// borrowed from the body.
+fn split_body(body: EventsBody<'_>) -> Result<Vec<Result<&RawValue, String>>, EngineError> {
     match body {
         EventsBody::Json(bytes) => {
-            let value: Value = serde_json::from_slice(bytes)
+            let whole: &RawValue = serde_json::from_slice(bytes)
                 .map_err(|e| EngineError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-            match value {
-                Value::Array(items) => Ok(items.into_iter().map(Ok).collect()),
-                obj @ Value::Object(_) => Ok(vec![Ok(obj)]),
-                _ => Err(EngineError::BadRequest(
+            let text = whole.get().trim_start();
+            if text.starts_with('[') {
+                let items: Vec<&RawValue> = serde_json::from_str(whole.get()).map_err(|e| {
+                    EngineError::BadRequest(format!("the body is not valid JSON: {e}"))
+                })?;
+                Ok(items.into_iter().map(Ok).collect())
+            } else if text.starts_with('{') {
+                Ok(vec![Ok(whole)])
+            } else {
+                Err(EngineError::BadRequest(
                     "the body must be a JSON array of events (or NDJSON with Content-Type: application/x-ndjson)".into(),
-                )),
+                ))
             }
         }
         EventsBody::Ndjson(bytes) => Ok(bytes
@@ -337,7 +344,7 @@ fn split_body(body: EventsBody<'_>) -> Result<Vec<Result<Value, String>>, Engine
             .enumerate()
             .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
             .map(|(n, line)| {
-                serde_json::from_slice::<Value>(line)
+                serde_json::from_slice::<&RawValue>(line)
                     .map_err(|e| format!("line {} is not valid JSON: {e}", n + 1))
             })
             .collect()),
