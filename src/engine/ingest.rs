@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use jiff::Timestamp;
 
 use super::event::{
@@ -105,6 +107,39 @@ enum Effect {
     Duplicate,
 }
 
+/// A count recorded when an event is first seen, not derived from a state (keyword hits,
+/// AI calls).
+struct Direct {
+    account: String,
+    series: &'static str,
+    dim: String,
+    at: i64,
+    value: i64,
+}
+
+/// Accounts and dimensions of one batch as small numbers, so that summing allocates nothing.
+#[derive(Default)]
+struct Names {
+    ids: FxHashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Names {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.ids.insert(name.to_string(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", String::as_str)
+    }
+}
+
 impl Batch<'_> {
     pub fn apply(
         &self,
@@ -112,8 +147,8 @@ impl Batch<'_> {
         events: Vec<(usize, Event)>,
         mut report: IngestReport,
     ) -> Result<Changes, String> {
-        let mut slots: HashMap<EntityKey, Slot> = HashMap::new();
-        let mut direct: Vec<(String, Contribution)> = Vec::new();
+        let mut slots: FxHashMap<EntityKey, Slot> = FxHashMap::default();
+        let mut direct: Vec<Direct> = Vec::new();
         let mut accounts: Vec<String> = Vec::new();
         for (_, event) in events {
             accounts.push(event.account_id.clone());
@@ -125,14 +160,16 @@ impl Batch<'_> {
         accounts.sort();
         accounts.dedup();
 
-        let mut deltas: HashMap<(String, &'static str, String, i64), i64> = HashMap::new();
+        // Deltas are summed per local hour first, with accounts and dimensions as small
+        // numbers: events of the same hour collapse before any tier is computed.
+        let mut names = Names::default();
+        let mut hourly: FxHashMap<(u32, &'static str, u32, i64), i64> = FxHashMap::default();
         let mut entities = Vec::new();
-        let mut scratch = Vec::new();
-        for (key, slot) in slots {
+        for (key, slot) in &slots {
             if slot.before == slot.now {
                 continue;
             }
-            scratch.clear();
+            let mut scratch = Vec::new();
             if let Some(b) = &slot.before {
                 b.contribute(&mut scratch);
                 for c in scratch.iter_mut() {
@@ -147,35 +184,48 @@ impl Batch<'_> {
                     key: key.clone(),
                 });
             }
-            for c in scratch.drain(..) {
-                *deltas
-                    .entry((key.account.clone(), c.series, c.dim, c.at))
+            let account = names.id(&key.account);
+            for c in scratch {
+                let hour = self.calendar.hour_start(c.at);
+                *hourly
+                    .entry((account, c.series, names.id(c.dim), hour))
                     .or_default() += c.value;
             }
         }
-        for (account, c) in direct {
-            *deltas.entry((account, c.series, c.dim, c.at)).or_default() += c.value;
+        for d in &direct {
+            let hour = self.calendar.hour_start(d.at);
+            *hourly
+                .entry((names.id(&d.account), d.series, names.id(&d.dim), hour))
+                .or_default() += d.value;
         }
 
-        // Every instant lands in its hour, day and month at once, so each tier is
-        // complete on its own and late events reach every tier that still holds them.
-        let mut tiered: HashMap<(String, u8, i64, &'static str, String), i64> = HashMap::new();
-        for ((account, series, dim, at), value) in deltas {
+        // Every hour lands in its hour, day and month at once, so each tier is complete
+        // on its own and late events reach every tier that still holds them. Tier bounds
+        // fall on bucket starts, so comparing the hour's start decides for all of it.
+        let all = names.id(ALL_ACCOUNTS);
+        let mut buckets_of: FxHashMap<i64, [super::time::Bucket; 3]> = FxHashMap::default();
+        let mut tiered: FxHashMap<(u32, u8, i64, &'static str, u32), i64> = FxHashMap::default();
+        for ((account, series, dim, hour), value) in hourly {
             if value == 0 {
                 continue;
             }
-            let ts = Timestamp::from_second(at).map_err(|e| e.to_string())?;
-            for (i, bucket) in self.calendar.buckets(ts).into_iter().enumerate() {
-                if at < self.tier_cutoffs[i] {
+            let buckets = match buckets_of.get(&hour) {
+                Some(b) => *b,
+                None => {
+                    let b = self
+                        .calendar
+                        .buckets(Timestamp::from_second(hour).map_err(|e| e.to_string())?);
+                    buckets_of.insert(hour, b);
+                    b
+                }
+            };
+            for (i, bucket) in buckets.into_iter().enumerate() {
+                if hour < self.tier_cutoffs[i] {
                     continue;
                 }
                 let (tier, key) = (bucket.tier.code(), bucket.key);
-                *tiered
-                    .entry((ALL_ACCOUNTS.to_string(), tier, key, series, dim.clone()))
-                    .or_default() += value;
-                *tiered
-                    .entry((account.clone(), tier, key, series, dim.clone()))
-                    .or_default() += value;
+                *tiered.entry((all, tier, key, series, dim)).or_default() += value;
+                *tiered.entry((account, tier, key, series, dim)).or_default() += value;
             }
         }
         let counters = tiered
@@ -183,11 +233,11 @@ impl Batch<'_> {
             .filter(|(_, v)| *v != 0)
             .map(
                 |((account, tier, bucket, series, dim), delta)| CounterDelta {
-                    account,
+                    account: names.name(account).to_string(),
                     tier,
                     bucket,
                     series,
-                    dim,
+                    dim: names.name(dim).to_string(),
                     delta,
                 },
             )
@@ -202,7 +252,7 @@ impl Batch<'_> {
 }
 
 fn slot<'s>(
-    slots: &'s mut HashMap<EntityKey, Slot>,
+    slots: &'s mut FxHashMap<EntityKey, Slot>,
     stored: &HashMap<EntityKey, Vec<u8>>,
     key: EntityKey,
 ) -> Result<&'s mut Slot, String> {
@@ -233,9 +283,9 @@ fn status_bit(s: DeliveryStatus) -> u8 {
 }
 
 fn apply_event(
-    slots: &mut HashMap<EntityKey, Slot>,
+    slots: &mut FxHashMap<EntityKey, Slot>,
     stored: &HashMap<EntityKey, Vec<u8>>,
-    direct: &mut Vec<(String, Contribution)>,
+    direct: &mut Vec<Direct>,
     e: &Event,
 ) -> Result<Effect, String> {
     let at = e.at;
@@ -425,15 +475,13 @@ fn apply_event(
         }
         EventBody::Keyword { keyword, id } => {
             if first_sighting(slots, stored, e, id.is_some(), Kind::Keyword)? {
-                direct.push((
-                    account.clone(),
-                    Contribution {
-                        series: series::KEYWORD,
-                        dim: keyword.clone(),
-                        at,
-                        value: 1,
-                    },
-                ));
+                direct.push(Direct {
+                    account: account.clone(),
+                    series: series::KEYWORD,
+                    dim: keyword.clone(),
+                    at,
+                    value: 1,
+                });
                 Effect::New
             } else {
                 Effect::Duplicate
@@ -448,15 +496,13 @@ fn apply_event(
             if first_sighting(slots, stored, e, id.is_some(), Kind::AiRequest)? {
                 let tokens = i64::try_from(*tokens).map_err(|e| e.to_string())?;
                 let mut add = |series, dim: &str, value| {
-                    direct.push((
-                        account.clone(),
-                        Contribution {
-                            series,
-                            dim: dim.to_string(),
-                            at,
-                            value,
-                        },
-                    ));
+                    direct.push(Direct {
+                        account: account.clone(),
+                        series,
+                        dim: dim.to_string(),
+                        at,
+                        value,
+                    });
                 };
                 add(series::AI_REQUESTS, "", 1);
                 add(series::AI_TOKENS, "", tokens);
@@ -475,7 +521,7 @@ fn apply_event(
 
 /// For events counted directly: true unless an event with the same id was seen before.
 fn first_sighting(
-    slots: &mut HashMap<EntityKey, Slot>,
+    slots: &mut FxHashMap<EntityKey, Slot>,
     stored: &HashMap<EntityKey, Vec<u8>>,
     e: &Event,
     has_id: bool,

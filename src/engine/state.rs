@@ -48,18 +48,25 @@ pub mod series {
 
 /// One unit of what a state adds to the rollups: `value` of `series`/`dim` at `at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Contribution {
+pub struct Contribution<'a> {
     pub series: &'static str,
-    pub dim: String,
+    /// Borrowed from the state: contributions are summed right away, never kept.
+    pub dim: &'a str,
     pub at: i64,
     pub value: i64,
 }
 
-fn push(out: &mut Vec<Contribution>, series: &'static str, dim: &str, at: i64, value: i64) {
+fn push<'a>(
+    out: &mut Vec<Contribution<'a>>,
+    series: &'static str,
+    dim: &'a str,
+    at: i64,
+    value: i64,
+) {
     if value != 0 {
         out.push(Contribution {
             series,
-            dim: dim.to_string(),
+            dim,
             at,
             value,
         });
@@ -90,7 +97,7 @@ impl MessageState {
         self.inbound.is_none()
     }
 
-    pub fn contribute(&self, out: &mut Vec<Contribution>) {
+    pub fn contribute<'a>(&'a self, out: &mut Vec<Contribution<'a>>) {
         let at = self.at;
         let message_type = if self.is_placeholder() {
             "unknown"
@@ -155,7 +162,7 @@ impl ConversationState {
         }
     }
 
-    pub fn contribute(&self, out: &mut Vec<Contribution>) {
+    pub fn contribute<'a>(&'a self, out: &mut Vec<Contribution<'a>>) {
         // Nothing counts until the start is known; then everything counts at the start.
         let Some(start) = self.started else { return };
         push(out, series::CONVERSATIONS, "", start, 1);
@@ -190,7 +197,7 @@ pub struct FlowRunState {
 }
 
 impl FlowRunState {
-    pub fn contribute(&self, out: &mut Vec<Contribution>) {
+    pub fn contribute<'a>(&'a self, out: &mut Vec<Contribution<'a>>) {
         let Some(start) = self.started else { return };
         push(out, series::FLOW_STARTED, &self.flow_name, start, 1);
         push(
@@ -210,7 +217,7 @@ pub struct ContactState {
 }
 
 impl ContactState {
-    pub fn contribute(&self, out: &mut Vec<Contribution>) {
+    pub fn contribute<'a>(&'a self, out: &mut Vec<Contribution<'a>>) {
         push(out, series::CONTACTS, "", self.at, 1);
     }
 }
@@ -236,7 +243,7 @@ impl CampaignState {
             .max()
     }
 
-    pub fn contribute(&self, out: &mut Vec<Contribution>) {
+    pub fn contribute<'a>(&'a self, out: &mut Vec<Contribution<'a>>) {
         if let Some(first) = self.first_seen() {
             push(out, series::CAMPAIGNS, "", first, 1);
         }
@@ -280,7 +287,7 @@ pub enum Kind {
 }
 
 impl Entity {
-    pub fn contribute(&self, out: &mut Vec<Contribution>) {
+    pub fn contribute<'a>(&'a self, out: &mut Vec<Contribution<'a>>) {
         match self {
             Entity::Message(s) => s.contribute(out),
             Entity::Conversation(s) => s.contribute(out),
@@ -339,7 +346,7 @@ mod tests {
         let mut out = Vec::new();
         e.contribute(&mut out);
         out.into_iter()
-            .map(|c| (c.series, c.dim, c.value))
+            .map(|c| (c.series, c.dim.to_string(), c.value))
             .collect()
     }
 

@@ -80,6 +80,13 @@ impl Calendar {
         ts.to_zoned(self.tz.clone())
     }
 
+    /// The Unix second at which the local hour holding `at` starts.
+    pub fn hour_start(&self, at: i64) -> i64 {
+        let offset =
+            Timestamp::from_second(at).map_or(0, |t| i64::from(self.tz.to_offset(t).seconds()));
+        at - (at + offset).rem_euclid(3600)
+    }
+
     /// The three buckets (hour, day, month) an instant falls in.
     pub fn buckets(&self, at: Timestamp) -> [Bucket; 3] {
         let offset = i64::from(self.tz.to_offset(at).seconds());
