@@ -4,104 +4,15 @@
 mod common;
 mod helpers;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
+use common::process::{Served, call, serve_binary};
 use helpers::*;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const MASTER: &str = "binary-test-master-key";
 
-/// A running `whatstat serve`, killed on drop.
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Starts the binary on port 0 and reads the bound address from its log line.
 fn serve(database_url: &str) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_whatstat"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            database_url,
-            "--master-key",
-            MASTER,
-        ])
-        .env("NO_COLOR", "1")
-        .env("WHATSTAT_LOG", "info")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the whatstat binary");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let line = strip_ansi(&line);
-            eprintln!("whatstat: {line}");
-            if !sent && line.contains("whatstat listening") {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-                    .map(str::to_string);
-                let _ = tx.send(addr);
-                sent = true;
-            }
-            // Keep draining so the child never blocks on a full pipe.
-        }
-    });
-    let mut served = Served {
-        child,
-        base: String::new(),
-    };
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the binary logs `whatstat listening` within 60 s")
-        .expect("the listening line names addr=");
-    served.base = format!("http://{addr}");
-    served
-}
-
-async fn call(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let resp = req.send().await.expect("request");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    serve_binary("whatstat", database_url, MASTER, &[], &[], None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

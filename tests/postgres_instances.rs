@@ -11,11 +11,9 @@ mod common;
 mod helpers;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::backend::{Backend, TestDatabase};
+use common::process::{Served, call, serve_binary};
 use helpers::*;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -25,81 +23,16 @@ use serde_json::{Value, json};
 
 const MASTER: &str = "instances-test-master-key";
 
-/// A running `whatstat serve`, killed on drop.
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on a free port; returns once it logs where it listens.
+/// Starts the binary on a free port, compacting every second so that instances contend
+/// for the compaction lock.
 fn serve(name: &'static str, database_url: &str, workdir: &std::path::Path) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_whatstat"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            database_url,
-            "--master-key",
-            MASTER,
-            // Background compaction in both, so that they contend for its lock.
-            "--compact-interval-secs",
-            "1",
-        ])
-        .current_dir(workdir)
-        .env("NO_COLOR", "1")
-        .env("WHATSTAT_LOG", "info")
-        .env("WHATSTAT_SECRET_KEY", "instances-test-secret")
-        .env_remove("RUST_LOG")
-        .env_remove("WHATSTAT_DATABASE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the whatstat binary");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let line: String = line.chars().filter(|c| *c != '\u{1b}').collect();
-            eprintln!("{name}: {line}");
-            if !sent && line.contains("whatstat listening") {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-                    .map(|a| a.trim_end_matches("[0m").to_string());
-                let _ = tx.send(addr);
-                sent = true;
-            }
-        }
-    });
-    let mut served = Served {
-        child,
-        base: String::new(),
-    };
-    let addr = rx
-        .recv_timeout(Duration::from_secs(90))
-        .unwrap_or_else(|_| panic!("{name} logs `whatstat listening` within 90 s"))
-        .expect("the listening line names addr=");
-    served.base = format!("http://{addr}");
-    served
-}
-
-async fn call(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let resp = req.send().await.expect("request");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    serve_binary(
+        name,
+        database_url,
+        MASTER,
+        &["--compact-interval-secs", "1"],
+        &[("WHATSTAT_SECRET_KEY", "instances-test-secret")],
+        Some(workdir),
     )
 }
 
