@@ -42,11 +42,14 @@ pub fn cover(
 ) -> Result<Vec<Bucket>, Unservable> {
     let mut out = Vec::new();
     let mut t = start;
+    // After a whole day or month, `t` is a local midnight: no need to work it out again.
+    let mut at_midnight = false;
     while t < end {
         let refuse = Unservable { at: t };
         let ts = Timestamp::from_second(t).map_err(|_| refuse.clone())?;
         let date = cal.zoned(ts).date();
-        let day_start = cal.is_day_start(ts);
+        let day_start = at_midnight || cal.is_day_start(ts);
+        at_midnight = false;
         if day_start
             && date.day() == 1
             && let Some(next) = cal
@@ -59,6 +62,7 @@ pub fn cover(
                 key: month_key(date),
             });
             t = next;
+            at_midnight = true;
             continue;
         }
         if day_start
@@ -73,6 +77,7 @@ pub fn cover(
                 key: day_key(date),
             });
             t = next;
+            at_midnight = true;
             continue;
         }
         if t >= bounds.hour && t + 3600 <= end && cal.is_hour_start(ts) {
