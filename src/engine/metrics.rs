@@ -612,19 +612,20 @@ impl Engine {
             (week_start, end),
             (month_start, end),
         ];
-        let t = self.totals(org, account, &parts, wanted).await?;
-        let (in_period, in_today, in_week, in_month) = (&t[0], &t[1], &t[2], &t[3]);
-        let all_time = self
-            .all_time(
+        // The period sums and the all-time sums are independent reads: run them together.
+        let (t, all_time) = tokio::try_join!(
+            self.totals(org, account, &parts, wanted),
+            self.all_time(
                 org,
                 account,
                 &[
                     series::CONTACTS,
                     series::CAMPAIGNS,
-                    series::CAMPAIGNS_RUNNING,
+                    series::CAMPAIGNS_RUNNING
                 ],
             )
-            .await?;
+        )?;
+        let (in_period, in_today, in_week, in_month) = (&t[0], &t[1], &t[2], &t[3]);
         let contacts_total = all_time.get(series::CONTACTS);
         let added = in_period.get(series::CONTACTS);
         let existed = contacts_total - added;
