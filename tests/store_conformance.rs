@@ -219,8 +219,11 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
             .await
             .expect("second instance");
         assert!(other.compaction_lock().await.expect("lock").is_none());
+        // The winner stays the compactor while it runs; when it stops, its session
+        // ends and another instance takes over (once the server has noticed).
+        assert!(store.compaction_lock().await.expect("lock").is_some());
         drop(first);
-        // Releasing is the server noticing the closed session: allow it a moment.
+        drop(store);
         let mut released = None;
         for _ in 0..100 {
             released = other.compaction_lock().await.expect("lock");

@@ -188,8 +188,9 @@ pub trait Store: Send + Sync + 'static {
     async fn progress(&self, name: &str) -> StoreResult<Option<i64>>;
     /// Row counts per tier for one organization (all when `None`), and stored states.
     async fn tier_rows(&self, org: Option<&str>) -> StoreResult<TierRows>;
-    /// The right to compact, held until the returned guard is dropped; `None` when another
-    /// instance is compacting now. One process needs no lock (SQLite's writer serializes).
+    /// The right to compact, for as long as the returned guard lives; `None` when another
+    /// instance is the compactor. One process needs no lock (SQLite's writer serializes);
+    /// on PostgreSQL the instance that wins keeps the right until it stops.
     async fn compaction_lock(&self) -> StoreResult<Option<Box<dyn Any + Send>>> {
         Ok(Some(Box::new(())))
     }

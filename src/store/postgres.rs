@@ -133,6 +133,8 @@ CREATE INDEX unrouted_phones_payload ON unrouted_phones (payload);
 pub struct PostgresStore {
     pool: Pool,
     jobs: mpsc::Sender<Pending>,
+    /// The session holding the compaction lock, once this instance has won it.
+    compactor: tokio::sync::Mutex<Option<Object>>,
 }
 
 /// Why one attempt at a job failed: worth another try, or final.
@@ -220,7 +222,11 @@ impl PostgresStore {
         for _ in 0..WRITERS {
             tokio::spawn(group_writer(pool.clone(), queue.clone()));
         }
-        let store = PostgresStore { pool, jobs };
+        let store = PostgresStore {
+            pool,
+            jobs,
+            compactor: tokio::sync::Mutex::new(None),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -608,18 +614,6 @@ async fn write_org(
     Ok(())
 }
 
-/// Holds the compaction lock: a session-level advisory lock on a connection taken out of
-/// the pool. Dropping it closes that connection, which releases the lock.
-struct CompactionLock(Option<Object>);
-
-impl Drop for CompactionLock {
-    fn drop(&mut self) {
-        if let Some(client) = self.0.take() {
-            drop(Object::take(client));
-        }
-    }
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn create_org(&self, org: &OrgRecord, key_hash: &str) -> StoreResult<()> {
@@ -818,6 +812,10 @@ impl Store for PostgresStore {
     }
 
     async fn compaction_lock(&self) -> StoreResult<Option<Box<dyn Any + Send>>> {
+        let mut held = self.compactor.lock().await;
+        if held.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(Some(Box::new(())));
+        }
         let client = self.client().await?;
         let locked: bool = client
             .query_one(
@@ -827,7 +825,13 @@ impl Store for PostgresStore {
             .await
             .map_err(backend)?
             .get(0);
-        Ok(locked.then(|| Box::new(CompactionLock(Some(client))) as Box<dyn Any + Send>))
+        if !locked {
+            return Ok(None);
+        }
+        // The winner keeps the session, and with it the lock, for as long as it runs:
+        // it stays the compactor, and another instance takes over when it stops.
+        *held = Some(client);
+        Ok(Some(Box::new(())))
     }
 
     async fn org_by_id(&self, id: &str) -> StoreResult<Option<OrgRecord>> {
