@@ -29,9 +29,7 @@ pub enum DeliveryStatus {
     Failed,
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CampaignStatus {
     Created,
     Scheduled,

@@ -144,7 +144,7 @@ impl Batch<'_> {
     pub fn apply(
         &self,
         stored: &HashMap<EntityKey, Vec<u8>>,
-        events: Vec<(usize, Event)>,
+        events: &[(usize, Event)],
         mut report: IngestReport,
     ) -> Result<Changes, String> {
         let mut slots: FxHashMap<EntityKey, Slot> = FxHashMap::default();
@@ -152,7 +152,7 @@ impl Batch<'_> {
         let mut accounts: Vec<String> = Vec::new();
         for (_, event) in events {
             accounts.push(event.account_id.clone());
-            match apply_event(&mut slots, stored, &mut direct, &event)? {
+            match apply_event(&mut slots, stored, &mut direct, event)? {
                 Effect::New => report.accepted += 1,
                 Effect::Duplicate => report.duplicates += 1,
             }
@@ -395,7 +395,7 @@ fn apply_event(
             let s = slot(slots, stored, key(Kind::Campaign, account, id))?;
             if !matches!(s.now, Some(Entity::Campaign(_))) {
                 s.now = Some(Entity::Campaign(CampaignState {
-                    reported: [None; 6],
+                    reported: [None; CampaignStatus::ALL.len()],
                 }));
             }
             let Some(Entity::Campaign(c)) = &mut s.now else {
@@ -545,6 +545,5 @@ fn first_sighting(
     Ok(true)
 }
 
-// Keep the status enums' discriminants small: they index dedup bit sets.
-const _: () =
-    assert!((CampaignStatus::Failed as u8) < 8 && (ConversationStatus::Abandoned as u8) < 8);
+// Conversation statuses index a dedup bit set of one byte.
+const _: () = assert!((ConversationStatus::Abandoned as u8) < 8);

@@ -298,8 +298,8 @@ impl Engine {
                 state_window_secs,
                 tier_cutoffs,
             }
-            // Cloned: a backend may run the transition again after losing a deadlock.
-            .apply(stored, events.clone(), report.clone())
+            // Borrowed, not consumed: a backend may run the transition again after a deadlock.
+            .apply(stored, &events, report.clone())
         });
         let out = self
             .store

@@ -226,7 +226,7 @@ impl ContactState {
 pub struct CampaignState {
     /// The earliest time each status was reported (indexed by `CampaignStatus`): a
     /// repeat of a status is the same status, so only an earlier time can move it.
-    pub reported: [Option<i64>; 6],
+    pub reported: [Option<i64>; CampaignStatus::ALL.len()],
 }
 
 impl CampaignState {
