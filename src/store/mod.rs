@@ -5,7 +5,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 
@@ -132,6 +132,52 @@ pub struct WriteJob {
     /// A named position (e.g. how far an import has read) stored in the same
     /// transaction, so that resuming never skips or repeats a committed batch.
     pub progress: Option<(String, i64)>,
+}
+
+/// What one commit writes for one organization, merged over the jobs of its group: the
+/// last state of each entity and the sum of each counter's deltas, in one sorted order
+/// (so that writes walk the indexes in order and concurrent writers lock in one order).
+#[derive(Default)]
+pub(crate) struct OrgWrites {
+    pub entities: BTreeMap<EntityKey, EntityWrite>,
+    /// Keyed by account, tier, bucket, series and dimension.
+    pub counters: BTreeMap<(String, u8, i64, &'static str, String), i64>,
+    pub accounts: BTreeSet<String>,
+    pub progress: BTreeMap<String, i64>,
+}
+
+impl OrgWrites {
+    /// Adds one job's changes; hands back the job's report.
+    pub fn absorb(
+        &mut self,
+        changes: Changes,
+        progress: Option<&(String, i64)>,
+    ) -> Box<dyn Any + Send> {
+        for e in changes.entities {
+            self.entities.insert(e.key.clone(), e);
+        }
+        for c in changes.counters {
+            *self
+                .counters
+                .entry((c.account, c.tier, c.bucket, c.series, c.dim))
+                .or_insert(0) += c.delta;
+        }
+        self.accounts.extend(changes.accounts);
+        if let Some((name, position)) = progress {
+            self.progress.insert(name.clone(), *position);
+        }
+        changes.report
+    }
+
+    /// The counters that change, without those whose deltas cancelled out.
+    pub fn changed_counters(
+        &self,
+    ) -> impl Iterator<Item = (&(String, u8, i64, &'static str, String), i64)> {
+        self.counters
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| (k, *v))
+    }
 }
 
 /// Rows kept per tier, for reporting and for checking that storage stays bounded.

@@ -28,7 +28,7 @@ use tokio_postgres::error::SqlState;
 mod accounts;
 
 use super::{
-    AccountRecord, CounterQuery, CounterRow, EntityKey, EntityWrite, OrgRecord, Store, StoreError,
+    AccountRecord, CounterQuery, CounterRow, EntityKey, OrgRecord, OrgWrites, Store, StoreError,
     StoreResult, TierRows, UnroutedPayload, WriteJob,
 };
 
@@ -315,15 +315,6 @@ struct Pending {
     reply: oneshot::Sender<StoreResult<Box<dyn Any + Send>>>,
 }
 
-/// What one group writes for one organization, merged over the group's jobs.
-#[derive(Default)]
-struct OrgWrites {
-    entities: BTreeMap<EntityKey, EntityWrite>,
-    counters: BTreeMap<(u8, i64, String, &'static str, String), i64>,
-    accounts: BTreeSet<String>,
-    progress: BTreeMap<String, i64>,
-}
-
 /// Takes whatever jobs are queued (up to a limit) and commits them together.
 async fn group_writer(pool: Pool, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
     loop {
@@ -422,21 +413,11 @@ async fn write_group(
             .collect();
         match (p.job.transition)(&view) {
             Ok(changes) => {
-                let w = writes.entry(p.job.org.clone()).or_default();
-                for e in changes.entities {
+                for e in &changes.entities {
                     org_states.insert(e.key.clone(), e.state.clone());
-                    w.entities.insert(e.key.clone(), e);
                 }
-                for c in changes.counters {
-                    *w.counters
-                        .entry((c.tier, c.bucket, c.account, c.series, c.dim))
-                        .or_insert(0) += c.delta;
-                }
-                w.accounts.extend(changes.accounts);
-                if let Some((name, position)) = &p.job.progress {
-                    w.progress.insert(name.clone(), *position);
-                }
-                results.push(Ok(changes.report));
+                let w = writes.entry(p.job.org.clone()).or_default();
+                results.push(Ok(w.absorb(changes, p.job.progress.as_ref())));
             }
             Err(e) => results.push(Err(StoreError::Transition(e))),
         }
@@ -567,7 +548,7 @@ async fn write_org(
         tx.execute(&stmt, &[&org, &kinds, &accounts, &ids, &states, &until])
             .await?;
     }
-    let counters: Vec<_> = w.counters.iter().filter(|(_, v)| **v != 0).collect();
+    let counters: Vec<_> = w.changed_counters().collect();
     if !counters.is_empty() {
         let n = counters.len();
         let (mut tiers, mut buckets, mut accounts, mut series, mut dims, mut values) = (
@@ -578,13 +559,13 @@ async fn write_org(
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for ((tier, bucket, account, s, dim), value) in counters {
+        for ((account, tier, bucket, s, dim), value) in counters {
             tiers.push(i16::from(*tier));
             buckets.push(*bucket);
             accounts.push(account.as_str());
             series.push(*s);
             dims.push(dim.as_str());
-            values.push(*value);
+            values.push(value);
         }
         let stmt = tx
             .prepare_cached(

@@ -5,6 +5,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
@@ -15,7 +16,7 @@ use tokio::sync::oneshot;
 mod accounts;
 
 use super::{
-    AccountRecord, Changes, CounterQuery, CounterRow, OrgRecord, Store, StoreError, StoreResult,
+    AccountRecord, CounterQuery, CounterRow, OrgRecord, OrgWrites, Store, StoreError, StoreResult,
     TierRows, UnroutedPayload, WriteJob,
 };
 
@@ -121,10 +122,13 @@ impl SqliteStore {
         }
         let mut conn = connect(path, WRITER_CACHE_KIB)?;
         migrate(&mut conn)?;
+        // Checkpoints are the checkpointer's job, so that commits do not wait for them.
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        let checkpointer = Checkpointer::start(connect(path, READER_CACHE_KIB)?)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
         thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, checkpointer))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
             path: path.to_string(),
@@ -202,7 +206,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Task>) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Task>, checkpointer: Checkpointer) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -212,29 +216,99 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Task>) {
             }
         }
         commit_group(&mut conn, group);
+        checkpointer.after_commit(&conn);
     }
 }
 
-/// Applies every task of a group in one transaction, each inside its own savepoint so
-/// that one failing task leaves the others intact; replies only after the commit.
+/// WAL frames beyond which the writer finishes a checkpoint itself: under steady load the
+/// checkpointer rarely catches the log's end, and only a fully copied log starts over.
+const WAL_FRAMES_BEFORE_WRITER_CHECKPOINT: i64 = 16_384;
+
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Copies committed pages from the WAL into the database on a thread of its own, woken
+/// after commits, so that the writer's commits never include a checkpoint.
+struct Checkpointer {
+    wake: mpsc::SyncSender<()>,
+    /// Set when the log has grown past `WAL_FRAMES_BEFORE_WRITER_CHECKPOINT`.
+    log_is_long: Arc<AtomicBool>,
+}
+
+impl Checkpointer {
+    fn start(conn: Connection) -> StoreResult<Checkpointer> {
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        let log_is_long = Arc::new(AtomicBool::new(false));
+        let flag = log_is_long.clone();
+        thread::Builder::new()
+            .name("sqlite-checkpointer".into())
+            .spawn(move || {
+                // Ends when the writer, which holds `wake`, ends.
+                while woken.recv().is_ok() {
+                    // Small commits come by the thousand a second: let a few gather, as
+                    // a checkpoint costs a sync of the database file however little it copies.
+                    thread::sleep(CHECKPOINT_PAUSE);
+                    match passive_checkpoint(&conn) {
+                        Ok(frames) => flag.store(
+                            frames >= WAL_FRAMES_BEFORE_WRITER_CHECKPOINT,
+                            Ordering::Relaxed,
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "checkpoint failed; will retry"),
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the checkpointer: {e}")))?;
+        Ok(Checkpointer { wake, log_is_long })
+    }
+
+    fn after_commit(&self, writer: &Connection) {
+        if self.log_is_long.swap(false, Ordering::Relaxed) {
+            // The checkpointer copied most of the log: finishing it is short, and the next
+            // commit then writes the log from its start again.
+            if let Err(e) = passive_checkpoint(writer) {
+                tracing::warn!(error = %e, "checkpoint by the writer failed");
+            }
+        }
+        // A wake-up already pending covers this commit too.
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// Runs a checkpoint that waits for no one; returns the frames in the log.
+fn passive_checkpoint(conn: &Connection) -> StoreResult<i64> {
+    Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?)
+}
+
+/// Applies every task of a group in one transaction and replies only after the commit.
+/// Write jobs run their transitions in arrival order, each seeing the states the earlier
+/// ones left, and their changes are merged: each entity is written once and each counter
+/// once with the sum of its deltas. A job whose transition fails is left out alone.
+/// Maintenance runs between the merged writes, in a savepoint of its own.
 fn commit_group(conn: &mut Connection, group: Vec<Task>) {
     let size = group.len();
     let mut results: Vec<Outcome> = Vec::with_capacity(size);
     let outcome = (|| -> StoreResult<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut pending: HashMap<String, OrgWrites> = HashMap::new();
         for task in group {
-            tx.execute_batch("SAVEPOINT task")?;
-            let result = match task {
-                Task::Apply(job, reply) => Outcome::Applied(reply, apply_job(&tx, job)),
-                Task::Maintain(work, reply) => Outcome::Maintained(reply, work(&tx)),
-            };
-            if result.is_ok() {
-                tx.execute_batch("RELEASE task")?;
-            } else {
-                tx.execute_batch("ROLLBACK TO task; RELEASE task")?;
+            match task {
+                Task::Apply(job, reply) => {
+                    let result = run_job(&tx, &mut pending, job);
+                    results.push(Outcome::Applied(reply, result));
+                }
+                Task::Maintain(work, reply) => {
+                    write_pending(&tx, &mut pending)?;
+                    tx.execute_batch("SAVEPOINT maintenance")?;
+                    let result = work(&tx);
+                    if result.is_ok() {
+                        tx.execute_batch("RELEASE maintenance")?;
+                    } else {
+                        tx.execute_batch("ROLLBACK TO maintenance; RELEASE maintenance")?;
+                    }
+                    results.push(Outcome::Maintained(reply, result));
+                }
             }
-            results.push(result);
         }
+        write_pending(&tx, &mut pending)?;
         tx.commit()?;
         Ok(())
     })();
@@ -260,13 +334,6 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn is_ok(&self) -> bool {
-        match self {
-            Outcome::Applied(_, r) => r.is_ok(),
-            Outcome::Maintained(_, r) => r.is_ok(),
-        }
-    }
-
     fn send(self) {
         match self {
             Outcome::Applied(reply, r) => drop(reply.send(r)),
@@ -283,62 +350,71 @@ impl Outcome {
     }
 }
 
-fn apply_job(conn: &Connection, mut job: WriteJob) -> StoreResult<Box<dyn Any + Send>> {
+/// Loads a job's states (the group's pending writes first, then the table), runs its
+/// transition and merges its changes into the group's pending writes.
+fn run_job(
+    conn: &Connection,
+    pending: &mut HashMap<String, OrgWrites>,
+    mut job: WriteJob,
+) -> StoreResult<Box<dyn Any + Send>> {
+    let writes = pending.entry(job.org.clone()).or_default();
     let mut found = HashMap::with_capacity(job.keys.len());
-    {
-        let mut stmt = conn.prepare_cached(
-            "SELECT state FROM entities WHERE org = ?1 AND kind = ?2 AND account = ?3 AND id = ?4",
-        )?;
-        for key in job.keys {
-            let state: Option<Vec<u8>> = stmt
-                .query_row(params![job.org, key.kind, key.account, key.id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            if let Some(state) = state {
-                found.insert(key, state);
-            }
+    let mut stmt = conn.prepare_cached(
+        "SELECT state FROM entities WHERE org = ?1 AND kind = ?2 AND account = ?3 AND id = ?4",
+    )?;
+    for key in job.keys.drain(..) {
+        if let Some(w) = writes.entities.get(&key) {
+            found.insert(key, w.state.clone());
+            continue;
+        }
+        let state: Option<Vec<u8>> = stmt
+            .query_row(params![job.org, key.kind, key.account, key.id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(state) = state {
+            found.insert(key, state);
         }
     }
     let changes = (job.transition)(&found).map_err(StoreError::Transition)?;
-    write_changes(conn, &job.org, &changes)?;
-    if let Some((name, position)) = &job.progress {
-        conn.prepare_cached(
-            "INSERT INTO progress (name, position) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-        )?
-        .execute(params![name, position])?;
-    }
-    Ok(changes.report)
+    Ok(writes.absorb(changes, job.progress.as_ref()))
 }
 
-fn write_changes(conn: &Connection, org: &str, changes: &Changes) -> StoreResult<()> {
-    let mut stmt =
-        conn.prepare_cached("INSERT OR IGNORE INTO accounts (org, account_id) VALUES (?1, ?2)")?;
-    for account in &changes.accounts {
-        stmt.execute(params![org, account])?;
-    }
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO entities (org, kind, account, id, state, keep_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (org, kind, account, id) DO UPDATE SET state = excluded.state, keep_until = excluded.keep_until",
-    )?;
-    for e in &changes.entities {
-        stmt.execute(params![
-            org,
-            e.key.kind,
-            e.key.account,
-            e.key.id,
-            e.state,
-            e.keep_until
-        ])?;
-    }
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO counters (org, tier, bucket, account, series, dim, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (org, account, tier, bucket, series, dim) DO UPDATE SET value = value + excluded.value",
-    )?;
-    for c in &changes.counters {
-        stmt.execute(params![
-            org, c.tier, c.bucket, c.account, c.series, c.dim, c.delta
-        ])?;
+/// Writes and forgets the group's pending changes, in key order.
+fn write_pending(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) -> StoreResult<()> {
+    for (org, w) in pending.drain() {
+        let mut stmt = conn
+            .prepare_cached("INSERT OR IGNORE INTO accounts (org, account_id) VALUES (?1, ?2)")?;
+        for account in &w.accounts {
+            stmt.execute(params![org, account])?;
+        }
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO entities (org, kind, account, id, state, keep_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (org, kind, account, id) DO UPDATE SET state = excluded.state, keep_until = excluded.keep_until",
+        )?;
+        for (key, e) in &w.entities {
+            stmt.execute(params![
+                org,
+                key.kind,
+                key.account,
+                key.id,
+                e.state,
+                e.keep_until
+            ])?;
+        }
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO counters (org, tier, bucket, account, series, dim, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (org, account, tier, bucket, series, dim) DO UPDATE SET value = value + excluded.value",
+        )?;
+        for ((account, tier, bucket, series, dim), delta) in w.changed_counters() {
+            stmt.execute(params![org, tier, bucket, account, series, dim, delta])?;
+        }
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO progress (name, position) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        )?;
+        for (name, position) in &w.progress {
+            stmt.execute(params![name, position])?;
+        }
     }
     Ok(())
 }
