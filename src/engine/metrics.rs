@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use rustc_hash::FxHashMap;
+
 use jiff::Timestamp;
 use jiff::civil::{Date, Weekday};
 use serde::Serialize;
@@ -14,7 +16,7 @@ use crate::store::{ALL_ACCOUNTS, CounterQuery};
 
 /// Sums of counters by series and dimension ("" when a series has none).
 #[derive(Debug, Default, Clone)]
-pub struct Totals(HashMap<String, HashMap<String, i64>>);
+pub struct Totals(FxHashMap<&'static str, FxHashMap<String, i64>>);
 
 impl Totals {
     pub fn get(&self, series: &str) -> i64 {
@@ -34,13 +36,15 @@ impl Totals {
             .filter(|(_, v)| *v != 0)
     }
 
-    fn add(&mut self, series: &str, dim: &str, value: i64) {
-        *self
-            .0
-            .entry(series.to_string())
-            .or_default()
-            .entry(dim.to_string())
-            .or_default() += value;
+    fn add(&mut self, series: &'static str, dim: &str, value: i64) {
+        let dims = self.0.entry(series).or_default();
+        // Most rows add to a dimension already there: look up before allocating a key.
+        match dims.get_mut(dim) {
+            Some(v) => *v += value,
+            None => {
+                dims.insert(dim.to_string(), value);
+            }
+        }
     }
 
     fn merge(&mut self, other: &Totals) {
@@ -356,7 +360,14 @@ impl Engine {
                     .map_err(|u| self.refusal(org, &bounds, u.at))?,
             );
         }
-        let mut fetched: HashMap<Bucket, Totals> = HashMap::new();
+        // Which parts each bucket counts towards: rows are summed straight into them.
+        let mut owners: FxHashMap<Bucket, Vec<usize>> = FxHashMap::default();
+        for (part, buckets) in covers.iter().enumerate() {
+            for b in buckets {
+                owners.entry(*b).or_default().push(part);
+            }
+        }
+        let mut sums = vec![Totals::default(); parts.len()];
         for tier in Tier::ALL {
             let keys = covers
                 .iter()
@@ -378,27 +389,17 @@ impl Engine {
                 })
                 .await?;
             for r in rows {
-                fetched
-                    .entry(Bucket {
-                        tier,
-                        key: r.bucket,
-                    })
-                    .or_default()
-                    .add(&r.series, &r.dim, r.value);
+                let bucket = Bucket {
+                    tier,
+                    key: r.bucket,
+                };
+                // The fetched range may hold buckets no part covers (other tiers serve them).
+                for part in owners.get(&bucket).into_iter().flatten() {
+                    sums[*part].add(r.series, &r.dim, r.value);
+                }
             }
         }
-        Ok(covers
-            .iter()
-            .map(|buckets| {
-                let mut t = Totals::default();
-                for b in buckets {
-                    if let Some(f) = fetched.get(b) {
-                        t.merge(f);
-                    }
-                }
-                t
-            })
-            .collect())
+        Ok(sums)
     }
 
     fn refusal(&self, org: &Org, bounds: &TierBounds, at: i64) -> EngineError {
@@ -679,7 +680,7 @@ impl Engine {
             .await?;
         let mut t = Totals::default();
         for r in rows {
-            t.add(&r.series, &r.dim, r.value);
+            t.add(r.series, &r.dim, r.value);
         }
         Ok(t)
     }

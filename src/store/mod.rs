@@ -202,10 +202,18 @@ pub struct CounterQuery {
     pub series: Vec<&'static str>,
 }
 
+impl CounterQuery {
+    /// The query's own name for a stored series, if it asked for it.
+    pub fn wanted(&self, stored: &str) -> Option<&'static str> {
+        self.series.iter().copied().find(|s| *s == stored)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterRow {
     pub bucket: i64,
-    pub series: String,
+    /// The entry of the query's `series` this row belongs to.
+    pub series: &'static str,
     pub dim: String,
     pub value: i64,
 }

@@ -682,9 +682,13 @@ impl Store for PostgresStore {
             .map_err(backend)?;
         rows.iter()
             .map(|r| {
+                let stored: &str = r.try_get(1).map_err(backend)?;
+                let series = q.wanted(stored).ok_or_else(|| {
+                    StoreError::Backend(format!("series `{stored}` was not asked for"))
+                })?;
                 Ok(CounterRow {
                     bucket: r.try_get(0).map_err(backend)?,
-                    series: r.try_get(1).map_err(backend)?,
+                    series,
                     dim: r.try_get(2).map_err(backend)?,
                     value: r.try_get(3).map_err(backend)?,
                 })
