@@ -265,28 +265,24 @@ impl Engine {
         backfill: bool,
         progress: Option<(String, i64)>,
     ) -> Result<IngestReport, EngineError> {
-        let values = split_body(body)?;
-        if values.is_empty() {
-            return Err(EngineError::BadRequest("the body holds no events".into()));
-        }
         let admission = Admission {
             now: self.clock.now(),
             state_window_secs: self.config.state_window_secs,
             backfill,
         };
-        let mut errors = Vec::new();
-        let mut events = Vec::with_capacity(values.len());
-        let mut report = IngestReport::default();
-        for (index, value) in values.into_iter().enumerate() {
-            match value.and_then(|v| event::parse_event(v, &admission)) {
-                Ok(Parsed::Event(e)) => events.push((index, e)),
-                Ok(Parsed::Ignored(reason)) => report.ignored.push(Ignored { index, reason }),
-                Err(message) => errors.push(EventError { index, message }),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(EngineError::InvalidEvents(errors));
-        }
+        let large = match &body {
+            EventsBody::Json(b) | EventsBody::Ndjson(b) => b.len() >= LARGE_BODY_BYTES,
+        };
+        let parse = || parse_events(body, &admission);
+        // Parsing a large batch takes milliseconds: off the async workers, so that the
+        // queries they serve meanwhile do not wait behind it.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let (events, report) = if large && multi_thread {
+            tokio::task::block_in_place(parse)
+        } else {
+            parse()
+        }?;
         let keys = ingest::keys_of(&events);
         let calendar = org.calendar.clone();
         let state_window_secs = self.config.state_window_secs;
@@ -316,6 +312,35 @@ impl Engine {
         tracing::debug!(org = %org.id, events = count, accepted = report.accepted, duplicates = report.duplicates, "ingested");
         Ok(*report)
     }
+}
+
+/// Bodies from this size on are parsed outside the async workers.
+const LARGE_BODY_BYTES: usize = 64 * 1024;
+
+/// Validates every event of a body: the valid ones with their index in the request and
+/// the ignored ones in the report, or every error at once.
+fn parse_events(
+    body: EventsBody<'_>,
+    admission: &Admission,
+) -> Result<(Vec<(usize, event::Event)>, IngestReport), EngineError> {
+    let values = split_body(body)?;
+    if values.is_empty() {
+        return Err(EngineError::BadRequest("the body holds no events".into()));
+    }
+    let mut errors = Vec::new();
+    let mut events = Vec::with_capacity(values.len());
+    let mut report = IngestReport::default();
+    for (index, value) in values.into_iter().enumerate() {
+        match value.and_then(|v| event::parse_event(v, admission)) {
+            Ok(Parsed::Event(e)) => events.push((index, e)),
+            Ok(Parsed::Ignored(reason)) => report.ignored.push(Ignored { index, reason }),
+            Err(message) => errors.push(EventError { index, message }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(EngineError::InvalidEvents(errors));
+    }
+    Ok((events, report))
 }
 
 /// Splits a body into one unparsed JSON value (or a per-event parse error) per event,
