@@ -135,8 +135,9 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
     );
     assert_eq!(store.tier_rows(Some("o1")).await.expect("rows").states, 2);
 
-    // Many concurrent read-modify-writes of the same states and counters.
-    let jobs: Vec<_> = (0..24)
+    // Many concurrent read-modify-writes of the same states and counters, with failing
+    // jobs on the same keys among them: those fail alone, whichever jobs share their commit.
+    let jobs: Vec<_> = (0..32)
         .map(|i| {
             let store = store.clone();
             let ids: &[&str] = if i % 2 == 0 {
@@ -144,13 +145,29 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
             } else {
                 &["c", "b"]
             };
-            let job = increment("o1", ids, Some(1_000));
-            tokio::spawn(async move { store.apply(job).await.map(|_| ()) })
+            let job = if i % 4 == 3 {
+                WriteJob {
+                    org: "o1".into(),
+                    keys: ids.iter().map(|i| key(i)).collect(),
+                    transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>| {
+                        Err("refused".to_string())
+                    }),
+                    progress: Some(("o1-import".into(), 99)),
+                }
+            } else {
+                increment("o1", ids, Some(1_000))
+            };
+            tokio::spawn(async move { (i % 4 == 3, store.apply(job).await.map(|_| ())) })
         })
         .collect();
     for j in jobs {
-        j.await.expect("task").expect("apply");
+        let (fails, result) = j.await.expect("task");
+        assert_eq!(result.is_err(), fails, "{result:?}");
     }
+    assert_eq!(
+        store.progress("o1-import").await.expect("progress"),
+        Some(42)
+    );
     let check = WriteJob {
         org: "o1".into(),
         keys: vec![key("a"), key("b"), key("c")],
@@ -174,7 +191,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
     assert_eq!(
         *got,
         vec![
-            ("a".to_string(), "13".to_string()),
+            ("a".to_string(), "17".to_string()),
             ("b".to_string(), "25".to_string()),
             ("c".to_string(), "24".to_string()),
         ]
