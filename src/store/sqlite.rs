@@ -242,7 +242,7 @@ const LINGER_AFTER_GROUP: usize = 8;
 
 /// WAL frames beyond which the writer finishes a checkpoint itself: under steady load the
 /// checkpointer rarely catches the log's end, and only a fully copied log starts over.
-const WAL_FRAMES_BEFORE_WRITER_CHECKPOINT: i64 = 65_536;
+const WAL_FRAMES_BEFORE_WRITER_CHECKPOINT: i64 = 16_384;
 
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
 
