@@ -1031,3 +1031,34 @@ async fn tz_parameter_overrides_the_zone_where_hours_allow() {
         &["cannot be served exactly"],
     );
 }
+
+/// Every answer says how long the server spent on it, for telling server time from the
+/// network's and the client's.
+#[tokio::test]
+async fn answers_carry_the_server_time() {
+    let (server, key) = utc_server().await;
+    for path in [
+        "/api/analytics/dashboard",
+        "/api/analytics/messages",
+        "/api/nowhere",
+    ] {
+        let resp = server
+            .client
+            .get(format!("{}{path}", server.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("request");
+        let header = resp
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let ms: f64 = header
+            .as_deref()
+            .and_then(|v| v.strip_prefix("app;dur="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{path}: Server-Timing is {header:?}"));
+        assert!((0.0..60_000.0).contains(&ms), "{path}: {ms} ms");
+    }
+}

@@ -76,8 +76,21 @@ pub fn router(engine: Arc<Engine>, master_key: Option<String>, limits: &ApiLimit
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn(server_timing))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Tells the client how long the server spent on its request (`Server-Timing: app;dur=MS`),
+/// so that a slow answer can be told apart from a slow network or client.
+async fn server_timing(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(value) = header::HeaderValue::from_str(&format!("app;dur={ms:.3}")) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    response
 }
 
 fn success<T: Serialize>(data: T) -> Response {
