@@ -176,7 +176,9 @@ impl Server {
         Ok(())
     }
 
-    async fn query_ms(&self, path: &str) -> Result<f64, AnyError> {
+    /// One query: the time the client saw, and the time the server says it spent
+    /// (its `Server-Timing` header), both in ms.
+    async fn query_ms(&self, path: &str) -> Result<(f64, f64), AnyError> {
         let started = Instant::now();
         let r = self
             .client
@@ -185,11 +187,18 @@ impl Server {
             .send()
             .await?;
         let ok = r.status().is_success();
+        let server_ms = r
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("app;dur="))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
         let _ = r.bytes().await?;
         if !ok {
             return Err(format!("{path} failed").into());
         }
-        Ok(started.elapsed().as_secs_f64() * 1000.0)
+        Ok((started.elapsed().as_secs_f64() * 1000.0, server_ms))
     }
 }
 
@@ -293,16 +302,28 @@ async fn post_all(server: &Arc<Server>, bodies: Vec<Vec<u8>>) -> Result<(), AnyE
     Ok(())
 }
 
-async fn latencies(server: &Server, samples: usize) -> Result<Vec<(f64, f64)>, AnyError> {
-    let mut out = Vec::new();
+/// p50 and p99 per endpoint, as the client saw them and as the server spent them.
+struct Latencies {
+    client: Vec<(f64, f64)>,
+    server: Vec<(f64, f64)>,
+}
+
+async fn latencies(server: &Server, samples: usize) -> Result<Latencies, AnyError> {
+    let mut out = Latencies {
+        client: Vec::new(),
+        server: Vec::new(),
+    };
     for (_, path) in ENDPOINTS {
         // One warm-up request, as any dashboard has made before.
         server.query_ms(path).await?;
-        let mut ms = Vec::with_capacity(samples);
+        let (mut client, mut spent) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
         for _ in 0..samples {
-            ms.push(server.query_ms(path).await?);
+            let (c, s) = server.query_ms(path).await?;
+            client.push(c);
+            spent.push(s);
         }
-        out.push(baseline::percentiles(ms));
+        out.client.push(baseline::percentiles(client));
+        out.server.push(baseline::percentiles(spent));
     }
     Ok(out)
 }
@@ -421,6 +442,7 @@ async fn webhook_posts(server: &Server, posts: usize, now: i64) -> Result<(f64, 
 struct Stage {
     events: u64,
     idle: Vec<(f64, f64)>,
+    idle_server: Vec<(f64, f64)>,
     loaded: Vec<(f64, f64)>,
     baselines: Vec<(String, baseline::Latencies)>,
 }
@@ -564,7 +586,10 @@ async fn bench_backend(
         }
         // Idle means after ingestion's tail too: the checkpoint of what the fill wrote.
         tokio::time::sleep(SETTLE).await;
-        let idle = latencies(&server, samples).await?;
+        let Latencies {
+            client: idle,
+            server: idle_server,
+        } = latencies(&server, samples).await?;
         // Under load: one client keeps posting 5,000-event batches while queries are timed.
         let stop = Arc::new(AtomicBool::new(false));
         let (mut load_gen, s2, stop2) = (Generator::new(now)?, server.clone(), stop.clone());
@@ -584,7 +609,7 @@ async fn bench_backend(
             Ok::<u64, AnyError>(sent)
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let loaded = latencies(&server, samples).await?;
+        let loaded = latencies(&server, samples).await?.client;
         stop.store(true, Ordering::Relaxed);
         stored += load.await??;
         if si == 0 {
@@ -628,9 +653,11 @@ async fn bench_backend(
                 })
                 .collect();
             eprintln!(
-                "   {name}: idle {:.2}/{:.2} ms, under ingest {:.2}/{:.2} ms; {}",
+                "   {name}: idle {:.2}/{:.2} ms (server {:.2}/{:.2}), under ingest {:.2}/{:.2} ms; {}",
                 idle[i].0,
                 idle[i].1,
+                idle_server[i].0,
+                idle_server[i].1,
                 loaded[i].0,
                 loaded[i].1,
                 base.join(", ")
@@ -640,6 +667,7 @@ async fn bench_backend(
         stages.push(Stage {
             events: stored,
             idle,
+            idle_server,
             loaded,
             baselines,
         });
@@ -763,12 +791,13 @@ fn print_report(results: &[BackendResult], sizes: &[u64], samples: usize, quick:
         println!("| peak RSS of the server | {:.0} MB |", r.peak_rss_mb);
         println!("| store | {} |\n", r.tiers);
         println!(
-            "| stored events | endpoint | idle p50 / p99 | under ingest p50 / p99 | baselines p50 / p99 (ratio of p50s) |"
+            "| stored events | endpoint | idle p50 / p99 | idle, server's own time p50 / p99 | under ingest p50 / p99 | baselines p50 / p99 (ratio of p50s) |"
         );
-        println!("|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|");
         for s in &r.stages {
             for (i, (name, _)) in ENDPOINTS.iter().enumerate() {
                 let (p50, p99) = s.idle[i];
+                let (s50, s99) = s.idle_server[i];
                 let (l50, l99) = s.loaded[i];
                 let base: Vec<String> = s
                     .baselines
@@ -779,7 +808,7 @@ fn print_report(results: &[BackendResult], sizes: &[u64], samples: usize, quick:
                     })
                     .collect();
                 println!(
-                    "| {} | {name} | {p50:.2} / {p99:.2} | {l50:.2} / {l99:.2} | {} |",
+                    "| {} | {name} | {p50:.2} / {p99:.2} | {s50:.2} / {s99:.2} | {l50:.2} / {l99:.2} | {} |",
                     s.events,
                     base.join("; ")
                 );
