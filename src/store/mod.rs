@@ -140,8 +140,8 @@ pub struct WriteJob {
 #[derive(Default)]
 pub(crate) struct OrgWrites {
     pub entities: BTreeMap<EntityKey, EntityWrite>,
-    /// Keyed by account, tier, bucket, series and dimension.
-    pub counters: BTreeMap<(String, u8, i64, &'static str, String), i64>,
+    /// Keyed by account, tier, series, bucket and dimension.
+    pub counters: BTreeMap<(String, u8, &'static str, i64, String), i64>,
     pub accounts: BTreeSet<String>,
     pub progress: BTreeMap<String, i64>,
 }
@@ -159,7 +159,7 @@ impl OrgWrites {
         for c in changes.counters {
             *self
                 .counters
-                .entry((c.account, c.tier, c.bucket, c.series, c.dim))
+                .entry((c.account, c.tier, c.series, c.bucket, c.dim))
                 .or_insert(0) += c.delta;
         }
         self.accounts.extend(changes.accounts);
@@ -172,7 +172,7 @@ impl OrgWrites {
     /// The counters that change, without those whose deltas cancelled out.
     pub fn changed_counters(
         &self,
-    ) -> impl Iterator<Item = (&(String, u8, i64, &'static str, String), i64)> {
+    ) -> impl Iterator<Item = (&(String, u8, &'static str, i64, String), i64)> {
         self.counters
             .iter()
             .filter(|(_, v)| **v != 0)

@@ -559,7 +559,7 @@ async fn write_org(
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for ((account, tier, bucket, s, dim), value) in counters {
+        for ((account, tier, s, bucket, dim), value) in counters {
             tiers.push(i16::from(*tier));
             buckets.push(*bucket);
             accounts.push(account.as_str());

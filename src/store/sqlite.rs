@@ -95,6 +95,25 @@ CREATE TABLE unrouted_phones (
 ) WITHOUT ROWID;
 CREATE INDEX unrouted_phones_payload ON unrouted_phones (payload);
 "#,
+    // Counters keyed by series before bucket: a query reads the series it asks for as
+    // one key range each, not every series of every bucket in its range.
+    r#"
+CREATE TABLE counters_by_series (
+    org TEXT NOT NULL,
+    tier INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    account TEXT NOT NULL,
+    series TEXT NOT NULL,
+    dim TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (org, account, tier, series, bucket, dim)
+) WITHOUT ROWID;
+INSERT INTO counters_by_series (org, tier, bucket, account, series, dim, value)
+    SELECT org, tier, bucket, account, series, dim, value FROM counters;
+DROP TABLE counters;
+ALTER TABLE counters_by_series RENAME TO counters;
+CREATE INDEX counters_expiry ON counters (org, tier, bucket);
+"#,
 ];
 
 type Reply = oneshot::Sender<StoreResult<Box<dyn Any + Send>>>;
@@ -445,9 +464,9 @@ fn write_pending(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) ->
         }
         let mut stmt = conn.prepare_cached(
             "INSERT INTO counters (org, tier, bucket, account, series, dim, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (org, account, tier, bucket, series, dim) DO UPDATE SET value = value + excluded.value",
+             ON CONFLICT (org, account, tier, series, bucket, dim) DO UPDATE SET value = value + excluded.value",
         )?;
-        for ((account, tier, bucket, series, dim), delta) in w.changed_counters() {
+        for ((account, tier, series, bucket, dim), delta) in w.changed_counters() {
             stmt.execute(params![org, tier, bucket, account, series, dim, delta])?;
         }
         let mut stmt = conn.prepare_cached(
@@ -556,8 +575,8 @@ impl Store for SqliteStore {
         self.maintain(Box::new(move |conn| {
             let n = conn
                 .prepare_cached(
-                    "DELETE FROM counters WHERE (org, account, tier, bucket, series, dim) IN (
-                        SELECT org, account, tier, bucket, series, dim FROM counters
+                    "DELETE FROM counters WHERE (org, account, tier, series, bucket, dim) IN (
+                        SELECT org, account, tier, series, bucket, dim FROM counters
                         WHERE org = ?1 AND tier = ?2 AND bucket < ?3 LIMIT ?4)",
                 )?
                 .execute(params![org, tier, before, limit])?;
@@ -678,31 +697,93 @@ impl Store for SqliteStore {
     async fn counters(&self, q: CounterQuery) -> StoreResult<Vec<CounterRow>> {
         // The planner bounds a query to a few hundred buckets: a short read.
         self.read_now(move |conn| {
-            // One account's rows are unique per bucket, series and dimension, so no sum is
-            // needed; and filtering series here is cheaper than an IN list, which makes
-            // SQLite seek every series of every bucket.
+            // One account's rows are unique per series, bucket and dimension, so no sum is
+            // needed; and with the series before the bucket in the key, each series asked
+            // for is one key range, and the rows of the others are never read.
             let mut stmt = conn.prepare_cached(
-                "SELECT bucket, series, dim, value FROM counters
-                 WHERE org = ?1 AND account = ?2 AND tier = ?3 AND bucket BETWEEN ?4 AND ?5",
+                "SELECT bucket, dim, value FROM counters
+                 WHERE org = ?1 AND account = ?2 AND tier = ?3 AND series = ?4 AND bucket BETWEEN ?5 AND ?6",
             )?;
-            let mut rows = stmt.query(params![q.org, q.account, q.tier, q.from, q.to])?;
             let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                let series = r
-                    .get_ref(1)?
-                    .as_str()
-                    .map_err(|e| StoreError::Backend(e.to_string()))?;
-                let Some(series) = q.wanted(series) else {
-                    continue;
-                };
-                out.push(CounterRow {
-                    bucket: r.get(0)?,
-                    series,
-                    dim: r.get(2)?,
-                    value: r.get(3)?,
-                });
+            for &series in &q.series {
+                let mut rows =
+                    stmt.query(params![q.org, q.account, q.tier, series, q.from, q.to])?;
+                while let Some(r) = rows.next()? {
+                    out.push(CounterRow {
+                        bucket: r.get(0)?,
+                        series,
+                        dim: r.get(1)?,
+                        value: r.get(2)?,
+                    });
+                }
             }
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store made before counters were keyed by series keeps every figure.
+    #[test]
+    fn counters_survive_the_rekeying_migration() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).expect("old schema");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 2;
+             INSERT INTO counters (org, tier, bucket, account, series, dim, value) VALUES
+                ('o', 0, 100, 'a', 'sent', '', 3), ('o', 0, 100, 'a', 'by_type', 'text', 2),
+                ('o', 1, 7, '', 'sent', '', 5), ('p', 2, 202611, 'b', 'keyword', 'hi', 1);",
+        )
+        .expect("old rows");
+        migrate(&mut conn).expect("migrate");
+        let rows: Vec<(String, i64, i64, String, String, String, i64)> = conn
+            .prepare("SELECT org, tier, bucket, account, series, dim, value FROM counters ORDER BY org, tier, bucket, series")
+            .expect("prepare")
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let row = |o: &str, t, b, a: &str, s: &str, d: &str, v| {
+            (o.into(), t, b, a.into(), s.into(), d.into(), v)
+        };
+        assert_eq!(
+            rows,
+            vec![
+                row("o", 0, 100, "a", "by_type", "text", 2),
+                row("o", 0, 100, "a", "sent", "", 3),
+                row("o", 1, 7, "", "sent", "", 5),
+                row("p", 2, 202611, "b", "keyword", "hi", 1),
+            ]
+        );
+        // The new key takes increments, and the expiry index is back.
+        conn.execute(
+            "INSERT INTO counters (org, tier, bucket, account, series, dim, value) VALUES ('o', 0, 100, 'a', 'sent', '', 4)
+             ON CONFLICT (org, account, tier, series, bucket, dim) DO UPDATE SET value = value + excluded.value",
+            [],
+        )
+        .expect("upsert");
+        let sent: i64 = conn
+            .query_row(
+                "SELECT value FROM counters WHERE org = 'o' AND account = 'a' AND tier = 0 AND series = 'sent' AND bucket = 100",
+                [],
+                |r| r.get(0),
+            )
+            .expect("sent");
+        assert_eq!(sent, 7);
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'counters_expiry'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("index");
+        assert_eq!(indexes, 1);
     }
 }
