@@ -769,21 +769,18 @@ mod tests {
             [],
         )
         .expect("upsert");
-        let sent: i64 = conn
-            .query_row(
-                "SELECT value FROM counters WHERE org = 'o' AND account = 'a' AND tier = 0 AND series = 'sent' AND bucket = 100",
-                [],
-                |r| r.get(0),
-            )
-            .expect("sent");
-        assert_eq!(sent, 7);
-        let indexes: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'counters_expiry'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("index");
-        assert_eq!(indexes, 1);
+        let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+        assert_eq!(
+            one(
+                "SELECT value FROM counters WHERE org = 'o' AND account = 'a' AND tier = 0 AND series = 'sent' AND bucket = 100"
+            ),
+            7
+        );
+        assert_eq!(
+            one(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'counters_expiry'"
+            ),
+            1
+        );
     }
 }
