@@ -128,6 +128,12 @@ CREATE TABLE unrouted_phones (
 );
 CREATE INDEX unrouted_phones_payload ON unrouted_phones (payload);
 "#,
+    // Counters keyed by series before bucket: a query's `series = ANY(...)` becomes one
+    // index range per series instead of a filter over every series of every bucket.
+    r#"
+ALTER TABLE counters DROP CONSTRAINT counters_pkey;
+ALTER TABLE counters ADD PRIMARY KEY (org, account, tier, series, bucket, dim);
+"#,
 ];
 
 pub struct PostgresStore {
@@ -573,7 +579,7 @@ async fn write_org(
                  SELECT $1, u.t, u.b, u.a, u.s, u.d, u.v
                  FROM UNNEST($2::smallint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[])
                      AS u(t, b, a, s, d, v)
-                 ON CONFLICT (org, account, tier, bucket, series, dim)
+                 ON CONFLICT (org, account, tier, series, bucket, dim)
                  DO UPDATE SET value = counters.value + excluded.value",
             )
             .await?;
