@@ -22,6 +22,32 @@ use whatstat::demo::{DemoOptions, day_events};
 const MASTER_KEY: &str = "bench-master-key";
 /// Pause between a fill and the idle measurement, for the store's background work.
 const SETTLE: Duration = Duration::from_secs(3);
+/// After that pause, wait (at most a minute) until no more than this is left for the
+/// operating system to write back to the disk.
+const SETTLED_DIRTY_KB: u64 = 64 * 1024;
+
+async fn settle() {
+    tokio::time::sleep(SETTLE).await;
+    let dirty_kb = || -> Option<u64> {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let field = |name: &str| -> Option<u64> {
+            meminfo
+                .lines()
+                .find(|l| l.starts_with(name))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        Some(field("Dirty:")? + field("Writeback:")?)
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60)
+        && dirty_kb().is_some_and(|kb| kb > SETTLED_DIRTY_KB)
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
 const ZONE: &str = "Asia/Kolkata";
 const ENDPOINTS: [(&str, &str); 3] = [
     ("messages", "/api/analytics/messages?granularity=day"),
@@ -584,8 +610,9 @@ async fn bench_backend(
                 started_fill.elapsed().as_secs_f64()
             );
         }
-        // Idle means after ingestion's tail too: the checkpoint of what the fill wrote.
-        tokio::time::sleep(SETTLE).await;
+        // Idle means after ingestion's tail too: the checkpoint of what the fill wrote,
+        // and the operating system writing it back to the disk.
+        settle().await;
         let Latencies {
             client: idle,
             server: idle_server,
