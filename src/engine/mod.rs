@@ -276,9 +276,10 @@ impl Engine {
         let parse = || parse_events(body, &admission);
         // Parsing a large batch takes milliseconds: off the async workers, so that the
         // queries they serve meanwhile do not wait behind it.
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let (events, report) = if large && multi_thread {
+        let off_workers = large
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let (events, report) = if off_workers {
             tokio::task::block_in_place(parse)
         } else {
             parse()

@@ -178,16 +178,7 @@ impl SqliteStore {
     /// thread. Handing a read this small to another thread costs more than the read: two
     /// thread wake-ups, each tens of microseconds on an idle machine.
     fn read_now<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
-        let pooled = self.readers.lock().map_err(|_| StoreError::Closed)?.pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => connect(&self.path, READER_CACHE_KIB)?,
-        };
-        let result = f(&conn);
-        if let Ok(mut p) = self.readers.lock() {
-            p.push(conn);
-        }
-        result
+        with_reader(&self.readers, &self.path, f)
     }
 
     /// Runs `f` on a pooled read connection off the async runtime.
@@ -198,21 +189,29 @@ impl SqliteStore {
     {
         let pool = self.readers.clone();
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = pool.lock().map_err(|_| StoreError::Closed)?.pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => connect(&path, READER_CACHE_KIB)?,
-            };
-            let result = f(&conn);
-            if let Ok(mut p) = pool.lock() {
-                p.push(conn);
-            }
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
+        tokio::task::spawn_blocking(move || with_reader(&pool, &path, f))
+            .await
+            .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
     }
+}
+
+/// Runs `f` on a read connection from the pool (opening one if none is free), then
+/// puts the connection back.
+fn with_reader<T>(
+    pool: &Mutex<Vec<Connection>>,
+    path: &str,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let pooled = pool.lock().map_err(|_| StoreError::Closed)?.pop();
+    let conn = match pooled {
+        Some(c) => c,
+        None => connect(path, READER_CACHE_KIB)?,
+    };
+    let result = f(&conn);
+    if let Ok(mut p) = pool.lock() {
+        p.push(conn);
+    }
+    result
 }
 
 /// Page cache of the writer, in KiB: the entity states it looks up for every event are
