@@ -7,8 +7,8 @@
 //! Always on PostgreSQL, whatever `WHATSTAT_TEST_BACKEND` says: an unreachable server
 //! fails this test.
 
-mod common;
-mod helpers;
+use crate::common;
+use crate::helpers;
 
 use std::collections::{BTreeMap, HashSet};
 

@@ -1,8 +1,8 @@
 //! The three analytics endpoints over HTTP: every metric of SPEC section 3 with exact
 //! figures, the account filter, local-day edges and time zones.
 
-mod common;
-mod helpers;
+use crate::common;
+use crate::helpers;
 
 use common::TestServer;
 use helpers::*;

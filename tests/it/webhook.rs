@@ -2,7 +2,7 @@
 //! every message type and status of Meta's reference payloads (tests/fixtures/webhook),
 //! duplicates and shuffled orders, contacts from wa_id, and unrouted payloads.
 
-mod common;
+use crate::common;
 
 use common::{MASTER_KEY, TestServer};
 use reqwest::StatusCode;

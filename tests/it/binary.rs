@@ -1,8 +1,8 @@
 //! The real `whatstat serve` binary: starts on a free port over a temporary SQLite
 //! file, answers /health and the API, keeps acknowledged events across a kill -9.
 
-mod common;
-mod helpers;
+use crate::common;
+use crate::helpers;
 
 use common::process::{Served, call, serve_binary};
 use helpers::*;

@@ -1,6 +1,6 @@
 //! Retention tiers, compaction, the state window and imports (SPEC section 4).
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use jiff::{Timestamp, tz::TimeZone};

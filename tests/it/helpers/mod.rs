@@ -1,6 +1,5 @@
 //! Small helpers shared by the HTTP integration tests: event builders, instants and
 //! assertions on the answer envelope.
-#![allow(dead_code)]
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};

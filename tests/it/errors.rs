@@ -2,8 +2,8 @@
 //! content types, methods and routes. Each answer is the error envelope with the right
 //! status, and a refused request applies nothing.
 
-mod common;
-mod helpers;
+use crate::common;
+use crate::helpers;
 
 use common::TestServer;
 use helpers::*;

@@ -1,7 +1,7 @@
 //! The same store-level checks on every backend: SQLite and PostgreSQL (a fresh schema
 //! each; an unreachable PostgreSQL fails these tests).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -13,11 +13,11 @@
 //! must expire what has aged out, and find nothing to do when run a second time.
 //!
 //! Reproduce a failing case with `PROPERTY_SEED=<seed> PROPERTY_SCALE=<scale> cargo test
-//! --test property <test name>`; `PROPERTY_CASES=<n>` changes the number of random cases
+//! --test it property::<test name>`; `PROPERTY_CASES=<n>` changes the number of random cases
 //! (the compaction property runs a quarter as many, or `PROPERTY_COMPACTION_CASES`).
 
-mod common;
-mod recount;
+use crate::common;
+use crate::recount;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,6 +1,5 @@
 //! Test harness: the real server (router, engine and store) on a free loopback port,
 //! over a fresh database, spoken to over HTTP.
-#![allow(dead_code)]
 
 pub mod backend;
 pub mod process;
@@ -18,7 +17,6 @@ pub struct TestServer {
     pub base: String,
     pub engine: Arc<Engine>,
     pub client: reqwest::Client,
-    pub database_url: String,
     _dir: backend::TestDatabase,
 }
 
@@ -59,7 +57,6 @@ impl TestServer {
             base: format!("http://{addr}"),
             engine,
             client: reqwest::Client::new(),
-            database_url,
             _dir: dir,
         }
     }

@@ -2,8 +2,8 @@
 //! independence, ignored statuses, history and backfill; plus health, the admin API,
 //! authentication and tenant isolation.
 
-mod common;
-mod helpers;
+use crate::common;
+use crate::helpers;
 
 use common::{MASTER_KEY, TestServer};
 use helpers::*;

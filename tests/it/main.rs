@@ -1,0 +1,17 @@
+//! The integration suite, one binary: the real server on a free loopback port, spoken to
+//! over HTTP, on the backend `WHATSTAT_TEST_BACKEND` names (SQLite by default).
+
+mod common;
+mod helpers;
+#[path = "../recount/mod.rs"]
+mod recount;
+
+mod analytics;
+mod binary;
+mod errors;
+mod ingest;
+mod postgres_instances;
+mod property;
+mod retention;
+mod store_conformance;
+mod webhook;
