@@ -13,7 +13,7 @@ pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -21,7 +21,7 @@ use rand::RngCore;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoreError, WriteJob};
+use crate::store::{States, Store, StoreError, WriteJob};
 use event::{Admission, Parsed};
 use ingest::{Batch, Ignored, IngestReport};
 use plan::TierBounds;
@@ -289,17 +289,24 @@ impl Engine {
         let state_window_secs = self.config.state_window_secs;
         let tier_cutoffs = self.tier_bounds(org).as_cutoffs();
         let count = events.len();
-        let transition = Box::new(move |stored: &HashMap<_, _>| {
-            Batch {
+        // The last run's report: a backend may run the transition more than once, and
+        // only the last run's changes are stored.
+        let outcome: Arc<Mutex<Option<IngestReport>>> = Arc::default();
+        let last = outcome.clone();
+        let transition = Box::new(move |stored: &States| {
+            let (changes, report) = Batch {
                 calendar: &calendar,
                 state_window_secs,
                 tier_cutoffs,
             }
             // Borrowed, not consumed: a backend may run the transition again after a deadlock.
-            .apply(stored, &events, report.clone())
+            .apply(stored, &events, report.clone())?;
+            *last
+                .lock()
+                .map_err(|_| "a previous run panicked".to_string())? = Some(report);
+            Ok(changes)
         });
-        let out = self
-            .store
+        self.store
             .apply(WriteJob {
                 org: org.id.clone(),
                 keys,
@@ -307,11 +314,13 @@ impl Engine {
                 progress,
             })
             .await?;
-        let report = out
-            .downcast::<IngestReport>()
-            .map_err(|_| EngineError::Internal("unexpected write report".into()))?;
+        let report = outcome
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take())
+            .ok_or_else(|| EngineError::Internal("the write stored no report".into()))?;
         tracing::debug!(org = %org.id, events = count, accepted = report.accepted, duplicates = report.duplicates, "ingested");
-        Ok(*report)
+        Ok(report)
     }
 }
 

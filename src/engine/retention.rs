@@ -81,7 +81,7 @@ impl Engine {
         loop {
             let n = self
                 .store()
-                .expire_counters(&org.id, tier.code(), before, CHUNK)
+                .expire_counters(&org.id, tier, before, CHUNK)
                 .await?;
             total += n;
             if n < CHUNK as u64 {
