@@ -1,12 +1,11 @@
 //! The `whatstat` command line.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use whatstat::api::{self, ApiLimits};
 use whatstat::config::{DEFAULT_LISTEN, StoreArgs};
-use whatstat::engine::Engine;
+use whatstat::engine::Services;
 use whatstat::{demo, store};
 
 #[derive(Parser)]
@@ -148,14 +147,13 @@ fn main() -> ExitCode {
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn open_engine(args: &StoreArgs) -> Result<(Arc<Engine>, String), AnyError> {
+/// Opens the store a URL names (the one place the backend is chosen) and builds the
+/// engine's services over it.
+async fn open_services(args: &StoreArgs) -> Result<(Services, String), AnyError> {
     let file = args.file()?;
     let url = args.database_url(&file);
     let store = store::open(&url).await?;
-    Ok((
-        Arc::new(Engine::new(store, args.engine_config(&file)?)),
-        url,
-    ))
+    Ok((Services::new(store, args.engine_config(&file)?), url))
 }
 
 async fn run(command: Command) -> Result<(), AnyError> {
@@ -166,8 +164,8 @@ async fn run(command: Command) -> Result<(), AnyError> {
             timezone,
             store,
         }) => {
-            let (engine, _) = open_engine(&store).await?;
-            let (org, key) = engine.create_org(&name, &timezone).await?;
+            let (services, _) = open_services(&store).await?;
+            let (org, key) = services.tenants.create_org(&name, &timezone).await?;
             println!(
                 "organization: {} ({})\ntime zone:    {}\napi key:      {key}",
                 org.name, org.id, org.timezone
@@ -176,18 +174,19 @@ async fn run(command: Command) -> Result<(), AnyError> {
             Ok(())
         }
         Command::Import(args) => {
-            let (engine, _) = open_engine(&args.store).await?;
-            let org = engine
+            let (services, _) = open_services(&args.store).await?;
+            let org = services
+                .tenants
                 .authenticate(&args.api_key)
                 .await?
                 .ok_or("--api-key is not a key of any organization")?;
-            let report = whatstat::import::import(&engine, &org, &args.file).await?;
+            let report = whatstat::import::import(&services.ingest, &org, &args.file).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Compact { store } => {
-            let (engine, _) = open_engine(&store).await?;
-            let report = engine.compact().await?;
+            let (services, _) = open_services(&store).await?;
+            let report = services.compaction.compact().await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
@@ -199,9 +198,12 @@ async fn run(command: Command) -> Result<(), AnyError> {
                 let n = demo::send_to_server(&server, &key, &args.demo).await?;
                 println!("sent {n} demo events to {server}");
             } else {
-                let (engine, url) = open_engine(&args.store).await?;
-                let (org, key) = engine.create_org("Demo Store", &args.demo.timezone).await?;
-                let n = demo::fill(&engine, &org, &args.demo).await?;
+                let (services, url) = open_services(&args.store).await?;
+                let (org, key) = services
+                    .tenants
+                    .create_org("Demo Store", &args.demo.timezone)
+                    .await?;
+                let n = demo::fill(&services, &org, &args.demo).await?;
                 println!(
                     "wrote {n} demo events to {url}\norganization: {} ({})\napi key:      {key}",
                     org.name, org.id
@@ -214,7 +216,7 @@ async fn run(command: Command) -> Result<(), AnyError> {
 
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let file = args.store.file()?;
-    let (engine, url) = open_engine(&args.store).await?;
+    let (services, url) = open_services(&args.store).await?;
     let listen = args
         .listen
         .or(file.listen.clone())
@@ -233,25 +235,25 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %url, "whatstat listening");
     if args.demo {
-        demo::prepare_served_demo(&engine, &url, &format!("http://{addr}")).await?;
+        demo::prepare_served_demo(&services, &url, &format!("http://{addr}")).await?;
     }
     let interval = args
         .compact_interval_secs
         .or(file.compact_interval_secs)
         .unwrap_or(300);
     if interval > 0 {
-        let engine = engine.clone();
+        let compaction = services.compaction.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval));
             loop {
                 tick.tick().await;
-                if let Err(e) = engine.compact().await {
+                if let Err(e) = compaction.compact().await {
                     tracing::error!(error = %e, "background compaction failed");
                 }
             }
         });
     }
-    let app = api::router(engine, master_key, &limits);
+    let app = api::router(services, master_key, &limits);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

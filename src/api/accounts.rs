@@ -83,7 +83,7 @@ pub(super) async fn create(
         verify_token: field(&m, "verify_token")?.flatten(),
         app_secret: field(&m, "app_secret")?.flatten(),
     };
-    let saved = state.engine.register_account(&org, new).await?;
+    let saved = state.services.accounts.register(&org, new).await?;
     let mut response = success(saved);
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
@@ -94,7 +94,7 @@ pub(super) async fn list(
     OrgKey(org): OrgKey,
 ) -> Result<Response, ApiError> {
     Ok(success(
-        json!({"accounts": state.engine.list_accounts(&org).await?}),
+        json!({"accounts": state.services.accounts.list(&org).await?}),
     ))
 }
 
@@ -104,7 +104,7 @@ pub(super) async fn get_one(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = account_id(path)?;
-    Ok(success(state.engine.get_account(&org, &id).await?))
+    Ok(success(state.services.accounts.get(&org, &id).await?))
 }
 
 pub(super) async fn patch(
@@ -135,7 +135,7 @@ pub(super) async fn patch(
         app_secret: field(&m, "app_secret")?,
     };
     Ok(success(
-        state.engine.patch_account(&org, &id, change).await?,
+        state.services.accounts.patch(&org, &id, change).await?,
     ))
 }
 
@@ -145,7 +145,7 @@ pub(super) async fn delete(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = account_id(path)?;
-    state.engine.delete_account(&org, &id).await?;
+    state.services.accounts.delete(&org, &id).await?;
     Ok(success(json!({"deleted": id})))
 }
 
@@ -156,7 +156,8 @@ pub(super) async fn unrouted(
 ) -> Result<Response, ApiError> {
     let p = params(query, &["phone_number_id"])?;
     let payloads = state
-        .engine
+        .services
+        .webhook
         .unrouted_payloads(p.get("phone_number_id").map(String::as_str))
         .await?;
     Ok(success(json!({"payloads": payloads})))
@@ -170,6 +171,6 @@ pub(super) async fn delete_unrouted(
     let Path(id) = path.map_err(|_| {
         ApiError::BadRequest("the payload id in the path must be a whole number".into())
     })?;
-    state.engine.delete_unrouted(id).await?;
+    state.services.webhook.delete_unrouted(id).await?;
     Ok(success(json!({"deleted": id})))
 }

@@ -41,7 +41,8 @@ impl FromRequestParts<AppState> for OrgKey {
             )
         })?;
         let org = state
-            .engine
+            .services
+            .tenants
             .authenticate(key)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;

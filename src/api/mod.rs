@@ -21,14 +21,14 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::engine::metrics::{Granularity, Period, RangeParams};
-use crate::engine::{Engine, EventsBody};
+use crate::engine::{EventsBody, Services};
 use auth::{MasterKey, OrgKey};
 use error::ApiError;
 use limit::RateLimiter;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Arc<Engine>,
+    pub services: Services,
     pub master_key: Option<Arc<str>>,
     pub limiter: Arc<RateLimiter>,
 }
@@ -42,9 +42,9 @@ pub struct ApiLimits {
 
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-pub fn router(engine: Arc<Engine>, master_key: Option<String>, limits: &ApiLimits) -> Router {
+pub fn router(services: Services, master_key: Option<String>, limits: &ApiLimits) -> Router {
     let state = AppState {
-        engine,
+        services,
         master_key: master_key.filter(|k| !k.is_empty()).map(Arc::from),
         limiter: Arc::new(RateLimiter::new(limits.rate_per_second)),
     };
@@ -183,7 +183,7 @@ async fn create_org(
             ));
         }
     };
-    let (org, key) = state.engine.create_org(name, timezone).await?;
+    let (org, key) = state.services.tenants.create_org(name, timezone).await?;
     let mut response =
         success(json!({"id": org.id, "name": org.name, "timezone": org.timezone, "api_key": key}));
     *response.status_mut() = StatusCode::CREATED;
@@ -191,7 +191,7 @@ async fn create_org(
 }
 
 async fn compact(State(state): State<AppState>, _: MasterKey) -> Result<Response, ApiError> {
-    Ok(success(state.engine.compact().await?))
+    Ok(success(state.services.compaction.compact().await?))
 }
 
 async fn post_events(
@@ -225,7 +225,7 @@ async fn post_events(
             )));
         }
     };
-    let report = state.engine.ingest(&org, events, backfill).await?;
+    let report = state.services.ingest.ingest(&org, events, backfill).await?;
     Ok(success(report))
 }
 
@@ -249,7 +249,11 @@ async fn messages(
     )?;
     let granularity = Granularity::parse(p.get("granularity").map_or("day", String::as_str))?;
     Ok(success(
-        state.engine.messages(&org, &range(&p), granularity).await?,
+        state
+            .services
+            .analytics
+            .messages(&org, &range(&p), granularity)
+            .await?,
     ))
 }
 
@@ -275,7 +279,11 @@ async fn chatbot(
             })?,
     };
     Ok(success(
-        state.engine.chatbot(&org, &range(&p), limit).await?,
+        state
+            .services
+            .analytics
+            .chatbot(&org, &range(&p), limit)
+            .await?,
     ))
 }
 
@@ -288,7 +296,8 @@ async fn dashboard(
     let period = Period::parse(p.get("period").map_or("month", String::as_str))?;
     Ok(success(
         state
-            .engine
+            .services
+            .analytics
             .dashboard(&org, p.get("account_id").map(String::as_str), period)
             .await?,
     ))

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::plan::{TierBounds, cover};
 use super::state::{Series, series};
 use super::time::{Bucket, Calendar, Tier, local_rfc3339};
-use super::{Engine, EngineError, Org};
+use super::{Analytics, EngineError, Org};
 use crate::store::{ALL_ACCOUNTS, CounterQuery};
 
 /// Sums of counters by series and dimension ("" when a series has none).
@@ -277,7 +277,7 @@ struct Window {
     view: Calendar,
 }
 
-impl Engine {
+impl Analytics {
     fn view_calendar(&self, org: &Org, tz: Option<&str>) -> Result<Calendar, EngineError> {
         match tz {
             None => Ok(org.calendar.clone()),

@@ -21,9 +21,9 @@ use sha2::Sha256;
 
 use super::event::{EARLIEST_SECS, FUTURE_TOLERANCE_SECS};
 use super::time::Calendar;
-use super::{Engine, EngineError, EventsBody, Org};
+use super::{Clock, EngineConfig, EngineError, Ingest, Org, Tenants};
 use crate::secrets::{SecretError, SecretKey};
-use crate::store::{AccountRecord, UnroutedPayload};
+use crate::store::{AccountRecord, AccountStore, UnroutedPayload, UnroutedStore};
 
 /// Longest identifier the event model accepts.
 const MAX_ID_LEN: usize = 256;
@@ -393,9 +393,20 @@ fn show_time(secs: i64) -> String {
     jiff::Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
 }
 
-impl Engine {
+/// Meta's webhook: the verification handshake, receiving payloads, and keeping and
+/// replaying those no account claims yet.
+pub struct Webhook {
+    pub(super) accounts: Arc<dyn AccountStore>,
+    pub(super) unrouted: Arc<dyn UnroutedStore>,
+    pub(super) tenants: Arc<Tenants>,
+    pub(super) ingest: Arc<Ingest>,
+    pub(super) config: Arc<EngineConfig>,
+    pub(super) clock: Arc<Clock>,
+}
+
+impl Webhook {
     /// The verification handshake: the challenge when the token is an account's.
-    pub async fn webhook_handshake(
+    pub async fn handshake(
         &self,
         mode: Option<&str>,
         token: Option<&str>,
@@ -407,7 +418,7 @@ impl Engine {
         };
         if token.is_empty()
             || !self
-                .store
+                .accounts
                 .verify_token_known(&crate::secrets::hash_token(token))
                 .await?
         {
@@ -424,7 +435,7 @@ impl Engine {
     }
 
     /// Receives one POST: checks, translates and applies it, keeping what no account claims.
-    pub async fn webhook_receive(
+    pub async fn receive(
         &self,
         body: &[u8],
         signature: Option<&str>,
@@ -449,7 +460,7 @@ impl Engine {
         let mut routed: Vec<(String, AccountRecord)> = Vec::new();
         let mut unrouted: Vec<String> = Vec::new();
         for phone in phone_number_ids(&payload) {
-            match self.store.account_by_phone(&phone).await? {
+            match self.accounts.account_by_phone(&phone).await? {
                 Some(a) => routed.push((phone, a)),
                 None => unrouted.push(phone),
             }
@@ -491,7 +502,7 @@ impl Engine {
                 body: body.to_vec(),
             };
             let id = self
-                .store
+                .unrouted
                 .keep_unrouted(
                     &kept,
                     self.config.webhook.unrouted_max_payloads,
@@ -514,15 +525,17 @@ impl Engine {
         if events.is_empty() {
             return Ok((0, 0, 0));
         }
-        let rec = self
-            .store
-            .org_by_id(org)
+        let org = self
+            .tenants
+            .by_id(org)
             .await?
             .ok_or_else(|| EngineError::Internal(format!("organization {org} is gone")))?;
-        let org = org_from_record(rec)?;
         let bytes = serde_json::to_vec(&events)
             .map_err(|e| EngineError::Internal(format!("serializing webhook events: {e}")))?;
-        let report = self.ingest(&org, EventsBody::Json(&bytes), true).await?;
+        let report = self
+            .ingest
+            .ingest(&org, super::EventsBody::Json(&bytes), true)
+            .await?;
         Ok((
             report.accepted,
             report.duplicates,
@@ -542,7 +555,7 @@ impl Engine {
         };
         let secret = self.open_app_secret(account)?;
         let now = self.clock.now();
-        for p in self.store.unrouted(Some(phone)).await? {
+        for p in self.unrouted.unrouted(Some(phone)).await? {
             let ok = match (&secret, &p.signature) {
                 (Some(secret), Some(sig)) => signature_matches(secret, &p.body, sig),
                 _ => false,
@@ -564,7 +577,7 @@ impl Engine {
                     report.accepted += accepted;
                     report.duplicates += duplicates;
                     report.ignored += ignored + t.skipped.len() as u64;
-                    self.store.release_unrouted(p.id, phone).await?;
+                    self.unrouted.release_unrouted(p.id, phone).await?;
                 }
                 Err(e) => {
                     tracing::warn!(payload = p.id, error = %e, "kept webhook payload could not be replayed; left unrouted");
@@ -584,7 +597,7 @@ impl Engine {
         phone_number_id: Option<&str>,
     ) -> Result<Vec<UnroutedView>, EngineError> {
         Ok(self
-            .store
+            .unrouted
             .unrouted(phone_number_id)
             .await?
             .into_iter()
@@ -600,7 +613,7 @@ impl Engine {
     }
 
     pub async fn delete_unrouted(&self, id: i64) -> Result<(), EngineError> {
-        if self.store.delete_unrouted(id).await? {
+        if self.unrouted.delete_unrouted(id).await? {
             Ok(())
         } else {
             Err(EngineError::NotFound(format!(
