@@ -1,5 +1,7 @@
 //! The `whatstat` command line.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};

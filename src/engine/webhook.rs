@@ -5,7 +5,7 @@
 //! A payload names accounts by `entry[].changes[].value.metadata.phone_number_id`. Its
 //! `X-Hub-Signature-256` must verify with the app secret of every account it names;
 //! then the changes of each account are translated and ingested (with backfill, since
-//! Meta retries for up to 7 days), one `Engine::ingest` call per organization. Changes
+//! Meta retries for up to 7 days), one `Ingest::ingest_events` write per organization. Changes
 //! for a `phone_number_id` no account claims are kept as received (raw body and
 //! signature header, in a bounded space) and replayed, their signature checked with the
 //! new account's app secret, once an account claims that number.

@@ -4,6 +4,8 @@
 //!
 //! `cargo run --release --bin whatstat-bench -- --quick` runs in under a minute.
 
+#![forbid(unsafe_code)]
+
 mod baseline;
 
 use std::io::{BufRead, BufReader, Write};
