@@ -187,7 +187,7 @@ impl Engine {
         self.store
             .account(&org.id, id)
             .await?
-            .ok_or_else(|| EngineError::NotFound(format!("account `{id}` not found")))
+            .ok_or_else(|| EngineError::UnknownAccount(format!("account `{id}` not found")))
     }
 
     pub async fn get_account(&self, org: &Org, id: &str) -> Result<AccountView, EngineError> {
@@ -224,7 +224,9 @@ impl Engine {
             }
             self.store.register_account(&rec).await.map_err(conflict)?;
         } else if !self.store.update_account(&rec).await.map_err(conflict)? {
-            return Err(EngineError::NotFound(format!("account `{id}` not found")));
+            return Err(EngineError::UnknownAccount(format!(
+                "account `{id}` not found"
+            )));
         }
         tracing::info!(org = %org.id, account = %rec.account_id, "account changed");
         let replayed = self.replay_unrouted(&rec).await?;
@@ -240,7 +242,9 @@ impl Engine {
             tracing::info!(org = %org.id, account = %id, "account deleted");
             Ok(())
         } else {
-            Err(EngineError::NotFound(format!("account `{id}` not found")))
+            Err(EngineError::UnknownAccount(format!(
+                "account `{id}` not found"
+            )))
         }
     }
 }

@@ -430,7 +430,7 @@ impl Engine {
         signature: Option<&str>,
     ) -> Result<WebhookReceipt, EngineError> {
         let Some(signature) = signature else {
-            return Err(EngineError::Unauthorized(
+            return Err(EngineError::MissingSignature(
                 "missing X-Hub-Signature-256 header".into(),
             ));
         };
@@ -439,13 +439,19 @@ impl Engine {
             .strip_prefix("sha256=")
             .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
         if !well_formed {
-            return Err(EngineError::Forbidden(
+            return Err(EngineError::BadSignature(
                 "X-Hub-Signature-256 must be sha256=<64 hex digits>".into(),
             ));
         }
         let payload: Value = serde_json::from_slice(body).map_err(|e| {
             EngineError::BadRequest(format!("the webhook body is not valid JSON: {e}"))
         })?;
+        if !payload.is_object() {
+            return Err(EngineError::BadRequest(
+                "the webhook body must be a JSON object (Meta's update with `object` and `entry`)"
+                    .into(),
+            ));
+        }
         let mut routed: Vec<(String, AccountRecord)> = Vec::new();
         let mut unrouted: Vec<String> = Vec::new();
         for phone in phone_number_ids(&payload) {
@@ -460,7 +466,7 @@ impl Engine {
                 .open_app_secret(account)?
                 .is_some_and(|secret| signature_matches(&secret, body, signature));
             if !ok {
-                return Err(EngineError::Forbidden(
+                return Err(EngineError::BadSignature(
                     "X-Hub-Signature-256 does not match the app secret of the account".into(),
                 ));
             }
