@@ -18,15 +18,37 @@ use crate::engine::accounts::{AccountPatch, NewAccount};
 const TEXT: &str = "a non-empty string without control characters";
 const PHONE: &str = "a string: the Phone number ID of Meta's app dashboard";
 
-/// `POST /api/accounts`.
+/// `POST /api/accounts`. Text fields are not blank and hold no control characters.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"account_id": "acc_main", "name": "Main line"}))]
 pub struct AccountBody {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     account_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     name: String,
+    /// Meta's Phone number ID; needs `app_secret`.
+    #[schema(pattern = "^[A-Za-z0-9]{1,64}$")]
     phone_number_id: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     verify_token: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     app_secret: Option<String>,
 }
 
@@ -52,16 +74,18 @@ impl BodyShape for AccountBody {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "Support line"}))]
 pub struct AccountChange {
+    /// A new name; it cannot be cleared.
     #[serde(default)]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$")]
     name: Option<String>,
     #[serde(default, deserialize_with = "clearable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9]{1,64}$")]
     phone_number_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "clearable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1024, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$")]
     verify_token: Option<Option<String>>,
     #[serde(default, deserialize_with = "clearable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1024, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$")]
     app_secret: Option<Option<String>>,
 }
 

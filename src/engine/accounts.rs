@@ -75,9 +75,10 @@ pub struct AccountSaved {
 }
 
 fn check_text(name: &str, s: &str, max: usize) -> Result<(), EngineError> {
-    if s.trim().is_empty() || s.len() > max || s.chars().any(char::is_control) {
+    // Characters, not bytes: the limit a JSON schema's maxLength can state.
+    if s.trim().is_empty() || s.chars().count() > max || s.chars().any(char::is_control) {
         Err(EngineError::BadRequest(format!(
-            "field `{name}` must be a non-empty string of at most {max} bytes without control characters"
+            "field `{name}` must be a non-empty string of at most {max} characters without control characters"
         )))
     } else {
         Ok(())
