@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole check: formatting, lints (warnings are errors) and every test.
+# The whole check: formatting, lints (warnings are errors), every test, schemathesis
+# against the generated API description, and the benchmark's smoke run.
 # Needs PostgreSQL on 127.0.0.1:5432 (started here if it is not running).
 set -euo pipefail
 
@@ -46,6 +47,42 @@ step "WHATSTAT_TEST_BACKEND=postgres cargo test --tests"
 WHATSTAT_TEST_BACKEND=postgres \
 WHATSTAT_TEST_POSTGRES_URL="postgres://postgres@${PG_HOST}:${PG_PORT}/postgres" \
     cargo test --tests
+
+step "schemathesis against a real server (${SCHEMATHESIS_SECONDS:-90} s)"
+# The generated description (docs/openapi.json, served at /api/openapi.json) against the
+# server: a fresh SQLite store with the demo organization's 30 days of traffic, every
+# check but ignored_auth, failing on any finding.
+SCHEMATHESIS_VERSION=4.32.5
+venv=.venv-schemathesis
+if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --upgrade pip
+    "$venv/bin/pip" install --quiet "schemathesis==${SCHEMATHESIS_VERSION}"
+fi
+cargo build --release --bin whatstat
+work="$(mktemp -d)"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+target/release/whatstat serve --listen "127.0.0.1:${port}" --master-key schemathesis-master \
+    --database-url "sqlite://${work}/whatstat.db" --compact-interval-secs 0 --demo \
+    >"${work}/server.log" 2>&1 &
+server_pid=$!
+stop_server() { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; rm -rf "$work"; }
+trap stop_server EXIT
+for _ in $(seq 1 120); do
+    [ -s "${work}/demo-api-key" ] && curl -sf "http://127.0.0.1:${port}/health" >/dev/null && break
+    sleep 1
+done
+if [ ! -s "${work}/demo-api-key" ]; then
+    echo "error: the server did not come up with demo data; its log:" >&2
+    cat "${work}/server.log" >&2
+    exit 1
+fi
+"$venv/bin/schemathesis" run "http://127.0.0.1:${port}/api/openapi.json" \
+    --checks all --exclude-checks ignored_auth \
+    --header "Authorization: Bearer $(cat "${work}/demo-api-key")" \
+    --max-time "${SCHEMATHESIS_SECONDS:-90}" --workers 2 --seed 1
+stop_server
+trap - EXIT
 
 step "benchmark smoke run (quick mode, no thresholds)"
 cargo run --release --bin whatstat-bench -- --quick

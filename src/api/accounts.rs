@@ -1,87 +1,127 @@
 //! The accounts API (organization key) and the admin listing of kept webhook payloads.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{MasterKey, OrgKey};
+use super::doc;
 use super::error::ApiError;
-use super::{AppState, body_bytes, params, success};
+use super::extract::{Body, BodyShape, Params, QueryShape, clearable};
+use super::{AppState, success};
 use crate::engine::accounts::{AccountPatch, NewAccount};
 
-fn object(body: &[u8], shape: &str) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::BadRequest(format!(
-            "the body must be a JSON object {shape}"
-        ))),
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "the body must be a JSON object {shape}: {e}"
-        ))),
+const TEXT: &str = "a non-empty string without control characters";
+const PHONE: &str = "a string: the Phone number ID of Meta's app dashboard";
+
+/// `POST /api/accounts`. Text fields are not blank and hold no control characters.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"account_id": "acc_main", "name": "Main line"}))]
+pub struct AccountBody {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
+    account_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
+    name: String,
+    /// Meta's Phone number ID; needs `app_secret`.
+    #[schema(pattern = "^[A-Za-z0-9]{1,64}$")]
+    phone_number_id: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
+    verify_token: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
+    app_secret: Option<String>,
+}
+
+impl BodyShape for AccountBody {
+    const NAMES: &'static [&'static str] = &[
+        "account_id",
+        "name",
+        "phone_number_id",
+        "verify_token",
+        "app_secret",
+    ];
+    const REQUIRED: &'static [&'static str] = &["account_id", "name"];
+    fn allowed(name: &str) -> &'static str {
+        match name {
+            "phone_number_id" => PHONE,
+            _ => TEXT,
+        }
     }
 }
 
-fn only(m: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
-    match m.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::BadRequest(format!(
-            "unknown field `{k}`; allowed: {}",
-            allowed.join(", ")
-        ))),
-        None => Ok(()),
-    }
+/// `PATCH /api/accounts/{id}`: absent fields stay, `null` clears (all but `name`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Support line"}))]
+pub struct AccountChange {
+    /// A new name; it cannot be cleared.
+    #[serde(default)]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "clearable")]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9]{1,64}$")]
+    phone_number_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "clearable")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1024, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    verify_token: Option<Option<String>>,
+    #[serde(default, deserialize_with = "clearable")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 1024, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    app_secret: Option<Option<String>>,
 }
 
-/// `None`: absent; `Some(None)`: null; `Some(Some(s))`: a string.
-fn field(m: &Map<String, Value>, name: &str) -> Result<Option<Option<String>>, ApiError> {
-    match m.get(name) {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(Value::String(s)) => Ok(Some(Some(s.clone()))),
-        Some(_) => Err(ApiError::BadRequest(format!(
-            "field `{name}` must be a string"
-        ))),
+impl BodyShape for AccountChange {
+    const NAMES: &'static [&'static str] =
+        &["name", "phone_number_id", "verify_token", "app_secret"];
+    const REQUIRED: &'static [&'static str] = &[];
+    fn allowed(name: &str) -> &'static str {
+        match name {
+            "phone_number_id" => PHONE,
+            _ => TEXT,
+        }
     }
-}
-
-fn required(m: &Map<String, Value>, name: &str) -> Result<String, ApiError> {
-    field(m, name)?
-        .flatten()
-        .ok_or_else(|| ApiError::BadRequest(format!("field `{name}` is required")))
 }
 
 fn account_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    path.map(|Path(id)| id)
-        .map_err(|e| ApiError::BadRequest(format!("the account id in the path is invalid: {e}")))
+    path.map(|Path(id)| id).map_err(|e| {
+        ApiError::invalid_parameter(format!("the account id in the path is invalid: {e}"))
+    })
 }
 
-const FIELDS: &[&str] = &[
-    "account_id",
-    "name",
-    "phone_number_id",
-    "verify_token",
-    "app_secret",
-];
-
+#[utoipa::path(post, path = "/api/accounts", tag = "accounts", request_body = AccountBody,
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 201, description = "The account, and what was replayed to it", body = doc::Success),
+        (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn create(
     State(state): State<AppState>,
     OrgKey(org): OrgKey,
-    body: Result<Bytes, BytesRejection>,
+    Body(body): Body<AccountBody>,
 ) -> Result<Response, ApiError> {
-    let body = body_bytes(body)?;
-    let m = object(
-        &body,
-        "{\"account_id\", \"name\", \"phone_number_id\", \"verify_token\", \"app_secret\"}",
-    )?;
-    only(&m, FIELDS)?;
     let new = NewAccount {
-        account_id: required(&m, "account_id")?,
-        name: required(&m, "name")?,
-        phone_number_id: field(&m, "phone_number_id")?.flatten(),
-        verify_token: field(&m, "verify_token")?.flatten(),
-        app_secret: field(&m, "app_secret")?.flatten(),
+        account_id: body.account_id,
+        name: body.name,
+        phone_number_id: body.phone_number_id,
+        verify_token: body.verify_token,
+        app_secret: body.app_secret,
     };
     let saved = state.services.accounts.register(&org, new).await?;
     let mut response = success(saved);
@@ -89,6 +129,10 @@ pub(super) async fn create(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/api/accounts", tag = "accounts",
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "The organization's accounts", body = doc::Success),
+        (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     OrgKey(org): OrgKey,
@@ -98,6 +142,11 @@ pub(super) async fn list(
     ))
 }
 
+#[utoipa::path(get, path = "/api/accounts/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "The account id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "The account", body = doc::Success),
+        (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn get_one(
     State(state): State<AppState>,
     OrgKey(org): OrgKey,
@@ -107,38 +156,34 @@ pub(super) async fn get_one(
     Ok(success(state.services.accounts.get(&org, &id).await?))
 }
 
+#[utoipa::path(patch, path = "/api/accounts/{id}", tag = "accounts", request_body = AccountChange,
+    params(("id" = String, Path, description = "The account id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "The changed account", body = doc::Success),
+        (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn patch(
     State(state): State<AppState>,
     OrgKey(org): OrgKey,
     path: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    Body(body): Body<AccountChange>,
 ) -> Result<Response, ApiError> {
     let id = account_id(path)?;
-    let body = body_bytes(body)?;
-    let m = object(
-        &body,
-        "with any of \"name\", \"phone_number_id\", \"verify_token\", \"app_secret\"",
-    )?;
-    only(&m, &FIELDS[1..])?;
-    let name = match field(&m, "name")? {
-        Some(None) => {
-            return Err(ApiError::BadRequest(
-                "field `name` cannot be cleared; give a string".into(),
-            ));
-        }
-        other => other.flatten(),
-    };
     let change = AccountPatch {
-        name,
-        phone_number_id: field(&m, "phone_number_id")?,
-        verify_token: field(&m, "verify_token")?,
-        app_secret: field(&m, "app_secret")?,
+        name: body.name,
+        phone_number_id: body.phone_number_id,
+        verify_token: body.verify_token,
+        app_secret: body.app_secret,
     };
     Ok(success(
         state.services.accounts.patch(&org, &id, change).await?,
     ))
 }
 
+#[utoipa::path(delete, path = "/api/accounts/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "The account id")),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "The account was deleted", body = doc::Success),
+        (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     OrgKey(org): OrgKey,
@@ -149,27 +194,51 @@ pub(super) async fn delete(
     Ok(success(json!({"deleted": id})))
 }
 
+/// `GET /api/admin/unrouted`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UnroutedQuery {
+    /// Only the payloads for this number.
+    phone_number_id: Option<String>,
+}
+
+impl QueryShape for UnroutedQuery {
+    const NAMES: &'static [&'static str] = &["phone_number_id"];
+    fn allowed(_: &str) -> &'static str {
+        "a string"
+    }
+}
+
+#[utoipa::path(get, path = "/api/admin/unrouted", tag = "admin", params(UnroutedQuery),
+    security(("master_key" = [])),
+    responses((status = 200, description = "Webhook payloads no account claimed", body = doc::Success),
+        (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn unrouted(
     State(state): State<AppState>,
     _: MasterKey,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    Params(q): Params<UnroutedQuery>,
 ) -> Result<Response, ApiError> {
-    let p = params(query, &["phone_number_id"])?;
     let payloads = state
         .services
         .webhook
-        .unrouted_payloads(p.get("phone_number_id").map(String::as_str))
+        .unrouted_payloads(q.phone_number_id.as_deref())
         .await?;
     Ok(success(json!({"payloads": payloads})))
 }
 
+#[utoipa::path(delete, path = "/api/admin/unrouted/{id}", tag = "admin",
+    params(("id" = i64, Path, description = "The kept payload's id")),
+    security(("master_key" = [])),
+    responses((status = 200, description = "The payload was deleted", body = doc::Success),
+        (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn delete_unrouted(
     State(state): State<AppState>,
     _: MasterKey,
     path: Result<Path<i64>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = path.map_err(|_| {
-        ApiError::BadRequest("the payload id in the path must be a whole number".into())
+        ApiError::invalid_parameter("the payload id in the path must be a whole number")
     })?;
     state.services.webhook.delete_unrouted(id).await?;
     Ok(success(json!({"deleted": id})))

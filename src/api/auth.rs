@@ -4,9 +4,10 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::engine::Org;
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -36,8 +37,9 @@ impl FromRequestParts<AppState> for OrgKey {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let key = presented_key(&parts.headers).ok_or_else(|| {
-            ApiError::Unauthorized(
-                "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`".into(),
+            ApiError::new(
+                ErrorCode::InvalidApiKey,
+                "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
             )
         })?;
         let org = state
@@ -45,9 +47,9 @@ impl FromRequestParts<AppState> for OrgKey {
             .tenants
             .authenticate(key)
             .await?
-            .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidApiKey, "invalid API key"))?;
         if let Some(wait) = state.limiter.check(&org.id) {
-            return Err(ApiError::TooManyRequests(wait));
+            return Err(ApiError::rate_limited(wait));
         }
         Ok(OrgKey(org))
     }
@@ -64,28 +66,30 @@ impl FromRequestParts<AppState> for MasterKey {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Some(master) = state.master_key.as_deref() else {
-            return Err(ApiError::Unauthorized(
-                "administration is disabled: start the server with --master-key or WHATSTAT_MASTER_KEY".into(),
+            return Err(ApiError::new(
+                ErrorCode::AdminDisabled,
+                "administration is disabled: start the server with --master-key or WHATSTAT_MASTER_KEY",
             ));
         };
         let key = presented_key(&parts.headers).ok_or_else(|| {
-            ApiError::Unauthorized(
-                "missing master key: send `Authorization: Bearer <master key>`".into(),
+            ApiError::new(
+                ErrorCode::InvalidApiKey,
+                "missing master key: send `Authorization: Bearer <master key>`",
             )
         })?;
-        // Comparing digests keeps the comparison's time independent of where they differ.
+        // Digests of equal length, compared in constant time: the time taken tells
+        // neither where the keys differ nor how long the master key is.
         let (a, b) = (
             Sha256::digest(key.as_bytes()),
             Sha256::digest(master.as_bytes()),
         );
-        if a.iter()
-            .zip(b.iter())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-        {
+        if bool::from(a.as_slice().ct_eq(b.as_slice())) {
             Ok(MasterKey)
         } else {
-            Err(ApiError::Unauthorized("invalid master key".into()))
+            Err(ApiError::new(
+                ErrorCode::InvalidApiKey,
+                "invalid master key",
+            ))
         }
     }
 }

@@ -1,103 +1,330 @@
-//! The error envelope of SPEC section 6: `{"status":"error","message":...}` with a
-//! fitting status. Internal details are logged, never sent.
+//! The error envelope of SPEC section 6: `{"status":"error","code":...,"message":...}` with
+//! the code's status. Internal details are logged, never sent.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
 
+use crate::engine::metrics::{Bound, Granularity, RangeError};
 use crate::engine::{EngineError, EventError};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{message}")]
-    InvalidEvents {
-        message: String,
-        errors: Vec<EventError>,
-    },
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("method not allowed")]
+/// The stable, machine-readable kind of an error answer. Clients branch on these; the
+/// message beside them is for people and may be reworded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidParameter,
+    InvalidBody,
+    InvalidEvents,
+    RangeNotServable,
+    UnknownAccount,
+    InvalidApiKey,
+    AdminDisabled,
+    MissingSignature,
+    BadSignature,
+    VerificationFailed,
+    NotFound,
     MethodNotAllowed,
-    #[error("{0}")]
-    PayloadTooLarge(String),
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    #[error("too many requests; retry after {0} s")]
-    TooManyRequests(u64),
-    #[error("the server is overloaded; retry shortly")]
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedContentType,
+    RateLimited,
     Overloaded,
-    #[error("internal error")]
-    Internal(String),
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code with its one status and when it is answered: the table docs/api.md repeats.
+    pub const TABLE: &'static [(ErrorCode, u16, &'static str)] = &[
+        (
+            ErrorCode::InvalidParameter,
+            400,
+            "a query parameter that is unknown, repeated or has a value that is not allowed",
+        ),
+        (
+            ErrorCode::InvalidBody,
+            400,
+            "a body that is not JSON, not of the expected shape, or has a field that is not allowed",
+        ),
+        (
+            ErrorCode::InvalidEvents,
+            400,
+            "events that fail validation (`errors: [{index, message}]`), history without `?backfill=true` among them; nothing is applied",
+        ),
+        (
+            ErrorCode::RangeNotServable,
+            400,
+            "a range the kept tiers cannot serve exactly; the message says what can be served",
+        ),
+        (
+            ErrorCode::InvalidApiKey,
+            401,
+            "no organization or master key, or a key that is not known",
+        ),
+        (
+            ErrorCode::AdminDisabled,
+            401,
+            "an admin route on a server started without a master key",
+        ),
+        (
+            ErrorCode::MissingSignature,
+            401,
+            "a webhook update without `X-Hub-Signature-256`",
+        ),
+        (
+            ErrorCode::BadSignature,
+            403,
+            "a malformed webhook signature, or one that does not match the account's app secret",
+        ),
+        (
+            ErrorCode::VerificationFailed,
+            403,
+            "a webhook handshake with a wrong mode or verify token",
+        ),
+        (
+            ErrorCode::UnknownAccount,
+            404,
+            "an account id the organization has not registered or used",
+        ),
+        (
+            ErrorCode::NotFound,
+            404,
+            "an unknown route, or a kept webhook payload that does not exist",
+        ),
+        (
+            ErrorCode::MethodNotAllowed,
+            405,
+            "a known route with a method it does not have; `Allow` lists those it has",
+        ),
+        (
+            ErrorCode::Conflict,
+            409,
+            "an account id or `phone_number_id` already registered",
+        ),
+        (
+            ErrorCode::PayloadTooLarge,
+            413,
+            "a body larger than `--max-body-bytes`",
+        ),
+        (
+            ErrorCode::UnsupportedContentType,
+            415,
+            "`POST /api/events` with a content type other than JSON or NDJSON",
+        ),
+        (
+            ErrorCode::RateLimited,
+            429,
+            "an organization key over `--rate-limit`; `Retry-After` says how many seconds to wait",
+        ),
+        (
+            ErrorCode::Internal,
+            500,
+            "an internal error, logged on the server; the message is only `internal error`",
+        ),
+        (
+            ErrorCode::Overloaded,
+            503,
+            "the write queue is full; `Retry-After: 1`",
+        ),
+    ];
+
+    pub fn status(self) -> StatusCode {
+        Self::TABLE
+            .iter()
+            .find(|(c, _, _)| *c == self)
+            .and_then(|(_, s, _)| StatusCode::from_u16(*s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidParameter => "invalid_parameter",
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::InvalidEvents => "invalid_events",
+            ErrorCode::RangeNotServable => "range_not_servable",
+            ErrorCode::UnknownAccount => "unknown_account",
+            ErrorCode::InvalidApiKey => "invalid_api_key",
+            ErrorCode::AdminDisabled => "admin_disabled",
+            ErrorCode::MissingSignature => "missing_signature",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::VerificationFailed => "verification_failed",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedContentType => "unsupported_content_type",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// An error answer: its code, the message for people and, for invalid events, each one's.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub errors: Vec<EventError>,
+    retry_after: Option<u64>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid_parameter(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidParameter, message)
+    }
+
+    pub fn invalid_body(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidBody, message)
+    }
+
+    pub fn rate_limited(wait_secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(wait_secs),
+            ..Self::new(
+                ErrorCode::RateLimited,
+                format!("too many requests; retry after {wait_secs} s"),
+            )
+        }
+    }
+
+    /// Logged in full; the client only learns that it happened.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+}
+
+/// Names the query parameter a range refusal is about, as the client wrote it.
+fn range_error(e: RangeError) -> ApiError {
+    const POINT: &str = "a date YYYY-MM-DD or an RFC 3339 instant such as 2024-01-01T00:00:00Z";
+    match e {
+        RangeError::UnknownTimeZone(name) => ApiError::invalid_parameter(format!(
+            "parameter `tz` is `{name}`; allowed: an IANA time zone name such as Asia/Kolkata or UTC"
+        )),
+        RangeError::InvalidBound { bound, value } => {
+            let name = match bound {
+                Bound::Start => "start_date",
+                Bound::End => "end_date",
+            };
+            ApiError::invalid_parameter(format!(
+                "parameter `{name}` is `{value}`; allowed: {POINT}"
+            ))
+        }
+        RangeError::Empty => ApiError::invalid_parameter(
+            "parameter `start_date` must be before `end_date` (end_date as a date is inclusive)",
+        ),
+        RangeError::NotServable(message) => ApiError::new(ErrorCode::RangeNotServable, message),
+        RangeError::TooManyBuckets { limit, granularity } => ApiError::invalid_parameter(format!(
+            "the range holds more than {limit} {} buckets; narrow it or choose a coarser granularity",
+            granularity.as_str()
+        )),
+        RangeError::NotOnTheHour(start) => ApiError::invalid_parameter(format!(
+            "granularity={} needs a range that starts on the hour; `start_date` is {start}",
+            Granularity::Hour.as_str()
+        )),
+    }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::BadRequest(m) => ApiError::BadRequest(m),
+            EngineError::BadRequest(m) => ApiError::invalid_body(m),
             EngineError::InvalidEvents(errors) => {
                 let message = format!("{} invalid event(s); nothing was applied", errors.len());
-                ApiError::InvalidEvents { message, errors }
+                ApiError {
+                    errors,
+                    ..ApiError::new(ErrorCode::InvalidEvents, message)
+                }
             }
-            EngineError::NotFound(m) => ApiError::NotFound(m),
-            EngineError::Unauthorized(m) => ApiError::Unauthorized(m),
-            EngineError::Forbidden(m) => ApiError::Forbidden(m),
-            EngineError::Conflict(m) => ApiError::Conflict(m),
-            EngineError::Overloaded => ApiError::Overloaded,
-            EngineError::Internal(m) => ApiError::Internal(m),
-        }
-    }
-}
-
-impl ApiError {
-    fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) | ApiError::InvalidEvents { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::Range(r) => range_error(r),
+            EngineError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m),
+            EngineError::UnknownAccount(m) => ApiError::new(ErrorCode::UnknownAccount, m),
+            EngineError::Unauthorized(m) => ApiError::new(ErrorCode::InvalidApiKey, m),
+            EngineError::MissingSignature(m) => ApiError::new(ErrorCode::MissingSignature, m),
+            EngineError::BadSignature(m) => ApiError::new(ErrorCode::BadSignature, m),
+            EngineError::Forbidden(m) => ApiError::new(ErrorCode::VerificationFailed, m),
+            EngineError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            EngineError::Overloaded => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    ErrorCode::Overloaded,
+                    "the server is overloaded; retry shortly",
+                )
+            },
+            EngineError::Internal(m) => ApiError::internal(m),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let body = match &self {
-            ApiError::InvalidEvents { message, errors } => {
-                json!({"status": "error", "message": message, "errors": errors})
-            }
-            ApiError::Internal(detail) => {
-                tracing::error!(%detail, "internal error");
-                json!({"status": "error", "message": "internal error"})
-            }
-            other => json!({"status": "error", "message": other.to_string()}),
+        let status = self.code.status();
+        let body = if self.code == ErrorCode::InvalidEvents {
+            json!({"status": "error", "code": self.code, "message": self.message, "errors": self.errors})
+        } else {
+            json!({"status": "error", "code": self.code, "message": self.message})
         };
         let mut response = (status, axum::Json(body)).into_response();
-        let retry = match &self {
-            ApiError::TooManyRequests(s) => Some(*s),
-            ApiError::Overloaded => Some(1),
-            _ => None,
-        };
-        if let Some(s) = retry
+        if let Some(s) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_one_row_with_a_client_error_or_server_error_status() {
+        for (code, status, when) in ErrorCode::TABLE {
+            assert_eq!(
+                ErrorCode::TABLE
+                    .iter()
+                    .filter(|(c, _, _)| c == code)
+                    .count(),
+                1,
+                "{code:?}"
+            );
+            assert!((400..600).contains(status), "{code:?}");
+            assert!(!when.is_empty());
+            assert_eq!(code.status().as_u16(), *status);
+            assert_eq!(
+                serde_json::to_value(code).ok(),
+                Some(serde_json::Value::String(code.as_str().into()))
+            );
+        }
+        assert_eq!(ErrorCode::TABLE.len(), 18);
+    }
+
+    #[test]
+    fn the_docs_table_lists_every_code_with_its_status() {
+        let docs = include_str!("../../docs/api.md");
+        for (code, status, _) in ErrorCode::TABLE {
+            let row = format!("| `{}` | {status} |", code.as_str());
+            assert!(docs.contains(&row), "docs/api.md lacks the row {row}");
+        }
     }
 }

@@ -1,41 +1,36 @@
-//! Per-organization request rate limiting (token bucket), answered with 429 and Retry-After.
+//! Per-organization request rate limiting, answered with 429 and Retry-After: `N` requests
+//! a second per organization key, in bursts of up to `2N`.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 
 pub struct RateLimiter {
-    /// Requests per second per organization; 0 turns limiting off.
-    per_second: u32,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// `None` turns limiting off (a rate of 0).
+    keyed: Option<(DefaultKeyedRateLimiter<String>, DefaultClock)>,
 }
 
 impl RateLimiter {
     pub fn new(per_second: u32) -> Self {
-        RateLimiter {
-            per_second,
-            buckets: Mutex::new(HashMap::new()),
-        }
+        let keyed = NonZeroU32::new(per_second).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+            let quota = Quota::per_second(rate).allow_burst(burst);
+            (governor::RateLimiter::keyed(quota), DefaultClock::default())
+        });
+        RateLimiter { keyed }
     }
 
-    /// `None` if the request may go ahead, else the seconds to wait.
+    /// `None` if the request may go ahead, else the whole seconds to wait (at least 1).
     pub fn check(&self, org: &str) -> Option<u64> {
-        if self.per_second == 0 {
-            return None;
-        }
-        let rate = f64::from(self.per_second);
-        // A burst of two seconds' worth is allowed.
-        let capacity = rate * 2.0;
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().ok()?;
-        let (tokens, last) = buckets.entry(org.to_string()).or_insert((capacity, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(capacity);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            None
-        } else {
-            Some(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
+        let (limiter, clock) = self.keyed.as_ref()?;
+        let key = org.to_string();
+        match limiter.check_key(&key) {
+            Ok(()) => None,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(clock.now());
+                Some(wait.as_secs_f64().ceil().max(1.0) as u64)
+            }
         }
     }
 }

@@ -3,27 +3,30 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod doc;
 pub mod error;
+pub mod extract;
 pub mod limit;
 pub mod webhook;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::engine::metrics::{Granularity, Period, RangeParams};
 use crate::engine::{EventsBody, Services};
 use auth::{MasterKey, OrgKey};
-use error::ApiError;
+use error::{ApiError, ErrorCode};
+use extract::{Body, BodyShape, Params, QueryShape, body_bytes};
 use limit::RateLimiter;
 
 #[derive(Clone)]
@@ -39,8 +42,6 @@ pub struct ApiLimits {
     pub max_body_bytes: usize,
     pub rate_per_second: u32,
 }
-
-pub const OPENAPI: &str = include_str!("openapi.json");
 
 pub fn router(services: Services, master_key: Option<String>, limits: &ApiLimits) -> Router {
     let state = AppState {
@@ -97,112 +98,117 @@ fn success<T: Serialize>(data: T) -> Response {
     Json(json!({"status": "success", "data": data})).into_response()
 }
 
+#[utoipa::path(get, path = "/health", tag = "meta",
+    responses((status = 200, description = "The server is up", body = doc::Success)))]
 async fn health() -> Response {
     success(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
+    responses((status = 200, description = "This description", content_type = "application/json")))]
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    Json(doc::document()).into_response()
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no route for {method} {}", uri.path()),
+    )
 }
 
+/// The router adds `Allow` with the route's methods to this answer.
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     tracing::debug!(%method, path = uri.path(), "method not allowed");
-    ApiError::MethodNotAllowed
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(
-                "the request body is larger than the server accepts (see --max-body-bytes)".into(),
-            )
-        } else {
-            ApiError::BadRequest(format!("the request body could not be read: {e}"))
-        }
-    })
+/// `POST /api/admin/orgs`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Acme", "timezone": "Asia/Kolkata"}))]
+pub struct NewOrg {
+    /// 1 to 200 bytes.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    name: String,
+    /// An IANA time zone name; UTC when absent.
+    #[schema(example = "Asia/Kolkata")]
+    timezone: Option<String>,
 }
 
-/// Query parameters, checked against the names an endpoint allows.
-fn params(
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-    allowed: &[&str],
-) -> Result<HashMap<String, String>, ApiError> {
-    let Query(pairs) =
-        query.map_err(|e| ApiError::BadRequest(format!("the query string is malformed: {e}")))?;
-    let mut out = HashMap::new();
-    for (k, v) in pairs {
-        if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "unknown parameter `{k}`; allowed: {}",
-                allowed.join(", ")
-            )));
-        }
-        if out.insert(k.clone(), v).is_some() {
-            return Err(ApiError::BadRequest(format!(
-                "parameter `{k}` is given more than once"
-            )));
+impl BodyShape for NewOrg {
+    const NAMES: &'static [&'static str] = &["name", "timezone"];
+    const REQUIRED: &'static [&'static str] = &["name"];
+    fn allowed(name: &str) -> &'static str {
+        match name {
+            "timezone" => "a string such as Asia/Kolkata",
+            _ => "a string",
         }
     }
-    Ok(out)
 }
 
-fn flag(p: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
-    match p.get(name).map(String::as_str) {
-        None | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") | Some("") => Ok(true),
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "parameter `{name}` is `{other}`; allowed: true, false"
-        ))),
-    }
-}
-
+#[utoipa::path(post, path = "/api/admin/orgs", tag = "admin", request_body = NewOrg,
+    security(("master_key" = [])),
+    responses((status = 201, description = "The organization and its API key, shown once", body = doc::Success),
+        (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn create_org(
     State(state): State<AppState>,
     _: MasterKey,
-    body: Result<Bytes, BytesRejection>,
+    Body(new): Body<NewOrg>,
 ) -> Result<Response, ApiError> {
-    let body = body_bytes(body)?;
-    let v: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "the body must be a JSON object {{\"name\", \"timezone\"}}: {e}"
-        ))
-    })?;
-    let name = v.get("name").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::BadRequest("field `name` is required and must be a string".into())
-    })?;
-    let timezone = match v.get("timezone") {
-        None | Some(Value::Null) => "UTC",
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "field `timezone` must be a string such as Asia/Kolkata".into(),
-            ));
-        }
-    };
-    let (org, key) = state.services.tenants.create_org(name, timezone).await?;
+    let timezone = new.timezone.as_deref().unwrap_or("UTC");
+    let (org, key) = state
+        .services
+        .tenants
+        .create_org(&new.name, timezone)
+        .await?;
     let mut response =
         success(json!({"id": org.id, "name": org.name, "timezone": org.timezone, "api_key": key}));
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
 }
 
+#[utoipa::path(post, path = "/api/admin/compact", tag = "admin", security(("master_key" = [])),
+    responses((status = 200, description = "What compaction did", body = doc::Success),
+        (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn compact(State(state): State<AppState>, _: MasterKey) -> Result<Response, ApiError> {
     Ok(success(state.services.compaction.compact().await?))
 }
 
+/// `POST /api/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct IngestQuery {
+    /// Admit events older than the state window (history).
+    #[serde(default, deserialize_with = "extract::flag")]
+    #[param(value_type = Option<bool>)]
+    backfill: bool,
+}
+
+impl QueryShape for IngestQuery {
+    const NAMES: &'static [&'static str] = &["backfill"];
+    fn allowed(_: &str) -> &'static str {
+        "true, false"
+    }
+}
+
+#[utoipa::path(post, path = "/api/events", tag = "events", params(IngestQuery),
+    request_body(description = "A JSON array of events or one event object; or NDJSON, one event a line",
+        content((doc::Events = "application/json"), (String = "application/x-ndjson"))),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "The events were applied", body = doc::Success),
+        (status = "4XX", description = "Refused; nothing was applied", body = doc::Failure)))]
 async fn post_events(
     State(state): State<AppState>,
     OrgKey(org): OrgKey,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    Params(query): Params<IngestQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let p = params(query, &["backfill"])?;
-    let backfill = flag(&p, "backfill")?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -220,85 +226,178 @@ async fn post_events(
             EventsBody::Ndjson(&body)
         }
         _ => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Type `{content_type}` is not accepted; allowed: application/json (an array of events) or application/x-ndjson"
-            )));
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedContentType,
+                format!(
+                    "Content-Type `{content_type}` is not accepted; allowed: application/json (an array of events) or application/x-ndjson"
+                ),
+            ));
         }
     };
-    let report = state.services.ingest.ingest(&org, events, backfill).await?;
+    let report = state
+        .services
+        .ingest
+        .ingest(&org, events, query.backfill)
+        .await?;
     Ok(success(report))
 }
 
-fn range(p: &HashMap<String, String>) -> RangeParams {
-    RangeParams {
-        account_id: p.get("account_id").cloned(),
-        start_date: p.get("start_date").cloned(),
-        end_date: p.get("end_date").cloned(),
-        tz: p.get("tz").cloned(),
+const POINT: &str = "a date YYYY-MM-DD or an RFC 3339 instant such as 2024-01-01T00:00:00Z";
+const ZONE: &str = "an IANA time zone name such as Asia/Kolkata or UTC";
+
+/// `GET /api/analytics/messages`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MessagesQuery {
+    /// One account; all of the organization's when absent.
+    account_id: Option<String>,
+    /// A date (the start of that local day) or an RFC 3339 instant.
+    #[param(example = "2026-03-01")]
+    start_date: Option<String>,
+    /// A date (inclusive: to the end of that local day) or an RFC 3339 instant (exclusive).
+    #[param(example = "2026-03-12")]
+    end_date: Option<String>,
+    /// `day` when absent.
+    #[param(inline)]
+    granularity: Option<Granularity>,
+    /// The time zone the range and the timeline are read in; the organization's when absent.
+    #[param(example = "UTC")]
+    tz: Option<String>,
+}
+
+impl QueryShape for MessagesQuery {
+    const NAMES: &'static [&'static str] =
+        &["account_id", "start_date", "end_date", "granularity", "tz"];
+    fn allowed(name: &str) -> &'static str {
+        match name {
+            "granularity" => Granularity::NAMES,
+            "tz" => ZONE,
+            _ => POINT,
+        }
     }
 }
 
+/// `GET /api/analytics/chatbot`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ChatbotQuery {
+    account_id: Option<String>,
+    #[param(example = "2026-03-01")]
+    start_date: Option<String>,
+    #[param(example = "2026-03-12")]
+    end_date: Option<String>,
+    /// How many top keywords; 10 when absent.
+    #[serde(default, deserialize_with = "keyword_limit")]
+    #[param(value_type = Option<u16>, minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    #[param(example = "UTC")]
+    tz: Option<String>,
+}
+
+fn keyword_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let n = <String as Deserialize>::deserialize(d)?
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| serde::de::Error::custom("out of range"))?;
+    Ok(Some(n))
+}
+
+impl QueryShape for ChatbotQuery {
+    const NAMES: &'static [&'static str] = &["account_id", "start_date", "end_date", "limit", "tz"];
+    fn allowed(name: &str) -> &'static str {
+        match name {
+            "limit" => "a whole number from 1 to 1000",
+            "tz" => ZONE,
+            _ => POINT,
+        }
+    }
+}
+
+/// `GET /api/analytics/dashboard`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DashboardQuery {
+    account_id: Option<String>,
+    /// `month` when absent.
+    #[param(inline)]
+    period: Option<Period>,
+}
+
+impl QueryShape for DashboardQuery {
+    const NAMES: &'static [&'static str] = &["account_id", "period"];
+    fn allowed(_: &str) -> &'static str {
+        Period::NAMES
+    }
+}
+
+#[utoipa::path(get, path = "/api/analytics/messages", tag = "analytics", params(MessagesQuery),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "Summary, by_type and timeline", body = doc::Success),
+        (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn messages(
     State(state): State<AppState>,
     OrgKey(org): OrgKey,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    Params(q): Params<MessagesQuery>,
 ) -> Result<Response, ApiError> {
-    let p = params(
-        query,
-        &["account_id", "start_date", "end_date", "granularity", "tz"],
-    )?;
-    let granularity = Granularity::parse(p.get("granularity").map_or("day", String::as_str))?;
+    let range = RangeParams {
+        account_id: q.account_id,
+        start_date: q.start_date,
+        end_date: q.end_date,
+        tz: q.tz,
+    };
+    let granularity = q.granularity.unwrap_or(Granularity::Day);
     Ok(success(
         state
             .services
             .analytics
-            .messages(&org, &range(&p), granularity)
+            .messages(&org, &range, granularity)
             .await?,
     ))
 }
 
+#[utoipa::path(get, path = "/api/analytics/chatbot", tag = "analytics", params(ChatbotQuery),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "Conversations, flows, keywords and AI usage", body = doc::Success),
+        (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn chatbot(
     State(state): State<AppState>,
     OrgKey(org): OrgKey,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    Params(q): Params<ChatbotQuery>,
 ) -> Result<Response, ApiError> {
-    let p = params(
-        query,
-        &["account_id", "start_date", "end_date", "limit", "tz"],
-    )?;
-    let limit = match p.get("limit") {
-        None => 10,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "parameter `limit` is `{l}`; allowed: a whole number from 1 to 1000"
-                ))
-            })?,
+    let range = RangeParams {
+        account_id: q.account_id,
+        start_date: q.start_date,
+        end_date: q.end_date,
+        tz: q.tz,
     };
     Ok(success(
         state
             .services
             .analytics
-            .chatbot(&org, &range(&p), limit)
+            .chatbot(&org, &range, q.limit.unwrap_or(10))
             .await?,
     ))
 }
 
+#[utoipa::path(get, path = "/api/analytics/dashboard", tag = "analytics", params(DashboardQuery),
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "The period so far against the one before", body = doc::Success),
+        (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn dashboard(
     State(state): State<AppState>,
     OrgKey(org): OrgKey,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    Params(q): Params<DashboardQuery>,
 ) -> Result<Response, ApiError> {
-    let p = params(query, &["account_id", "period"])?;
-    let period = Period::parse(p.get("period").map_or("month", String::as_str))?;
+    let period = q.period.unwrap_or(Period::Month);
     Ok(success(
         state
             .services
             .analytics
-            .dashboard(&org, p.get("account_id").map(String::as_str), period)
+            .dashboard(&org, q.account_id.as_deref(), period)
             .await?,
     ))
 }

@@ -77,9 +77,10 @@ pub struct AccountSaved {
 }
 
 fn check_text(name: &str, s: &str, max: usize) -> Result<(), EngineError> {
-    if s.trim().is_empty() || s.len() > max || s.chars().any(char::is_control) {
+    // Characters, not bytes: the limit a JSON schema's maxLength can state.
+    if s.trim().is_empty() || s.chars().count() > max || s.chars().any(char::is_control) {
         Err(EngineError::BadRequest(format!(
-            "field `{name}` must be a non-empty string of at most {max} bytes without control characters"
+            "field `{name}` must be a non-empty string of at most {max} characters without control characters"
         )))
     } else {
         Ok(())
@@ -194,7 +195,7 @@ impl Accounts {
         self.store
             .account(&org.id, id)
             .await?
-            .ok_or_else(|| EngineError::NotFound(format!("account `{id}` not found")))
+            .ok_or_else(|| EngineError::UnknownAccount(format!("account `{id}` not found")))
     }
 
     pub async fn get(&self, org: &Org, id: &str) -> Result<AccountView, EngineError> {
@@ -231,7 +232,9 @@ impl Accounts {
             }
             self.store.register_account(&rec).await.map_err(conflict)?;
         } else if !self.store.update_account(&rec).await.map_err(conflict)? {
-            return Err(EngineError::NotFound(format!("account `{id}` not found")));
+            return Err(EngineError::UnknownAccount(format!(
+                "account `{id}` not found"
+            )));
         }
         tracing::info!(org = %org.id, account = %rec.account_id, "account changed");
         let replayed = self.webhook.replay_unrouted(&rec).await?;
@@ -247,7 +250,9 @@ impl Accounts {
             tracing::info!(org = %org.id, account = %id, "account deleted");
             Ok(())
         } else {
-            Err(EngineError::NotFound(format!("account `{id}` not found")))
+            Err(EngineError::UnknownAccount(format!(
+                "account `{id}` not found"
+            )))
         }
     }
 }

@@ -56,7 +56,8 @@ impl Totals {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Granularity {
     Hour,
     Day,
@@ -65,22 +66,20 @@ pub enum Granularity {
 }
 
 impl Granularity {
-    pub fn parse(s: &str) -> Result<Self, EngineError> {
-        Ok(match s {
-            "hour" => Granularity::Hour,
-            "day" => Granularity::Day,
-            "week" => Granularity::Week,
-            "month" => Granularity::Month,
-            other => {
-                return Err(EngineError::BadRequest(format!(
-                    "parameter `granularity` is `{other}`; allowed: hour, day, week, month"
-                )));
-            }
-        })
+    pub const NAMES: &'static str = "hour, day, week, month";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
+            Granularity::Week => "week",
+            Granularity::Month => "month",
+        }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Period {
     Today,
     Week,
@@ -89,19 +88,36 @@ pub enum Period {
 }
 
 impl Period {
-    pub fn parse(s: &str) -> Result<Self, EngineError> {
-        Ok(match s {
-            "today" => Period::Today,
-            "week" => Period::Week,
-            "month" => Period::Month,
-            "year" => Period::Year,
-            other => {
-                return Err(EngineError::BadRequest(format!(
-                    "parameter `period` is `{other}`; allowed: today, week, month, year"
-                )));
-            }
-        })
-    }
+    pub const NAMES: &'static str = "today, week, month, year";
+}
+
+/// Which end of a range a value was given for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    Start,
+    End,
+}
+
+/// Why a range query is refused, in the domain's terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    #[error("unknown time zone `{0}`")]
+    UnknownTimeZone(String),
+    #[error("`{value}` is neither a date nor an RFC 3339 instant")]
+    InvalidBound { bound: Bound, value: String },
+    #[error("the start of the range is not before its end")]
+    Empty,
+    /// The stored tiers cannot serve the range exactly; the message says what they can.
+    #[error("{0}")]
+    NotServable(String),
+    #[error("the range holds more than {limit} {} buckets", granularity.as_str())]
+    TooManyBuckets {
+        limit: usize,
+        granularity: Granularity,
+    },
+    /// An hourly timeline starting off the hour, at this local instant.
+    #[error("an hourly timeline must start on the hour, not at {0}")]
+    NotOnTheHour(String),
 }
 
 /// A range request as the API receives it, before it is resolved against a calendar.
@@ -281,31 +297,28 @@ impl Analytics {
     fn view_calendar(&self, org: &Org, tz: Option<&str>) -> Result<Calendar, EngineError> {
         match tz {
             None => Ok(org.calendar.clone()),
-            Some(name) => jiff::tz::TimeZone::get(name).map(Calendar::new).map_err(|_| {
-                EngineError::BadRequest(format!(
-                    "parameter `tz` is `{name}`; allowed: an IANA time zone name such as Asia/Kolkata or UTC"
-                ))
-            }),
+            Some(name) => jiff::tz::TimeZone::get(name)
+                .map(Calendar::new)
+                .map_err(|_| RangeError::UnknownTimeZone(name.to_string()).into()),
         }
     }
 
     fn window(&self, org: &Org, p: &RangeParams) -> Result<Window, EngineError> {
         let view = self.view_calendar(org, p.tz.as_deref())?;
         let today = view.zoned(self.now_ts()).date();
-        let bad = |name: &str, v: &str| {
-            EngineError::BadRequest(format!(
-                "parameter `{name}` is `{v}`; allowed: a date YYYY-MM-DD or an RFC 3339 instant such as 2024-01-01T00:00:00Z"
-            ))
+        let bad = |bound: Bound, v: &str| RangeError::InvalidBound {
+            bound,
+            value: v.to_string(),
         };
         let start_of = |d: Date| view.start_of(d).map(|z| z.timestamp().as_second());
         let after = |d: Date| view.start_of_next_day(d).map(|z| z.timestamp().as_second());
         let start = match p.start_date.as_deref() {
-            Some(s) => parse_point(s, &start_of).ok_or_else(|| bad("start_date", s))?,
+            Some(s) => parse_point(s, &start_of).ok_or_else(|| bad(Bound::Start, s))?,
             None => None,
         };
         let end = match p.end_date.as_deref() {
             // A date as end is inclusive: the range runs to the end of that local day.
-            Some(s) => parse_point(s, &after).ok_or_else(|| bad("end_date", s))?,
+            Some(s) => parse_point(s, &after).ok_or_else(|| bad(Bound::End, s))?,
             None => None,
         };
         let internal = || EngineError::Internal("calendar arithmetic failed".into());
@@ -326,9 +339,7 @@ impl Analytics {
             }
         };
         if start >= end {
-            return Err(EngineError::BadRequest(
-                "parameter `start_date` must be before `end_date` (end_date as a date is inclusive)".into(),
-            ));
+            return Err(RangeError::Empty.into());
         }
         Ok(Window { start, end, view })
     }
@@ -337,7 +348,7 @@ impl Analytics {
         if let Some(a) = account
             && !self.store.account_exists(&org.id, a).await?
         {
-            return Err(EngineError::NotFound(format!(
+            return Err(EngineError::UnknownAccount(format!(
                 "account `{a}` is not known to this organization"
             )));
         }
@@ -425,7 +436,7 @@ impl Analytics {
         msg.push_str(
             " and monthly for whole months; use boundaries on those buckets (dates, or instants on the hour) and a granularity they can serve",
         );
-        EngineError::BadRequest(msg)
+        RangeError::NotServable(msg).into()
     }
 
     pub async fn messages(
@@ -436,7 +447,20 @@ impl Analytics {
     ) -> Result<MessagesAnswer, EngineError> {
         let w = self.window(org, p)?;
         self.check_account(org, p.account_id.as_deref()).await?;
-        let buckets = timeline_buckets(&w, granularity)?;
+        let buckets = match timeline_buckets(&w, granularity) {
+            Ok(b) => b,
+            // A range too long to list may also be one the tiers cannot serve: saying what
+            // can be served helps more than saying it is long.
+            Err(too_long @ EngineError::Range(RangeError::TooManyBuckets { .. })) => {
+                let bounds = self.tier_bounds(org);
+                let first = (w.start, w.end.min(w.start.saturating_add(3600)));
+                return Err(match cover(&org.calendar, first.0, first.1, &bounds) {
+                    Err(u) => self.refusal(org, &bounds, u.at),
+                    Ok(_) => too_long,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let parts: Vec<(i64, i64)> = buckets.iter().map(|b| (b.start, b.end)).collect();
         let totals = self
             .totals(org, p.account_id.as_deref(), &parts, MESSAGE_SERIES)
@@ -710,25 +734,18 @@ fn timeline_buckets(w: &Window, g: Granularity) -> Result<Vec<TimelineBucket>, E
     let mut t = w.start;
     while t < w.end {
         if out.len() >= MAX_TIMELINE_BUCKETS {
-            return Err(EngineError::BadRequest(format!(
-                "the range holds more than {MAX_TIMELINE_BUCKETS} {} buckets; narrow it or choose a coarser granularity",
-                match g {
-                    Granularity::Hour => "hour",
-                    Granularity::Day => "day",
-                    Granularity::Week => "week",
-                    Granularity::Month => "month",
-                }
-            )));
+            return Err(RangeError::TooManyBuckets {
+                limit: MAX_TIMELINE_BUCKETS,
+                granularity: g,
+            }
+            .into());
         }
         let z = cal.zoned(Timestamp::from_second(t).map_err(|_| internal())?);
         let date = z.date();
         let (label, next) = match g {
             Granularity::Hour => {
                 if !cal.is_hour_start(z.timestamp()) {
-                    return Err(EngineError::BadRequest(format!(
-                        "granularity=hour needs a range that starts on the hour; `start_date` is {}",
-                        local_rfc3339(&z)
-                    )));
+                    return Err(RangeError::NotOnTheHour(local_rfc3339(&z)).into());
                 }
                 (local_rfc3339(&z), t + 3600)
             }

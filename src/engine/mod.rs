@@ -36,8 +36,20 @@ pub enum EngineError {
     BadRequest(String),
     #[error("{} invalid event(s); nothing was applied", .0.len())]
     InvalidEvents(Vec<EventError>),
+    /// A range query the planner refuses; the edge names the parameters.
+    #[error(transparent)]
+    Range(#[from] metrics::RangeError),
     #[error("{0}")]
     NotFound(String),
+    /// An account id the organization has not registered or used.
+    #[error("{0}")]
+    UnknownAccount(String),
+    /// A webhook update without its signature.
+    #[error("{0}")]
+    MissingSignature(String),
+    /// A webhook signature that is malformed or does not match.
+    #[error("{0}")]
+    BadSignature(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]

@@ -753,7 +753,7 @@ impl Webhook {
         signature: Option<&str>,
     ) -> Result<WebhookReceipt, EngineError> {
         let Some(signature) = signature else {
-            return Err(EngineError::Unauthorized(
+            return Err(EngineError::MissingSignature(
                 "missing X-Hub-Signature-256 header".into(),
             ));
         };
@@ -762,13 +762,20 @@ impl Webhook {
             .strip_prefix("sha256=")
             .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
         if !well_formed {
-            return Err(EngineError::Forbidden(
+            return Err(EngineError::BadSignature(
                 "X-Hub-Signature-256 must be sha256=<64 hex digits>".into(),
             ));
         }
         let payload = Payload::parse(body).map_err(|e| {
             EngineError::BadRequest(format!("the webhook body is not valid JSON: {e}"))
         })?;
+        // Valid JSON that is not an object (a string, a list) is no update of Meta's.
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(EngineError::BadRequest(
+                "the webhook body must be a JSON object (Meta's update with `object` and `entry`)"
+                    .into(),
+            ));
+        }
         let mut routed: Vec<(String, AccountRecord)> = Vec::new();
         let mut unrouted: Vec<String> = Vec::new();
         for phone in phone_number_ids(&payload) {
@@ -783,7 +790,7 @@ impl Webhook {
                 .open_app_secret(account)?
                 .is_some_and(|secret| signature_matches(&secret, body, signature));
             if !ok {
-                return Err(EngineError::Forbidden(
+                return Err(EngineError::BadSignature(
                     "X-Hub-Signature-256 does not match the app secret of the account".into(),
                 ));
             }
