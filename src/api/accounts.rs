@@ -7,10 +7,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::auth::{MasterKey, OrgKey};
+use super::auth::{AdminKey, MasterKey, ReadKey};
 use super::error::ApiError;
 use super::{AppState, body_bytes, params, success};
+use crate::engine::accounts::AccountView;
 use crate::engine::accounts::{AccountPatch, NewAccount};
+use crate::store::keys::CredentialKind;
 
 fn object(body: &[u8], shape: &str) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
@@ -67,7 +69,7 @@ const FIELDS: &[&str] = &[
 
 pub(super) async fn create(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    AdminKey(org): AdminKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
@@ -89,27 +91,42 @@ pub(super) async fn create(
     Ok(response)
 }
 
+/// What a caller sees of an account: a share link, made for people outside the
+/// organization, sees only its id and name, never its webhook settings.
+fn shown(kind: CredentialKind, a: AccountView) -> Value {
+    match kind {
+        CredentialKind::ShareLink => json!({"account_id": a.account_id, "name": a.name}),
+        CredentialKind::Key => json!(a),
+    }
+}
+
 pub(super) async fn list(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    ReadKey(caller): ReadKey,
 ) -> Result<Response, ApiError> {
-    Ok(success(
-        json!({"accounts": state.engine.list_accounts(&org).await?}),
-    ))
+    let accounts: Vec<Value> = state
+        .engine
+        .list_accounts(&caller.org)
+        .await?
+        .into_iter()
+        .map(|a| shown(caller.kind, a))
+        .collect();
+    Ok(success(json!({ "accounts": accounts })))
 }
 
 pub(super) async fn get_one(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    ReadKey(caller): ReadKey,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = account_id(path)?;
-    Ok(success(state.engine.get_account(&org, &id).await?))
+    let account = state.engine.get_account(&caller.org, &id).await?;
+    Ok(success(shown(caller.kind, account)))
 }
 
 pub(super) async fn patch(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    AdminKey(org): AdminKey,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -141,7 +158,7 @@ pub(super) async fn patch(
 
 pub(super) async fn delete(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    AdminKey(org): AdminKey,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = account_id(path)?;

@@ -50,6 +50,7 @@ impl From<EngineError> for ApiError {
             EngineError::Unauthorized(m) => ApiError::Unauthorized(m),
             EngineError::Forbidden(m) => ApiError::Forbidden(m),
             EngineError::Conflict(m) => ApiError::Conflict(m),
+            e @ EngineError::AccountsNotAllowed(_) => ApiError::Forbidden(e.to_string()),
             EngineError::Overloaded => ApiError::Overloaded,
             EngineError::Internal(m) => ApiError::Internal(m),
         }

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod error;
+pub mod keys;
 pub mod limit;
 pub mod webhook;
 
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::engine::metrics::{Granularity, Period, RangeParams};
 use crate::engine::{Engine, EventsBody};
-use auth::{MasterKey, OrgKey};
+use auth::{IngestKey, MasterKey, ReadKey};
 use error::ApiError;
 use limit::RateLimiter;
 
@@ -61,6 +62,17 @@ pub fn router(engine: Arc<Engine>, master_key: Option<String>, limits: &ApiLimit
                 .patch(accounts::patch)
                 .delete(accounts::delete),
         )
+        .route("/api/keys", get(keys::list_keys).post(keys::create_key))
+        .route("/api/keys/{id}", axum::routing::delete(keys::revoke_key))
+        .route(
+            "/api/share-links",
+            get(keys::list_share_links).post(keys::create_share_link),
+        )
+        .route(
+            "/api/share-links/{id}",
+            axum::routing::delete(keys::delete_share_link),
+        )
+        .route("/share/{token}", get(keys::share_page))
         .route("/api/admin/unrouted", get(accounts::unrouted))
         .route(
             "/api/admin/unrouted/{id}",
@@ -196,7 +208,7 @@ async fn compact(State(state): State<AppState>, _: MasterKey) -> Result<Response
 
 async fn post_events(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    IngestKey(org): IngestKey,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -240,9 +252,10 @@ fn range(p: &HashMap<String, String>) -> RangeParams {
 
 async fn messages(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    ReadKey(caller): ReadKey,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let org = caller.org;
     let p = params(
         query,
         &["account_id", "start_date", "end_date", "granularity", "tz"],
@@ -255,9 +268,10 @@ async fn messages(
 
 async fn chatbot(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    ReadKey(caller): ReadKey,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let org = caller.org;
     let p = params(
         query,
         &["account_id", "start_date", "end_date", "limit", "tz"],
@@ -281,9 +295,10 @@ async fn chatbot(
 
 async fn dashboard(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    ReadKey(caller): ReadKey,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let org = caller.org;
     let p = params(query, &["account_id", "period"])?;
     let period = Period::parse(p.get("period").map_or("month", String::as_str))?;
     Ok(success(

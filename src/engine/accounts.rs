@@ -179,15 +179,18 @@ impl Engine {
             .accounts(&org.id)
             .await?
             .iter()
+            .filter(|a| org.may_use(&a.account_id))
             .map(AccountView::from)
             .collect())
     }
 
     async fn account_record(&self, org: &Org, id: &str) -> Result<AccountRecord, EngineError> {
-        self.store
-            .account(&org.id, id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("account `{id}` not found")))
+        let visible = if org.may_use(id) {
+            self.store.account(&org.id, id).await?
+        } else {
+            None
+        };
+        visible.ok_or_else(|| EngineError::NotFound(format!("account `{id}` not found")))
     }
 
     pub async fn get_account(&self, org: &Org, id: &str) -> Result<AccountView, EngineError> {

@@ -12,7 +12,7 @@ use super::plan::{TierBounds, cover};
 use super::state::series;
 use super::time::{Bucket, Calendar, Tier, local_rfc3339};
 use super::{Engine, EngineError, Org};
-use crate::store::{ALL_ACCOUNTS, CounterQuery};
+use crate::store::{ALL_ACCOUNTS, CounterQuery, CounterRow};
 
 /// Sums of counters by series and dimension ("" when a series has none).
 #[derive(Debug, Default, Clone)]
@@ -334,8 +334,9 @@ impl Engine {
     }
 
     async fn check_account(&self, org: &Org, account: Option<&str>) -> Result<(), EngineError> {
+        // An account outside the credential's limit is as unknown as one never seen.
         if let Some(a) = account
-            && !self.store.account_exists(&org.id, a).await?
+            && (!org.may_use(a) || !self.store.account_exists(&org.id, a).await?)
         {
             return Err(EngineError::NotFound(format!(
                 "account `{a}` is not known to this organization"
@@ -377,18 +378,7 @@ impl Engine {
             let (Some(from), Some(to)) = (keys.clone().min(), keys.max()) else {
                 continue;
             };
-            let rows = self
-                .store
-                .counters(CounterQuery {
-                    org: org.id.clone(),
-                    account: account.unwrap_or(ALL_ACCOUNTS).to_string(),
-                    tier: tier.code(),
-                    from,
-                    to,
-                    series: wanted.to_vec(),
-                })
-                .await?;
-            for r in rows {
+            for r in self.rows(org, account, tier, from, to, wanted).await? {
                 let bucket = Bucket {
                     tier,
                     key: r.bucket,
@@ -660,6 +650,39 @@ impl Engine {
         })
     }
 
+    /// The counter rows of one tier's bucket range: of one account, of the whole
+    /// organization, or of each account a limited credential may see (whose rows then
+    /// add up to their exact sum, as counters are additive).
+    async fn rows(
+        &self,
+        org: &Org,
+        account: Option<&str>,
+        tier: Tier,
+        from: i64,
+        to: i64,
+        wanted: &[&'static str],
+    ) -> Result<Vec<CounterRow>, EngineError> {
+        let query = |account: &str| CounterQuery {
+            org: org.id.clone(),
+            account: account.to_string(),
+            tier: tier.code(),
+            from,
+            to,
+            series: wanted.to_vec(),
+        };
+        match (account, &org.account_limit) {
+            (Some(a), _) => Ok(self.store.counters(query(a)).await?),
+            (None, None) => Ok(self.store.counters(query(ALL_ACCOUNTS)).await?),
+            (None, Some(limit)) => {
+                let mut rows = Vec::new();
+                for a in limit.iter() {
+                    rows.extend(self.store.counters(query(a)).await?);
+                }
+                Ok(rows)
+            }
+        }
+    }
+
     /// Sums over all time: the monthly tier is kept forever and holds everything.
     async fn all_time(
         &self,
@@ -668,15 +691,7 @@ impl Engine {
         wanted: &[&'static str],
     ) -> Result<Totals, EngineError> {
         let rows = self
-            .store
-            .counters(CounterQuery {
-                org: org.id.clone(),
-                account: account.unwrap_or(ALL_ACCOUNTS).to_string(),
-                tier: Tier::Month.code(),
-                from: i64::MIN,
-                to: i64::MAX,
-                series: wanted.to_vec(),
-            })
+            .rows(org, account, Tier::Month, i64::MIN, i64::MAX, wanted)
             .await?;
         let mut t = Totals::default();
         for r in rows {

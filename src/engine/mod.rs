@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod event;
 pub mod ingest;
+pub mod keys;
 pub mod metrics;
 pub mod plan;
 pub mod retention;
@@ -12,8 +13,8 @@ pub mod time;
 pub mod webhook;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -41,6 +42,9 @@ pub enum EngineError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// A credential limited to some accounts sent events of others.
+    #[error("this key may only post events of its own accounts; the request holds events of {}, so nothing was applied", .0.join(", "))]
+    AccountsNotAllowed(Vec<String>),
     #[error("the server is overloaded; retry shortly")]
     Overloaded,
     #[error("internal error: {0}")]
@@ -106,6 +110,18 @@ pub struct Org {
     pub name: String,
     pub timezone: String,
     pub calendar: Calendar,
+    /// The accounts the caller's credential is limited to; `None` for all of them. Every
+    /// figure read or written through this value stays within them.
+    pub account_limit: Option<Arc<[String]>>,
+}
+
+impl Org {
+    /// Whether the caller may see or write this account's figures.
+    pub fn may_use(&self, account: &str) -> bool {
+        self.account_limit
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|a| a == account))
+    }
 }
 
 /// Where "now" comes from: the system clock, or a fixed instant that tests move.
@@ -131,7 +147,7 @@ pub struct Engine {
     store: Arc<dyn Store>,
     pub config: EngineConfig,
     pub clock: Clock,
-    orgs_by_key: RwLock<HashMap<String, Org>>,
+    credentials: keys::CredentialCache,
 }
 
 /// The body of an ingestion request, before parsing.
@@ -150,7 +166,7 @@ impl Engine {
             store,
             config,
             clock: Clock::default(),
-            orgs_by_key: RwLock::new(HashMap::new()),
+            credentials: keys::CredentialCache::default(),
         }
     }
 
@@ -179,55 +195,40 @@ impl Engine {
                 "field `timezone` is `{timezone}`; allowed: an IANA time zone name such as UTC, Asia/Kolkata or America/New_York"
             ))
         })?;
-        let mut bytes = [0u8; 24];
-        rand::rng().fill_bytes(&mut bytes);
-        let key = format!("ws_{}", hex::encode(bytes));
+        let key = keys::new_key_secret();
         let mut id_bytes = [0u8; 8];
         rand::rng().fill_bytes(&mut id_bytes);
+        let now = self.clock.now();
         let record = crate::store::OrgRecord {
             id: format!("org_{}", hex::encode(id_bytes)),
             name: name.to_string(),
             timezone: timezone.to_string(),
-            created_at: self.clock.now(),
+            created_at: now,
         };
-        self.store.create_org(&record, &hash_key(&key)).await?;
+        // The organization's first key can do everything, as its only key always could.
+        let first_key = crate::store::keys::CredentialRecord {
+            id: keys::new_credential_id(crate::store::keys::CredentialKind::Key),
+            org: record.id.clone(),
+            kind: crate::store::keys::CredentialKind::Key,
+            name: "Organization key".into(),
+            scope: keys::Scope::Admin.as_str().into(),
+            accounts: None,
+            created_at: now,
+            expires_at: None,
+            last_used_at: None,
+        };
+        self.store
+            .create_org(&record, &first_key, &hash_key(&key))
+            .await?;
         let org = Org {
             id: record.id,
             name: record.name,
             timezone: record.timezone,
             calendar: Calendar::new(tz),
+            account_limit: None,
         };
         tracing::info!(org = %org.id, name = %org.name, timezone = %org.timezone, "organization created");
         Ok((org, key))
-    }
-
-    /// The organization an API key belongs to, if any.
-    pub async fn authenticate(&self, key: &str) -> Result<Option<Org>, EngineError> {
-        let hash = hash_key(key);
-        if let Some(org) = self
-            .orgs_by_key
-            .read()
-            .ok()
-            .and_then(|m| m.get(&hash).cloned())
-        {
-            return Ok(Some(org));
-        }
-        let Some(rec) = self.store.org_by_key_hash(&hash).await? else {
-            return Ok(None);
-        };
-        let tz = TimeZone::get(&rec.timezone).map_err(|e| {
-            EngineError::Internal(format!("stored time zone {}: {e}", rec.timezone))
-        })?;
-        let org = Org {
-            id: rec.id,
-            name: rec.name,
-            timezone: rec.timezone,
-            calendar: Calendar::new(tz),
-        };
-        if let Ok(mut m) = self.orgs_by_key.write() {
-            m.insert(hash, org.clone());
-        }
-        Ok(Some(org))
     }
 
     /// Where each tier's retention starts now, aligned to the organization's buckets.
@@ -284,6 +285,18 @@ impl Engine {
         } else {
             parse()
         }?;
+        if org.account_limit.is_some() {
+            let outside: std::collections::BTreeSet<&str> = events
+                .iter()
+                .map(|(_, e)| e.account_id.as_str())
+                .filter(|a| !org.may_use(a))
+                .collect();
+            if !outside.is_empty() {
+                return Err(EngineError::AccountsNotAllowed(
+                    outside.into_iter().map(str::to_string).collect(),
+                ));
+            }
+        }
         let keys = ingest::keys_of(&events);
         let calendar = org.calendar.clone();
         let state_window_secs = self.config.state_window_secs;

@@ -46,6 +46,7 @@ impl Engine {
                 name: rec.name,
                 timezone: rec.timezone,
                 calendar: super::time::Calendar::new(tz),
+                account_limit: None,
             };
             let bounds = self.tier_bounds(&org);
             report.organizations += 1;

@@ -1,6 +1,7 @@
 //! Storage: one trait, one module per backend. A store keeps opaque entity states and
 //! named counters per bucket; what a state or a counter means is the engine's business.
 
+pub mod keys;
 pub mod postgres;
 pub mod sqlite;
 
@@ -219,9 +220,14 @@ pub struct CounterRow {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    async fn create_org(&self, org: &OrgRecord, key_hash: &str) -> StoreResult<()>;
-    async fn org_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<OrgRecord>>;
+pub trait Store: keys::KeyStore + Send + Sync + 'static {
+    /// Creates an organization with its first credential, in one transaction.
+    async fn create_org(
+        &self,
+        org: &OrgRecord,
+        first_key: &keys::CredentialRecord,
+        key_hash: &str,
+    ) -> StoreResult<()>;
     async fn org_count(&self) -> StoreResult<u64>;
     async fn account_exists(&self, org: &str, account: &str) -> StoreResult<bool>;
     /// Applies one write job atomically and durably; returns the job's report.

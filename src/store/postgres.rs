@@ -26,7 +26,9 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 mod accounts;
+mod keys;
 
+use super::keys::CredentialRecord;
 use super::{
     AccountRecord, CounterQuery, CounterRow, EntityKey, OrgRecord, OrgWrites, Store, StoreError,
     StoreResult, TierRows, UnroutedPayload, WriteJob,
@@ -133,6 +135,22 @@ CREATE INDEX unrouted_phones_payload ON unrouted_phones (payload);
     r#"
 ALTER TABLE counters DROP CONSTRAINT counters_pkey;
 ALTER TABLE counters ADD PRIMARY KEY (org, account, tier, series, bucket, dim);
+"#,
+    // Several credentials per organization, each with a scope: the keys made before are
+    // the organization's one key and can do everything, so they become `admin`.
+    r#"
+ALTER TABLE api_keys
+    ADD COLUMN id TEXT COLLATE "C",
+    ADD COLUMN kind TEXT NOT NULL DEFAULT 'key',
+    ADD COLUMN name TEXT NOT NULL DEFAULT 'Organization key',
+    ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin',
+    ADD COLUMN accounts TEXT,
+    ADD COLUMN expires_at BIGINT,
+    ADD COLUMN last_used_at BIGINT;
+UPDATE api_keys SET id = 'key_' || substr(key_hash, 1, 16) WHERE id IS NULL;
+ALTER TABLE api_keys ALTER COLUMN id SET NOT NULL;
+CREATE UNIQUE INDEX api_keys_id ON api_keys (id);
+CREATE INDEX api_keys_org_kind ON api_keys (org, kind);
 "#,
 ];
 
@@ -603,7 +621,12 @@ async fn write_org(
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn create_org(&self, org: &OrgRecord, key_hash: &str) -> StoreResult<()> {
+    async fn create_org(
+        &self,
+        org: &OrgRecord,
+        k: &CredentialRecord,
+        key_hash: &str,
+    ) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         tx.execute(
@@ -613,25 +636,21 @@ impl Store for PostgresStore {
         .await
         .map_err(backend)?;
         tx.execute(
-            "INSERT INTO api_keys (org, key_hash, created_at) VALUES ($1, $2, $3)",
-            &[&org.id, &key_hash, &org.created_at],
+            "INSERT INTO api_keys (org, key_hash, created_at, id, kind, name, scope)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &org.id,
+                &key_hash,
+                &k.created_at,
+                &k.id,
+                &k.kind.as_str(),
+                &k.name,
+                &k.scope,
+            ],
         )
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)
-    }
-
-    async fn org_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<OrgRecord>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT o.id, o.name, o.timezone, o.created_at
-                 FROM api_keys k JOIN orgs o ON o.id = k.org WHERE k.key_hash = $1",
-                &[&key_hash],
-            )
-            .await
-            .map_err(backend)?;
-        row.map(|r| org_row(&r)).transpose()
     }
 
     async fn org_count(&self) -> StoreResult<u64> {

@@ -15,7 +15,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 mod accounts;
+mod keys;
 
+use super::keys::CredentialRecord;
 use super::{
     AccountRecord, CounterQuery, CounterRow, OrgRecord, OrgWrites, Store, StoreError, StoreResult,
     TierRows, UnroutedPayload, WriteJob,
@@ -113,6 +115,20 @@ INSERT INTO counters_by_series (org, tier, bucket, account, series, dim, value)
 DROP TABLE counters;
 ALTER TABLE counters_by_series RENAME TO counters;
 CREATE INDEX counters_expiry ON counters (org, tier, bucket);
+"#,
+    // Several credentials per organization, each with a scope: the keys made before are
+    // the organization's one key and can do everything, so they become `admin`.
+    r#"
+ALTER TABLE api_keys ADD COLUMN id TEXT;
+ALTER TABLE api_keys ADD COLUMN kind TEXT NOT NULL DEFAULT 'key';
+ALTER TABLE api_keys ADD COLUMN name TEXT NOT NULL DEFAULT 'Organization key';
+ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE api_keys ADD COLUMN accounts TEXT;
+ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
+ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
+UPDATE api_keys SET id = 'key_' || substr(key_hash, 1, 16) WHERE id IS NULL;
+CREATE UNIQUE INDEX api_keys_id ON api_keys (id);
+CREATE INDEX api_keys_org_kind ON api_keys (org, kind);
 "#,
 ];
 
@@ -480,8 +496,14 @@ fn write_pending(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) ->
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_org(&self, org: &OrgRecord, key_hash: &str) -> StoreResult<()> {
+    async fn create_org(
+        &self,
+        org: &OrgRecord,
+        first_key: &CredentialRecord,
+        key_hash: &str,
+    ) -> StoreResult<()> {
         let org = org.clone();
+        let k = first_key.clone();
         let key_hash = key_hash.to_string();
         // Administration is rare: a connection of its own keeps it off the ingest queue.
         self.read(move |conn| {
@@ -491,26 +513,20 @@ impl Store for SqliteStore {
                 params![org.id, org.name, org.timezone, org.created_at],
             )?;
             tx.execute(
-                "INSERT INTO api_keys (key_hash, org, created_at) VALUES (?1, ?2, ?3)",
-                params![key_hash, org.id, org.created_at],
+                "INSERT INTO api_keys (key_hash, org, created_at, id, kind, name, scope)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    key_hash,
+                    org.id,
+                    k.created_at,
+                    k.id,
+                    k.kind.as_str(),
+                    k.name,
+                    k.scope
+                ],
             )?;
             tx.commit()?;
             Ok(())
-        })
-        .await
-    }
-
-    async fn org_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<OrgRecord>> {
-        let key_hash = key_hash.to_string();
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT o.id, o.name, o.timezone, o.created_at FROM api_keys k JOIN orgs o ON o.id = k.org WHERE k.key_hash = ?1",
-                )?
-                .query_row(params![key_hash], |r| {
-                    Ok(OrgRecord { id: r.get(0)?, name: r.get(1)?, timezone: r.get(2)?, created_at: r.get(3)? })
-                })
-                .optional()?)
         })
         .await
     }
@@ -724,6 +740,40 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store made when an organization had one key keeps it working, as an admin key.
+    #[test]
+    fn keys_made_before_scopes_become_admin_keys() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).expect("old schema");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 3;
+             INSERT INTO orgs (id, name, timezone, created_at) VALUES ('o', 'Acme', 'UTC', 1);
+             INSERT INTO api_keys (key_hash, org, created_at) VALUES ('abcdef0123456789ffff', 'o', 7);",
+        )
+        .expect("old rows");
+        migrate(&mut conn).expect("migrate");
+        let row: (String, String, String, String, Option<String>, i64) = conn
+            .query_row(
+                "SELECT id, kind, name, scope, accounts, created_at FROM api_keys WHERE key_hash = 'abcdef0123456789ffff'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .expect("migrated key");
+        assert_eq!(
+            row,
+            (
+                "key_abcdef0123456789".into(),
+                "key".into(),
+                "Organization key".into(),
+                "admin".into(),
+                None,
+                7
+            )
+        );
+    }
 
     /// A store made before counters were keyed by series keeps every figure.
     #[test]

@@ -10,6 +10,7 @@ mod analytics;
 mod binary;
 mod errors;
 mod ingest;
+mod keys;
 mod postgres_instances;
 mod property;
 mod retention;
