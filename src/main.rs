@@ -77,7 +77,7 @@ struct ServeArgs {
     #[arg(long, env = "WHATSTAT_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
 
-    /// Requests per second allowed per organization key (bursts of twice that); 0 is unlimited. [default: 0]
+    /// Requests per second allowed per key or share link (bursts of twice that); 0 is unlimited. [default: 0]
     #[arg(long, env = "WHATSTAT_RATE_LIMIT")]
     rate_limit: Option<u32>,
 
