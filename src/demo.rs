@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::engine::{Engine, EngineError, EventsBody, Org};
+use crate::engine::{EngineError, EventsBody, Org, Services};
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoOptions {
@@ -330,13 +330,16 @@ where
 }
 
 /// Writes demo traffic for `org` straight through the engine.
-pub async fn fill(engine: &Engine, org: &Org, opts: &DemoOptions) -> Result<u64, EngineError> {
-    let now = engine.clock.now();
+pub async fn fill(services: &Services, org: &Org, opts: &DemoOptions) -> Result<u64, EngineError> {
+    let now = services.clock.now();
     generate(opts, now, |events| async move {
         for chunk in events.chunks(5000) {
             let body =
                 serde_json::to_vec(chunk).map_err(|e| EngineError::Internal(e.to_string()))?;
-            engine.ingest(org, EventsBody::Json(&body), true).await?;
+            services
+                .ingest
+                .ingest(org, EventsBody::Json(&body), true)
+                .await?;
         }
         Ok(())
     })
@@ -380,7 +383,7 @@ pub async fn send_to_server(
 
 /// `serve --demo`: fills an empty store once, and prints a key and queries to try.
 pub async fn prepare_served_demo(
-    engine: &Engine,
+    services: &Services,
     url: &str,
     base: &str,
 ) -> Result<(), EngineError> {
@@ -388,11 +391,14 @@ pub async fn prepare_served_demo(
         .strip_prefix("sqlite://")
         .and_then(|p| Path::new(p).parent().map(|d| d.join("demo-api-key")))
         .unwrap_or_else(|| Path::new("demo-api-key").to_path_buf());
-    let key = if engine.store().org_count().await? == 0 {
+    let key = if services.tenants.count().await? == 0 {
         let opts = DemoOptions::default();
-        let (org, key) = engine.create_org("Demo Store", &opts.timezone).await?;
+        let (org, key) = services
+            .tenants
+            .create_org("Demo Store", &opts.timezone)
+            .await?;
         tracing::info!("filling the store with demo traffic");
-        let n = fill(engine, &org, &opts).await?;
+        let n = fill(services, &org, &opts).await?;
         tracing::info!(events = n, "demo data ready");
         if let Err(e) = std::fs::write(&key_file, &key) {
             tracing::warn!(error = %e, file = %key_file.display(), "cannot save the demo key");

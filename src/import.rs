@@ -8,7 +8,7 @@ use std::path::Path;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::engine::{Engine, EngineError, EventsBody, Org};
+use crate::engine::{EngineError, EventsBody, Ingest, Org};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -52,7 +52,7 @@ fn marker(org: &Org, path: &Path, head: &[u8]) -> String {
     format!("import:{}:{}", org.id, &hex::encode(h.finalize())[..32])
 }
 
-pub async fn import(engine: &Engine, org: &Org, path: &Path) -> Result<ImportReport, ImportError> {
+pub async fn import(ingest: &Ingest, org: &Org, path: &Path) -> Result<ImportReport, ImportError> {
     let shown = path.display().to_string();
     let io = |source| ImportError::Io {
         path: shown.clone(),
@@ -65,12 +65,7 @@ pub async fn import(engine: &Engine, org: &Org, path: &Path) -> Result<ImportRep
     let n = file.read(&mut head).map_err(io)?;
     head.truncate(n);
     let name = marker(org, &absolute, &head);
-    let start = engine
-        .store()
-        .progress(&name)
-        .await
-        .map_err(EngineError::from)?
-        .unwrap_or(0);
+    let start = ingest.progress(&name).await?.unwrap_or(0);
     if start as u64 > size {
         return Err(ImportError::Shrunk {
             path: shown,
@@ -121,7 +116,7 @@ pub async fn import(engine: &Engine, org: &Org, path: &Path) -> Result<ImportRep
         if lines.is_empty() {
             break;
         }
-        let result = engine
+        let result = ingest
             .ingest_tracked(
                 org,
                 EventsBody::Ndjson(&body),

@@ -1,5 +1,7 @@
 //! whatstat: analytics for WhatsApp Business messaging, answered from rollups.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod config;
 pub mod demo;

@@ -1,14 +1,15 @@
 //! The `whatstat` command line.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use whatstat::api::{self, ApiLimits};
 use whatstat::config::{DEFAULT_LISTEN, StoreArgs};
-use whatstat::engine::Engine;
+use whatstat::engine::Services;
 use whatstat::engine::keys::{Authentication, NewCredential, Scope};
-use whatstat::store::keys::CredentialKind;
+use whatstat::store::credentials::CredentialKind;
 use whatstat::{demo, store};
 
 #[derive(Parser)]
@@ -193,14 +194,13 @@ fn main() -> ExitCode {
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn open_engine(args: &StoreArgs) -> Result<(Arc<Engine>, String), AnyError> {
+/// Opens the store a URL names (the one place the backend is chosen) and builds the
+/// engine's services over it.
+async fn open_services(args: &StoreArgs) -> Result<(Services, String), AnyError> {
     let file = args.file()?;
     let url = args.database_url(&file);
     let store = store::open(&url).await?;
-    Ok((
-        Arc::new(Engine::new(store, args.engine_config(&file)?)),
-        url,
-    ))
+    Ok((Services::new(store, args.engine_config(&file)?), url))
 }
 
 async fn run(command: Command) -> Result<(), AnyError> {
@@ -211,8 +211,8 @@ async fn run(command: Command) -> Result<(), AnyError> {
             timezone,
             store,
         }) => {
-            let (engine, _) = open_engine(&store).await?;
-            let (org, key) = engine.create_org(&name, &timezone).await?;
+            let (services, _) = open_services(&store).await?;
+            let (org, key) = services.tenants.create_org(&name, &timezone).await?;
             println!(
                 "organization: {} ({})\ntime zone:    {}\napi key:      {key}",
                 org.name, org.id, org.timezone
@@ -222,8 +222,8 @@ async fn run(command: Command) -> Result<(), AnyError> {
         }
         Command::Key(command) => key_command(command).await,
         Command::Import(args) => {
-            let (engine, _) = open_engine(&args.store).await?;
-            let org = match engine.authenticate(&args.api_key).await? {
+            let (services, _) = open_services(&args.store).await?;
+            let org = match services.tenants.authenticate(&args.api_key).await? {
                 Authentication::Valid(c) if c.scope.covers(Scope::Ingest) => c.org,
                 Authentication::Valid(_) => {
                     return Err(
@@ -235,13 +235,13 @@ async fn run(command: Command) -> Result<(), AnyError> {
                     return Err("--api-key is not a key of any organization".into());
                 }
             };
-            let report = whatstat::import::import(&engine, &org, &args.file).await?;
+            let report = whatstat::import::import(&services.ingest, &org, &args.file).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Compact { store } => {
-            let (engine, _) = open_engine(&store).await?;
-            let report = engine.compact().await?;
+            let (services, _) = open_services(&store).await?;
+            let report = services.compaction.compact().await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
@@ -253,9 +253,12 @@ async fn run(command: Command) -> Result<(), AnyError> {
                 let n = demo::send_to_server(&server, &key, &args.demo).await?;
                 println!("sent {n} demo events to {server}");
             } else {
-                let (engine, url) = open_engine(&args.store).await?;
-                let (org, key) = engine.create_org("Demo Store", &args.demo.timezone).await?;
-                let n = demo::fill(&engine, &org, &args.demo).await?;
+                let (services, url) = open_services(&args.store).await?;
+                let (org, key) = services
+                    .tenants
+                    .create_org("Demo Store", &args.demo.timezone)
+                    .await?;
+                let n = demo::fill(&services, &org, &args.demo).await?;
                 println!(
                     "wrote {n} demo events to {url}\norganization: {} ({})\napi key:      {key}",
                     org.name, org.id
@@ -276,9 +279,14 @@ async fn key_command(command: KeyCommand) -> Result<(), AnyError> {
             expires_at,
             store,
         } => {
-            let (engine, _) = open_engine(&store).await?;
-            let org = engine.org_by_id(&org).await?;
-            let created = engine
+            let (services, _) = open_services(&store).await?;
+            let org = services
+                .tenants
+                .by_id(&org)
+                .await?
+                .ok_or_else(|| format!("no organization `{org}` in this store"))?;
+            let created = services
+                .tenants
                 .create_key(
                     &org,
                     NewCredential {
@@ -300,17 +308,28 @@ api key: {}",
             println!("The key is shown only now; it is stored hashed.");
         }
         KeyCommand::List { org, store } => {
-            let (engine, _) = open_engine(&store).await?;
-            let org = engine.org_by_id(&org).await?;
+            let (services, _) = open_services(&store).await?;
+            let org = services
+                .tenants
+                .by_id(&org)
+                .await?
+                .ok_or_else(|| format!("no organization `{org}` in this store"))?;
             println!(
                 "{}",
-                serde_json::to_string_pretty(&engine.list_keys(&org).await?)?
+                serde_json::to_string_pretty(&services.tenants.list_keys(&org).await?)?
             );
         }
         KeyCommand::Revoke { org, id, store } => {
-            let (engine, _) = open_engine(&store).await?;
-            let org = engine.org_by_id(&org).await?;
-            engine.revoke(&org, CredentialKind::Key, &id).await?;
+            let (services, _) = open_services(&store).await?;
+            let org = services
+                .tenants
+                .by_id(&org)
+                .await?
+                .ok_or_else(|| format!("no organization `{org}` in this store"))?;
+            services
+                .tenants
+                .revoke(&org, CredentialKind::Key, &id)
+                .await?;
             println!("revoked {id}");
         }
     }
@@ -319,7 +338,7 @@ api key: {}",
 
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let file = args.store.file()?;
-    let (engine, url) = open_engine(&args.store).await?;
+    let (services, url) = open_services(&args.store).await?;
     let listen = args
         .listen
         .or(file.listen.clone())
@@ -338,25 +357,25 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %url, "whatstat listening");
     if args.demo {
-        demo::prepare_served_demo(&engine, &url, &format!("http://{addr}")).await?;
+        demo::prepare_served_demo(&services, &url, &format!("http://{addr}")).await?;
     }
     let interval = args
         .compact_interval_secs
         .or(file.compact_interval_secs)
         .unwrap_or(300);
     if interval > 0 {
-        let engine = engine.clone();
+        let compaction = services.compaction.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval));
             loop {
                 tick.tick().await;
-                if let Err(e) = engine.compact().await {
+                if let Err(e) = compaction.compact().await {
                     tracing::error!(error = %e, "background compaction failed");
                 }
             }
         });
     }
-    let app = api::router(engine, master_key, &limits);
+    let app = api::router(services, master_key, &limits);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

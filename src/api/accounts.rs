@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::{AppState, body_bytes, params, success};
 use crate::engine::accounts::AccountView;
 use crate::engine::accounts::{AccountPatch, NewAccount};
-use crate::store::keys::CredentialKind;
+use crate::store::credentials::CredentialKind;
 
 fn object(body: &[u8], shape: &str) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
@@ -85,7 +85,7 @@ pub(super) async fn create(
         verify_token: field(&m, "verify_token")?.flatten(),
         app_secret: field(&m, "app_secret")?.flatten(),
     };
-    let saved = state.engine.register_account(&org, new).await?;
+    let saved = state.services.accounts.register(&org, new).await?;
     let mut response = success(saved);
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
@@ -105,8 +105,9 @@ pub(super) async fn list(
     ReadKey(caller): ReadKey,
 ) -> Result<Response, ApiError> {
     let accounts: Vec<Value> = state
-        .engine
-        .list_accounts(&caller.org)
+        .services
+        .accounts
+        .list(&caller.org)
         .await?
         .into_iter()
         .map(|a| shown(caller.kind, a))
@@ -120,7 +121,7 @@ pub(super) async fn get_one(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = account_id(path)?;
-    let account = state.engine.get_account(&caller.org, &id).await?;
+    let account = state.services.accounts.get(&caller.org, &id).await?;
     Ok(success(shown(caller.kind, account)))
 }
 
@@ -152,7 +153,7 @@ pub(super) async fn patch(
         app_secret: field(&m, "app_secret")?,
     };
     Ok(success(
-        state.engine.patch_account(&org, &id, change).await?,
+        state.services.accounts.patch(&org, &id, change).await?,
     ))
 }
 
@@ -162,7 +163,7 @@ pub(super) async fn delete(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = account_id(path)?;
-    state.engine.delete_account(&org, &id).await?;
+    state.services.accounts.delete(&org, &id).await?;
     Ok(success(json!({"deleted": id})))
 }
 
@@ -173,7 +174,8 @@ pub(super) async fn unrouted(
 ) -> Result<Response, ApiError> {
     let p = params(query, &["phone_number_id"])?;
     let payloads = state
-        .engine
+        .services
+        .webhook
         .unrouted_payloads(p.get("phone_number_id").map(String::as_str))
         .await?;
     Ok(success(json!({"payloads": payloads})))
@@ -187,6 +189,6 @@ pub(super) async fn delete_unrouted(
     let Path(id) = path.map_err(|_| {
         ApiError::BadRequest("the payload id in the path must be a whole number".into())
     })?;
-    state.engine.delete_unrouted(id).await?;
+    state.services.webhook.delete_unrouted(id).await?;
     Ok(success(json!({"deleted": id})))
 }

@@ -9,7 +9,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::engine::Org;
 use crate::engine::keys::{Authentication, Credential, Scope};
-use crate::store::keys::CredentialKind;
+use crate::store::credentials::CredentialKind;
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers
@@ -35,7 +35,7 @@ async fn authorize(parts: &Parts, state: &AppState, needed: Scope) -> Result<Cre
             "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`".into(),
         )
     })?;
-    let credential = match state.engine.authenticate(key).await? {
+    let credential = match state.services.tenants.authenticate(key).await? {
         Authentication::Valid(c) => c,
         Authentication::Unknown => {
             return Err(ApiError::Unauthorized("invalid API key".into()));

@@ -12,7 +12,7 @@ use super::auth::AdminKey;
 use super::error::ApiError;
 use super::{AppState, body_bytes, success};
 use crate::engine::keys::{Authentication, NewCredential};
-use crate::store::keys::CredentialKind;
+use crate::store::credentials::CredentialKind;
 
 /// The body of `POST /api/keys` and `POST /api/share-links`.
 #[derive(Deserialize)]
@@ -54,7 +54,8 @@ pub(super) async fn create_key(
         "{\"name\", \"scope\", \"accounts\"?, \"expires_at\"?}",
     )?;
     let made = state
-        .engine
+        .services
+        .tenants
         .create_key(
             &org,
             NewCredential {
@@ -73,7 +74,7 @@ pub(super) async fn list_keys(
     AdminKey(org): AdminKey,
 ) -> Result<Response, ApiError> {
     Ok(success(
-        json!({"keys": state.engine.list_keys(&org).await?}),
+        json!({"keys": state.services.tenants.list_keys(&org).await?}),
     ))
 }
 
@@ -83,7 +84,11 @@ pub(super) async fn revoke_key(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = id_of(path)?;
-    state.engine.revoke(&org, CredentialKind::Key, &id).await?;
+    state
+        .services
+        .tenants
+        .revoke(&org, CredentialKind::Key, &id)
+        .await?;
     Ok(success(json!({"revoked": id})))
 }
 
@@ -100,7 +105,8 @@ pub(super) async fn create_share_link(
         ));
     }
     let made = state
-        .engine
+        .services
+        .tenants
         .create_share_link(
             &org,
             NewCredential {
@@ -119,7 +125,7 @@ pub(super) async fn list_share_links(
     AdminKey(org): AdminKey,
 ) -> Result<Response, ApiError> {
     Ok(success(
-        json!({"share_links": state.engine.list_share_links(&org).await?}),
+        json!({"share_links": state.services.tenants.list_share_links(&org).await?}),
     ))
 }
 
@@ -130,7 +136,8 @@ pub(super) async fn delete_share_link(
 ) -> Result<Response, ApiError> {
     let id = id_of(path)?;
     state
-        .engine
+        .services
+        .tenants
         .revoke(&org, CredentialKind::ShareLink, &id)
         .await?;
     Ok(success(json!({"deleted": id})))
@@ -143,7 +150,7 @@ pub(super) async fn share_page(
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
     let valid = matches!(
-        state.engine.authenticate(&token).await?,
+        state.services.tenants.authenticate(&token).await?,
         Authentication::Valid(c) if c.kind == CredentialKind::ShareLink
     );
     if !valid {

@@ -22,14 +22,14 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::engine::metrics::{Granularity, Period, RangeParams};
-use crate::engine::{Engine, EventsBody};
+use crate::engine::{EventsBody, Services};
 use auth::{IngestKey, MasterKey, ReadKey};
 use error::ApiError;
 use limit::RateLimiter;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Arc<Engine>,
+    pub services: Services,
     pub master_key: Option<Arc<str>>,
     pub limiter: Arc<RateLimiter>,
 }
@@ -43,9 +43,9 @@ pub struct ApiLimits {
 
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-pub fn router(engine: Arc<Engine>, master_key: Option<String>, limits: &ApiLimits) -> Router {
+pub fn router(services: Services, master_key: Option<String>, limits: &ApiLimits) -> Router {
     let state = AppState {
-        engine,
+        services,
         master_key: master_key.filter(|k| !k.is_empty()).map(Arc::from),
         limiter: Arc::new(RateLimiter::new(limits.rate_per_second)),
     };
@@ -195,7 +195,7 @@ async fn create_org(
             ));
         }
     };
-    let (org, key) = state.engine.create_org(name, timezone).await?;
+    let (org, key) = state.services.tenants.create_org(name, timezone).await?;
     let mut response =
         success(json!({"id": org.id, "name": org.name, "timezone": org.timezone, "api_key": key}));
     *response.status_mut() = StatusCode::CREATED;
@@ -203,7 +203,7 @@ async fn create_org(
 }
 
 async fn compact(State(state): State<AppState>, _: MasterKey) -> Result<Response, ApiError> {
-    Ok(success(state.engine.compact().await?))
+    Ok(success(state.services.compaction.compact().await?))
 }
 
 async fn post_events(
@@ -237,7 +237,7 @@ async fn post_events(
             )));
         }
     };
-    let report = state.engine.ingest(&org, events, backfill).await?;
+    let report = state.services.ingest.ingest(&org, events, backfill).await?;
     Ok(success(report))
 }
 
@@ -262,7 +262,11 @@ async fn messages(
     )?;
     let granularity = Granularity::parse(p.get("granularity").map_or("day", String::as_str))?;
     Ok(success(
-        state.engine.messages(&org, &range(&p), granularity).await?,
+        state
+            .services
+            .analytics
+            .messages(&org, &range(&p), granularity)
+            .await?,
     ))
 }
 
@@ -289,7 +293,11 @@ async fn chatbot(
             })?,
     };
     Ok(success(
-        state.engine.chatbot(&org, &range(&p), limit).await?,
+        state
+            .services
+            .analytics
+            .chatbot(&org, &range(&p), limit)
+            .await?,
     ))
 }
 
@@ -303,7 +311,8 @@ async fn dashboard(
     let period = Period::parse(p.get("period").map_or("month", String::as_str))?;
     Ok(success(
         state
-            .engine
+            .services
+            .analytics
             .dashboard(&org, p.get("account_id").map(String::as_str), period)
             .await?,
     ))

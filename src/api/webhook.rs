@@ -23,8 +23,9 @@ pub(super) async fn handshake(
             .map(|(_, v)| v.as_str())
     };
     let challenge = state
-        .engine
-        .webhook_handshake(
+        .services
+        .webhook
+        .handshake(
             get("hub.mode"),
             get("hub.verify_token"),
             get("hub.challenge"),
@@ -47,6 +48,6 @@ pub(super) async fn receive(
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
     Ok(success(
-        state.engine.webhook_receive(&body, signature).await?,
+        state.services.webhook.receive(&body, signature).await?,
     ))
 }

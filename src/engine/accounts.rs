@@ -2,10 +2,12 @@
 //! webhook. The app secret is sealed with the server key (it must stay usable for HMAC);
 //! the verify token is kept as a SHA-256 digest; neither is ever returned.
 
-use super::webhook::ReplayReport;
-use super::{Engine, EngineError, Org};
+use std::sync::Arc;
+
+use super::webhook::{ReplayReport, Webhook};
+use super::{Clock, EngineConfig, EngineError, Org};
 use crate::secrets::hash_token;
-use crate::store::{AccountRecord, StoreError};
+use crate::store::{AccountRecord, AccountStore, StoreError};
 
 const MAX_ID_LEN: usize = 256;
 const MAX_NAME_LEN: usize = 200;
@@ -101,7 +103,16 @@ fn conflict(e: StoreError) -> EngineError {
     }
 }
 
-impl Engine {
+/// Registers, lists, changes and deletes accounts; a registration or change replays the
+/// kept webhook payloads of its number.
+pub struct Accounts {
+    pub(super) store: Arc<dyn AccountStore>,
+    pub(super) webhook: Arc<Webhook>,
+    pub(super) config: Arc<EngineConfig>,
+    pub(super) clock: Arc<Clock>,
+}
+
+impl Accounts {
     fn seal(&self, secret: &str) -> Result<Vec<u8>, EngineError> {
         Ok(self.config.webhook.secret_key()?.seal(secret.as_bytes())?)
     }
@@ -142,11 +153,7 @@ impl Engine {
 
     /// Registers an account (or fills in one so far only seen in events), then replays
     /// the kept webhook payloads of its number.
-    pub async fn register_account(
-        &self,
-        org: &Org,
-        new: NewAccount,
-    ) -> Result<AccountSaved, EngineError> {
+    pub async fn register(&self, org: &Org, new: NewAccount) -> Result<AccountSaved, EngineError> {
         check_text("account_id", &new.account_id, MAX_ID_LEN)?;
         check_text("name", &new.name, MAX_NAME_LEN)?;
         let now = self.clock.now();
@@ -166,14 +173,14 @@ impl Engine {
         )?;
         self.store.register_account(&rec).await.map_err(conflict)?;
         tracing::info!(org = %org.id, account = %rec.account_id, phone_number_id = ?rec.phone_number_id, "account registered");
-        let replayed = self.replay_unrouted(&rec).await?;
+        let replayed = self.webhook.replay_unrouted(&rec).await?;
         Ok(AccountSaved {
             account: AccountView::from(&rec),
             replayed,
         })
     }
 
-    pub async fn list_accounts(&self, org: &Org) -> Result<Vec<AccountView>, EngineError> {
+    pub async fn list(&self, org: &Org) -> Result<Vec<AccountView>, EngineError> {
         Ok(self
             .store
             .accounts(&org.id)
@@ -193,13 +200,13 @@ impl Engine {
         visible.ok_or_else(|| EngineError::NotFound(format!("account `{id}` not found")))
     }
 
-    pub async fn get_account(&self, org: &Org, id: &str) -> Result<AccountView, EngineError> {
+    pub async fn get(&self, org: &Org, id: &str) -> Result<AccountView, EngineError> {
         Ok(AccountView::from(&self.account_record(org, id).await?))
     }
 
     /// Changes an account; one only seen in events becomes registered (named after its
     /// id unless a name is given). Kept payloads of its number are replayed again.
-    pub async fn patch_account(
+    pub async fn patch(
         &self,
         org: &Org,
         id: &str,
@@ -230,7 +237,7 @@ impl Engine {
             return Err(EngineError::NotFound(format!("account `{id}` not found")));
         }
         tracing::info!(org = %org.id, account = %rec.account_id, "account changed");
-        let replayed = self.replay_unrouted(&rec).await?;
+        let replayed = self.webhook.replay_unrouted(&rec).await?;
         Ok(AccountSaved {
             account: AccountView::from(&rec),
             replayed,
@@ -238,7 +245,7 @@ impl Engine {
     }
 
     /// Deletes an account with its figures; events naming it later register it anew.
-    pub async fn delete_account(&self, org: &Org, id: &str) -> Result<(), EngineError> {
+    pub async fn delete(&self, org: &Org, id: &str) -> Result<(), EngineError> {
         if self.store.delete_account(&org.id, id).await? {
             tracing::info!(org = %org.id, account = %id, "account deleted");
             Ok(())

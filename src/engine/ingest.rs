@@ -11,7 +11,7 @@ use super::event::{
     CampaignStatus, ConversationStatus, DeliveryStatus, Event, EventBody, FlowStatus,
 };
 use super::state::*;
-use super::time::Calendar;
+use super::time::{Calendar, Tier};
 use crate::store::{ALL_ACCOUNTS, Changes, CounterDelta, EntityKey, EntityWrite};
 
 /// What happened to a request's events, as the ingestion answer reports it.
@@ -55,7 +55,7 @@ pub fn keys_of(events: &[(usize, Event)]) -> Vec<EntityKey> {
 
 fn key(kind: Kind, account: &str, id: &str) -> EntityKey {
     EntityKey {
-        kind: kind as u8,
+        kind,
         account: account.to_string(),
         id: id.to_string(),
     }
@@ -72,19 +72,6 @@ fn entity_key(e: &Event) -> Option<EntityKey> {
         EventBody::Flow { id, .. } => key(Kind::FlowRun, a, id),
         EventBody::Keyword { id, .. } => key(Kind::Keyword, a, id.as_deref()?),
         EventBody::AiRequest { id, .. } => key(Kind::AiRequest, a, id.as_deref()?),
-    })
-}
-
-fn kind_of(code: u8) -> Option<Kind> {
-    Some(match code {
-        1 => Kind::Message,
-        2 => Kind::Conversation,
-        3 => Kind::FlowRun,
-        4 => Kind::Contact,
-        5 => Kind::Campaign,
-        6 => Kind::Keyword,
-        7 => Kind::AiRequest,
-        _ => return None,
     })
 }
 
@@ -111,7 +98,7 @@ enum Effect {
 /// AI calls).
 struct Direct {
     account: String,
-    series: &'static str,
+    series: Series,
     dim: String,
     at: i64,
     value: i64,
@@ -146,7 +133,7 @@ impl Batch<'_> {
         stored: &HashMap<EntityKey, Vec<u8>>,
         events: &[(usize, Event)],
         mut report: IngestReport,
-    ) -> Result<Changes, String> {
+    ) -> Result<(Changes, IngestReport), String> {
         let mut slots: FxHashMap<EntityKey, Slot> = FxHashMap::default();
         let mut direct: Vec<Direct> = Vec::new();
         let mut accounts: Vec<String> = Vec::new();
@@ -163,7 +150,7 @@ impl Batch<'_> {
         // Deltas are summed per local hour first, with accounts and dimensions as small
         // numbers: events of the same hour collapse before any tier is computed.
         let mut names = Names::default();
-        let mut hourly: FxHashMap<(u32, &'static str, u32, i64), i64> = FxHashMap::default();
+        let mut hourly: FxHashMap<(u32, Series, u32, i64), i64> = FxHashMap::default();
         let mut entities = Vec::new();
         for (key, slot) in &slots {
             if slot.before == slot.now {
@@ -204,7 +191,7 @@ impl Batch<'_> {
         // fall on bucket starts, so comparing the hour's start decides for all of it.
         let all = names.id(ALL_ACCOUNTS);
         let mut buckets_of: FxHashMap<i64, [super::time::Bucket; 3]> = FxHashMap::default();
-        let mut tiered: FxHashMap<(u32, u8, i64, &'static str, u32), i64> = FxHashMap::default();
+        let mut tiered: FxHashMap<(u32, Tier, i64, Series, u32), i64> = FxHashMap::default();
         for ((account, series, dim, hour), value) in hourly {
             if value == 0 {
                 continue;
@@ -223,7 +210,7 @@ impl Batch<'_> {
                 if hour < self.tier_cutoffs[i] {
                     continue;
                 }
-                let (tier, key) = (bucket.tier.code(), bucket.key);
+                let (tier, key) = (bucket.tier, bucket.key);
                 *tiered.entry((all, tier, key, series, dim)).or_default() += value;
                 *tiered.entry((account, tier, key, series, dim)).or_default() += value;
             }
@@ -242,12 +229,14 @@ impl Batch<'_> {
                 },
             )
             .collect();
-        Ok(Changes {
-            accounts,
-            entities,
-            counters,
-            report: Box::new(report),
-        })
+        Ok((
+            Changes {
+                accounts,
+                entities,
+                counters,
+            },
+            report,
+        ))
     }
 }
 
@@ -260,7 +249,7 @@ fn slot<'s>(
     match slots.entry(key) {
         Entry::Occupied(o) => Ok(o.into_mut()),
         Entry::Vacant(v) => {
-            let kind = kind_of(v.key().kind).ok_or("unknown entity kind")?;
+            let kind = v.key().kind;
             let before = match stored.get(v.key()) {
                 Some(bytes) => Some(Entity::decode(kind, bytes)?),
                 None => None,

@@ -11,8 +11,8 @@ use jiff::tz::TimeZone;
 use rand::RngCore;
 
 use super::time::Calendar;
-use super::{Engine, EngineError, Org, hash_key};
-use crate::store::keys::{CredentialKind, CredentialRecord};
+use super::{EngineError, Org, Tenants, hash_key};
+use crate::store::credentials::{CredentialKind, CredentialRecord};
 
 /// How long a checked credential is trusted without asking the store again.
 const CACHE_TTL: Duration = Duration::from_millis(900);
@@ -249,7 +249,7 @@ impl CredentialCache {
     }
 }
 
-impl Engine {
+impl Tenants {
     /// Checks a presented secret. In the steady state this reads only the cache; the
     /// store is asked again once an entry is older than `CACHE_TTL`.
     pub async fn authenticate(&self, secret: &str) -> Result<Authentication, EngineError> {
@@ -309,16 +309,6 @@ impl Engine {
         }))
     }
 
-    /// An organization by its id, for the command line's key management.
-    pub async fn org_by_id(&self, id: &str) -> Result<Org, EngineError> {
-        let rec = self
-            .store
-            .org_by_id(id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("organization `{id}` not found")))?;
-        super::webhook::org_from_record(rec)
-    }
-
     /// Checks what a new key or share link asks for; returns its record (without secret).
     async fn new_record(
         &self,
@@ -364,7 +354,7 @@ impl Engine {
                     )));
                 }
                 for a in &unique {
-                    if !self.store.account_exists(&org.id, a).await? {
+                    if !self.rollups.account_exists(&org.id, a).await? {
                         return Err(EngineError::BadRequest(format!(
                             "field `accounts` names `{a}`, which is not an account of this organization"
                         )));

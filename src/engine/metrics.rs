@@ -9,34 +9,34 @@ use jiff::civil::{Date, Weekday};
 use serde::Serialize;
 
 use super::plan::{TierBounds, cover};
-use super::state::series;
+use super::state::{Series, series};
 use super::time::{Bucket, Calendar, Tier, local_rfc3339};
-use super::{Engine, EngineError, Org};
+use super::{Analytics, EngineError, Org};
 use crate::store::{ALL_ACCOUNTS, CounterQuery, CounterRow};
 
 /// Sums of counters by series and dimension ("" when a series has none).
 #[derive(Debug, Default, Clone)]
-pub struct Totals(FxHashMap<&'static str, FxHashMap<String, i64>>);
+pub struct Totals(FxHashMap<Series, FxHashMap<String, i64>>);
 
 impl Totals {
-    pub fn get(&self, series: &str) -> i64 {
+    pub fn get(&self, series: Series) -> i64 {
         self.0
-            .get(series)
+            .get(&series)
             .and_then(|d| d.get(""))
             .copied()
             .unwrap_or(0)
     }
 
-    pub fn by_dim(&self, series: &str) -> impl Iterator<Item = (&str, i64)> {
+    pub fn by_dim(&self, series: Series) -> impl Iterator<Item = (&str, i64)> {
         self.0
-            .get(series)
+            .get(&series)
             .into_iter()
             .flatten()
             .map(|(d, v)| (d.as_str(), *v))
             .filter(|(_, v)| *v != 0)
     }
 
-    fn add(&mut self, series: &'static str, dim: &str, value: i64) {
+    fn add(&mut self, series: Series, dim: &str, value: i64) {
         let dims = self.0.entry(series).or_default();
         // Most rows add to a dimension already there: look up before allocating a key.
         match dims.get_mut(dim) {
@@ -50,7 +50,7 @@ impl Totals {
     fn merge(&mut self, other: &Totals) {
         for (s, dims) in &other.0 {
             for (d, v) in dims {
-                self.add(s, d, *v);
+                self.add(*s, d, *v);
             }
         }
     }
@@ -246,7 +246,7 @@ fn ratio_whole(part: i64, whole: i64) -> i64 {
     }
 }
 
-const MESSAGE_SERIES: &[&str] = &[
+const MESSAGE_SERIES: &[Series] = &[
     series::SENT,
     series::RECEIVED,
     series::DELIVERED,
@@ -254,7 +254,7 @@ const MESSAGE_SERIES: &[&str] = &[
     series::FAILED,
     series::BY_TYPE,
 ];
-const CHATBOT_SERIES: &[&str] = &[
+const CHATBOT_SERIES: &[Series] = &[
     series::CONVERSATIONS,
     series::AUTO_RESOLVED,
     series::TRANSFERRED,
@@ -277,7 +277,7 @@ struct Window {
     view: Calendar,
 }
 
-impl Engine {
+impl Analytics {
     fn view_calendar(&self, org: &Org, tz: Option<&str>) -> Result<Calendar, EngineError> {
         match tz {
             None => Ok(org.calendar.clone()),
@@ -351,7 +351,7 @@ impl Engine {
         org: &Org,
         account: Option<&str>,
         parts: &[(i64, i64)],
-        wanted: &[&'static str],
+        wanted: &[Series],
     ) -> Result<Vec<Totals>, EngineError> {
         let bounds = self.tier_bounds(org);
         let mut covers: Vec<Vec<Bucket>> = Vec::with_capacity(parts.len());
@@ -660,12 +660,12 @@ impl Engine {
         tier: Tier,
         from: i64,
         to: i64,
-        wanted: &[&'static str],
+        wanted: &[Series],
     ) -> Result<Vec<CounterRow>, EngineError> {
         let query = |account: &str| CounterQuery {
             org: org.id.clone(),
             account: account.to_string(),
-            tier: tier.code(),
+            tier,
             from,
             to,
             series: wanted.to_vec(),
@@ -688,7 +688,7 @@ impl Engine {
         &self,
         org: &Org,
         account: Option<&str>,
-        wanted: &[&'static str],
+        wanted: &[Series],
     ) -> Result<Totals, EngineError> {
         let rows = self
             .rows(org, account, Tier::Month, i64::MIN, i64::MAX, wanted)

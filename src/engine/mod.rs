@@ -1,5 +1,8 @@
 //! The domain: events, their validation, entity states, bucketing, the planner and the
-//! metrics. It knows nothing of HTTP; it talks to storage only through `store::Store`.
+//! metrics. It knows nothing of HTTP; it talks to storage only through the store's
+//! concern traits. Its work is split into services with one job each ([`Ingest`],
+//! [`Analytics`], [`Tenants`], [`accounts::Accounts`], [`webhook::Webhook`],
+//! [`retention::Compaction`]), built together once as [`Services`].
 
 pub mod accounts;
 pub mod event;
@@ -13,8 +16,8 @@ pub mod time;
 pub mod webhook;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -22,7 +25,8 @@ use rand::RngCore;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoreError, WriteJob};
+use crate::store::credentials::{CredentialKind, CredentialRecord};
+use crate::store::{RollupStore, States, Store, StoreError, TenantStore, WriteJob};
 use event::{Admission, Parsed};
 use ingest::{Batch, Ignored, IngestReport};
 use plan::TierBounds;
@@ -143,10 +147,92 @@ impl Clock {
     }
 }
 
-pub struct Engine {
-    store: Arc<dyn Store>,
-    pub config: EngineConfig,
-    pub clock: Clock,
+/// Every service of the engine, over one store, sharing one configuration and clock.
+/// Built once where the program starts.
+#[derive(Clone)]
+pub struct Services {
+    pub ingest: Arc<Ingest>,
+    pub analytics: Arc<Analytics>,
+    pub tenants: Arc<Tenants>,
+    pub accounts: Arc<accounts::Accounts>,
+    pub webhook: Arc<webhook::Webhook>,
+    pub compaction: Arc<retention::Compaction>,
+    pub config: Arc<EngineConfig>,
+    /// "Now" for every service; tests fix it.
+    pub clock: Arc<Clock>,
+}
+
+impl Services {
+    /// Hands each service the concerns of `store` it needs.
+    pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Services {
+        let config = Arc::new(config);
+        let clock = Arc::new(Clock::default());
+        let ingest = Arc::new(Ingest {
+            store: store.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+        });
+        let tenants = Arc::new(Tenants {
+            store: store.clone(),
+            clock: clock.clone(),
+            rollups: store.clone(),
+            credentials: keys::CredentialCache::default(),
+        });
+        let webhook = Arc::new(webhook::Webhook {
+            accounts: store.clone(),
+            unrouted: store.clone(),
+            tenants: tenants.clone(),
+            ingest: ingest.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+        });
+        Services {
+            analytics: Arc::new(Analytics {
+                store: store.clone(),
+                config: config.clone(),
+                clock: clock.clone(),
+            }),
+            accounts: Arc::new(accounts::Accounts {
+                store: store.clone(),
+                webhook: webhook.clone(),
+                config: config.clone(),
+                clock: clock.clone(),
+            }),
+            compaction: Arc::new(retention::Compaction {
+                rollups: store.clone(),
+                tenants: store,
+                config: config.clone(),
+                clock: clock.clone(),
+            }),
+            ingest,
+            tenants,
+            webhook,
+            config,
+            clock,
+        }
+    }
+}
+
+/// Validates events and writes them, all or nothing, into entity states and rollups.
+pub struct Ingest {
+    store: Arc<dyn RollupStore>,
+    config: Arc<EngineConfig>,
+    clock: Arc<Clock>,
+}
+
+/// Answers the analytics questions from rollups (the methods are in `metrics`).
+pub struct Analytics {
+    store: Arc<dyn RollupStore>,
+    config: Arc<EngineConfig>,
+    clock: Arc<Clock>,
+}
+
+/// Organizations and their API keys.
+pub struct Tenants {
+    store: Arc<dyn TenantStore>,
+    clock: Arc<Clock>,
+    /// Whether an account a new key names exists.
+    rollups: Arc<dyn RollupStore>,
     credentials: keys::CredentialCache,
 }
 
@@ -160,24 +246,24 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-impl Engine {
-    pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Self {
-        Engine {
-            store,
-            config,
-            clock: Clock::default(),
-            credentials: keys::CredentialCache::default(),
-        }
+impl Clock {
+    /// "Now" as a timestamp.
+    pub fn now_ts(&self) -> Timestamp {
+        Timestamp::from_second(self.now()).unwrap_or_else(|_| Timestamp::now())
     }
+}
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
+impl Analytics {
     fn now_ts(&self) -> Timestamp {
-        Timestamp::from_second(self.clock.now()).unwrap_or_else(|_| Timestamp::now())
+        self.clock.now_ts()
     }
 
+    fn tier_bounds(&self, org: &Org) -> TierBounds {
+        tier_bounds(&self.config, self.clock.now(), org)
+    }
+}
+
+impl Tenants {
     /// Creates an organization and its first API key; the plain key is returned once.
     pub async fn create_org(
         &self,
@@ -206,10 +292,10 @@ impl Engine {
             created_at: now,
         };
         // The organization's first key can do everything, as its only key always could.
-        let first_key = crate::store::keys::CredentialRecord {
-            id: keys::new_credential_id(crate::store::keys::CredentialKind::Key),
+        let first_key = CredentialRecord {
+            id: keys::new_credential_id(CredentialKind::Key),
             org: record.id.clone(),
-            kind: crate::store::keys::CredentialKind::Key,
+            kind: CredentialKind::Key,
             name: "Organization key".into(),
             scope: keys::Scope::Admin.as_str().into(),
             accounts: None,
@@ -231,23 +317,37 @@ impl Engine {
         Ok((org, key))
     }
 
-    /// Where each tier's retention starts now, aligned to the organization's buckets.
-    pub fn tier_bounds(&self, org: &Org) -> TierBounds {
-        let now = self.clock.now();
-        let cal = &org.calendar;
-        let hour = self.config.hourly_retention_days.map_or(i64::MIN, |d| {
-            let t = now - d * 86_400;
-            Timestamp::from_second(t).map_or(t, |ts| cal.buckets(ts)[0].key)
-        });
-        let day = self.config.daily_retention_days.map_or(i64::MIN, |d| {
-            Timestamp::from_second(now - d * 86_400)
-                .ok()
-                .and_then(|ts| cal.start_of(cal.zoned(ts).date()))
-                .map_or(i64::MIN, |z| z.timestamp().as_second())
-        });
-        TierBounds { hour, day }
+    /// The organization of an id, if it exists.
+    pub async fn by_id(&self, id: &str) -> Result<Option<Org>, EngineError> {
+        self.store
+            .org_by_id(id)
+            .await?
+            .map(webhook::org_from_record)
+            .transpose()
     }
 
+    pub async fn count(&self) -> Result<u64, EngineError> {
+        Ok(self.store.org_count().await?)
+    }
+}
+
+/// Where each tier's retention starts at `now`, aligned to the organization's buckets.
+pub fn tier_bounds(config: &EngineConfig, now: i64, org: &Org) -> TierBounds {
+    let cal = &org.calendar;
+    let hour = config.hourly_retention_days.map_or(i64::MIN, |d| {
+        let t = now - d * 86_400;
+        Timestamp::from_second(t).map_or(t, |ts| cal.buckets(ts)[0].key)
+    });
+    let day = config.daily_retention_days.map_or(i64::MIN, |d| {
+        Timestamp::from_second(now - d * 86_400)
+            .ok()
+            .and_then(|ts| cal.start_of(cal.zoned(ts).date()))
+            .map_or(i64::MIN, |z| z.timestamp().as_second())
+    });
+    TierBounds { hour, day }
+}
+
+impl Ingest {
     /// Validates and applies one request's events, all or nothing, durably.
     pub async fn ingest(
         &self,
@@ -285,6 +385,33 @@ impl Engine {
         } else {
             parse()
         }?;
+        self.write(org, events, report, progress).await
+    }
+
+    /// Applies events already validated (the Meta webhook builds them itself), all or
+    /// nothing, durably.
+    pub async fn ingest_events(
+        &self,
+        org: &Org,
+        events: Vec<event::Event>,
+    ) -> Result<IngestReport, EngineError> {
+        let events = events.into_iter().enumerate().collect();
+        self.write(org, events, IngestReport::default(), None).await
+    }
+
+    /// The position last stored under `name` with a batch (see `ingest_tracked`).
+    pub async fn progress(&self, name: &str) -> Result<Option<i64>, EngineError> {
+        Ok(self.store.progress(name).await?)
+    }
+
+    /// Writes valid events (with their index in the request) in one atomic job.
+    async fn write(
+        &self,
+        org: &Org,
+        events: Vec<(usize, event::Event)>,
+        report: IngestReport,
+        progress: Option<(String, i64)>,
+    ) -> Result<IngestReport, EngineError> {
         if org.account_limit.is_some() {
             let outside: std::collections::BTreeSet<&str> = events
                 .iter()
@@ -300,19 +427,26 @@ impl Engine {
         let keys = ingest::keys_of(&events);
         let calendar = org.calendar.clone();
         let state_window_secs = self.config.state_window_secs;
-        let tier_cutoffs = self.tier_bounds(org).as_cutoffs();
+        let tier_cutoffs = tier_bounds(&self.config, self.clock.now(), org).as_cutoffs();
         let count = events.len();
-        let transition = Box::new(move |stored: &HashMap<_, _>| {
-            Batch {
+        // The last run's report: a backend may run the transition more than once, and
+        // only the last run's changes are stored.
+        let outcome: Arc<Mutex<Option<IngestReport>>> = Arc::default();
+        let last = outcome.clone();
+        let transition = Box::new(move |stored: &States| {
+            let (changes, report) = Batch {
                 calendar: &calendar,
                 state_window_secs,
                 tier_cutoffs,
             }
             // Borrowed, not consumed: a backend may run the transition again after a deadlock.
-            .apply(stored, &events, report.clone())
+            .apply(stored, &events, report.clone())?;
+            *last
+                .lock()
+                .map_err(|_| "a previous run panicked".to_string())? = Some(report);
+            Ok(changes)
         });
-        let out = self
-            .store
+        self.store
             .apply(WriteJob {
                 org: org.id.clone(),
                 keys,
@@ -320,11 +454,13 @@ impl Engine {
                 progress,
             })
             .await?;
-        let report = out
-            .downcast::<IngestReport>()
-            .map_err(|_| EngineError::Internal("unexpected write report".into()))?;
+        let report = outcome
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take())
+            .ok_or_else(|| EngineError::Internal("the write stored no report".into()))?;
         tracing::debug!(org = %org.id, events = count, accepted = report.accepted, duplicates = report.duplicates, "ingested");
-        Ok(*report)
+        Ok(report)
     }
 }
 

@@ -11,8 +11,11 @@ use std::time::Instant;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use super::time::{Tier, day_key};
-use super::{Engine, EngineError, Org};
+use super::{Clock, EngineConfig, EngineError, Org, tier_bounds};
+use crate::store::{RollupStore, TenantStore};
 
 /// Rows deleted per chunk: small enough that ingestion waits at most a few milliseconds.
 const CHUNK: usize = 2_000;
@@ -26,17 +29,26 @@ pub struct CompactionReport {
     pub took_ms: u64,
 }
 
-impl Engine {
+/// Expires what has aged out of the tiers and the state window, in the background or
+/// on demand.
+pub struct Compaction {
+    pub(super) rollups: Arc<dyn RollupStore>,
+    pub(super) tenants: Arc<dyn TenantStore>,
+    pub(super) config: Arc<EngineConfig>,
+    pub(super) clock: Arc<Clock>,
+}
+
+impl Compaction {
     /// Expires what has aged out of every tier, for every organization.
     pub async fn compact(&self) -> Result<CompactionReport, EngineError> {
         let started = Instant::now();
         let mut report = CompactionReport::default();
         // Several instances may share one database: only one compacts at a time.
-        let Some(_lock) = self.store().compaction_lock().await? else {
+        let Some(_lock) = self.rollups.compaction_lock().await? else {
             tracing::debug!("another instance is compacting; skipped");
             return Ok(report);
         };
-        for rec in self.store().orgs().await? {
+        for rec in self.tenants.orgs().await? {
             let Ok(tz) = jiff::tz::TimeZone::get(&rec.timezone) else {
                 tracing::warn!(org = %rec.id, timezone = %rec.timezone, "unknown stored time zone; skipped");
                 continue;
@@ -48,7 +60,7 @@ impl Engine {
                 calendar: super::time::Calendar::new(tz),
                 account_limit: None,
             };
-            let bounds = self.tier_bounds(&org);
+            let bounds = tier_bounds(&self.config, self.clock.now(), &org);
             report.organizations += 1;
             if bounds.hour > i64::MIN {
                 report.hourly_rows_expired += self.expire(&org, Tier::Hour, bounds.hour).await?;
@@ -62,7 +74,7 @@ impl Engine {
         }
         let now = self.clock.now();
         loop {
-            let n = self.store().prune_states(now, CHUNK).await?;
+            let n = self.rollups.prune_states(now, CHUNK).await?;
             report.states_pruned += n;
             if n < CHUNK as u64 {
                 break;
@@ -81,8 +93,8 @@ impl Engine {
         let mut total = 0;
         loop {
             let n = self
-                .store()
-                .expire_counters(&org.id, tier.code(), before, CHUNK)
+                .rollups
+                .expire_counters(&org.id, tier, before, CHUNK)
                 .await?;
             total += n;
             if n < CHUNK as u64 {

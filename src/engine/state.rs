@@ -9,60 +9,48 @@ use serde::{Deserialize, Serialize};
 
 use super::event::{CampaignStatus, ConversationStatus};
 
-/// The counter series the engine keeps. The store treats them as opaque names.
+pub use crate::store::{EntityKind as Kind, Series};
+
+/// The counter series the engine keeps, by their names in the engine's code.
 pub mod series {
-    pub const SENT: &str = "sent";
-    pub const RECEIVED: &str = "received";
-    pub const DELIVERED: &str = "delivered";
-    pub const READ: &str = "read";
-    pub const FAILED: &str = "failed";
-    /// Messages of both directions, per message type.
-    pub const BY_TYPE: &str = "by_type";
-    pub const CONTACTS: &str = "contacts";
-    /// Campaigns, at their first known event.
-    pub const CAMPAIGNS: &str = "campaigns";
-    /// Campaigns whose current state is `running`, at the time they entered it.
-    pub const CAMPAIGNS_RUNNING: &str = "campaigns_running";
-    /// Campaigns whose current state is `completed`, at the time they completed.
-    pub const CAMPAIGNS_COMPLETED: &str = "campaigns_completed";
-    pub const CONVERSATIONS: &str = "conversations";
-    pub const AUTO_RESOLVED: &str = "auto_resolved";
-    pub const TRANSFERRED: &str = "transferred";
-    pub const ABANDONED: &str = "abandoned";
-    /// Messages carrying the id of a conversation, at the conversation's start.
-    pub const CONVERSATION_MESSAGES: &str = "conversation_messages";
-    /// Seconds from start to auto-resolution, summed over auto-resolved conversations.
-    pub const RESOLUTION_SECONDS: &str = "resolution_seconds";
-    /// Flow runs started, per flow name.
-    pub const FLOW_STARTED: &str = "flow_started";
-    /// Flow runs started and completed, per flow name, at the start.
-    pub const FLOW_COMPLETED: &str = "flow_completed";
-    pub const KEYWORD: &str = "keyword";
-    pub const AI_REQUESTS: &str = "ai_requests";
-    pub const AI_TOKENS: &str = "ai_tokens";
-    /// Known cost, in millionths of a US dollar.
-    pub const AI_COST_MICROS: &str = "ai_cost_micros";
-    /// Tokens of requests that came without a cost, per model, priced at query time.
-    pub const AI_UNPRICED_TOKENS: &str = "ai_unpriced_tokens";
+    use super::Series;
+
+    pub const SENT: Series = Series::Sent;
+    pub const RECEIVED: Series = Series::Received;
+    pub const DELIVERED: Series = Series::Delivered;
+    pub const READ: Series = Series::Read;
+    pub const FAILED: Series = Series::Failed;
+    pub const BY_TYPE: Series = Series::ByType;
+    pub const CONTACTS: Series = Series::Contacts;
+    pub const CAMPAIGNS: Series = Series::Campaigns;
+    pub const CAMPAIGNS_RUNNING: Series = Series::CampaignsRunning;
+    pub const CAMPAIGNS_COMPLETED: Series = Series::CampaignsCompleted;
+    pub const CONVERSATIONS: Series = Series::Conversations;
+    pub const AUTO_RESOLVED: Series = Series::AutoResolved;
+    pub const TRANSFERRED: Series = Series::Transferred;
+    pub const ABANDONED: Series = Series::Abandoned;
+    pub const CONVERSATION_MESSAGES: Series = Series::ConversationMessages;
+    pub const RESOLUTION_SECONDS: Series = Series::ResolutionSeconds;
+    pub const FLOW_STARTED: Series = Series::FlowStarted;
+    pub const FLOW_COMPLETED: Series = Series::FlowCompleted;
+    pub const KEYWORD: Series = Series::Keyword;
+    pub const AI_REQUESTS: Series = Series::AiRequests;
+    pub const AI_TOKENS: Series = Series::AiTokens;
+    pub const AI_COST_MICROS: Series = Series::AiCostMicros;
+    pub const AI_UNPRICED_TOKENS: Series = Series::AiUnpricedTokens;
 }
 
 /// One unit of what a state adds to the rollups: `value` of `series`/`dim` at `at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contribution<'a> {
-    pub series: &'static str,
+    pub series: Series,
     /// Borrowed from the state: contributions are summed right away, never kept.
     pub dim: &'a str,
     pub at: i64,
     pub value: i64,
 }
 
-fn push<'a>(
-    out: &mut Vec<Contribution<'a>>,
-    series: &'static str,
-    dim: &'a str,
-    at: i64,
-    value: i64,
-) {
+fn push<'a>(out: &mut Vec<Contribution<'a>>, series: Series, dim: &'a str, at: i64, value: i64) {
     if value != 0 {
         out.push(Contribution {
             series,
@@ -275,17 +263,6 @@ pub enum Entity {
     AiRequest(SeenState),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Message = 1,
-    Conversation = 2,
-    FlowRun = 3,
-    Contact = 4,
-    Campaign = 5,
-    Keyword = 6,
-    AiRequest = 7,
-}
-
 impl Entity {
     pub fn contribute<'a>(&'a self, out: &mut Vec<Contribution<'a>>) {
         match self {
@@ -334,7 +311,7 @@ impl Entity {
             Kind::Keyword => postcard::from_bytes(bytes).map(Entity::Keyword),
             Kind::AiRequest => postcard::from_bytes(bytes).map(Entity::AiRequest),
         };
-        r.map_err(|e| format!("corrupt stored state of kind {}: {e}", kind as u8))
+        r.map_err(|e| format!("corrupt stored state of kind {}: {e}", kind.code()))
     }
 }
 
@@ -342,7 +319,7 @@ impl Entity {
 mod tests {
     use super::*;
 
-    fn contributions(e: &Entity) -> Vec<(&'static str, String, i64)> {
+    fn contributions(e: &Entity) -> Vec<(Series, String, i64)> {
         let mut out = Vec::new();
         e.contribute(&mut out);
         out.into_iter()
@@ -362,7 +339,7 @@ mod tests {
         })
     }
 
-    fn has(c: &[(&'static str, String, i64)], series: &str) -> bool {
+    fn has(c: &[(Series, String, i64)], series: Series) -> bool {
         c.iter().any(|(s, _, v)| *s == series && *v == 1)
     }
 

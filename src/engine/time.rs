@@ -5,29 +5,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan, Zoned};
 
-/// The resolution a rollup is kept at. Each tier has its own retention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Tier {
-    Hour = 0,
-    Day = 1,
-    Month = 2,
-}
-
-impl Tier {
-    pub const ALL: [Tier; 3] = [Tier::Hour, Tier::Day, Tier::Month];
-
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Tier::Hour => "hour",
-            Tier::Day => "day",
-            Tier::Month => "month",
-        }
-    }
-}
+pub use crate::store::Tier;
 
 /// A bucket of one tier. Hours are keyed by the Unix second at which the local hour
 /// starts (unique even in the repeated hour of a DST fall-back); days by `yyyymmdd`

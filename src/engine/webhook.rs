@@ -5,7 +5,7 @@
 //! A payload names accounts by `entry[].changes[].value.metadata.phone_number_id`. Its
 //! `X-Hub-Signature-256` must verify with the app secret of every account it names;
 //! then the changes of each account are translated and ingested (with backfill, since
-//! Meta retries for up to 7 days), one `Engine::ingest` call per organization. Changes
+//! Meta retries for up to 7 days), one `Ingest::ingest_events` write per organization. Changes
 //! for a `phone_number_id` no account claims are kept as received (raw body and
 //! signature header, in a bounded space) and replayed, their signature checked with the
 //! new account's app secret, once an account claims that number.
@@ -16,14 +16,15 @@ use std::sync::{Arc, OnceLock};
 
 use hmac::{Hmac, Mac};
 use jiff::tz::TimeZone;
-use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::event::{EARLIEST_SECS, FUTURE_TOLERANCE_SECS};
+use super::event::{
+    DeliveryStatus, Direction, EARLIEST_SECS, Event, EventBody, FUTURE_TOLERANCE_SECS,
+};
 use super::time::Calendar;
-use super::{Engine, EngineError, EventsBody, Org};
+use super::{Clock, EngineConfig, EngineError, Ingest, Org, Tenants};
 use crate::secrets::{SecretError, SecretKey};
-use crate::store::{AccountRecord, UnroutedPayload};
+use crate::store::{AccountRecord, AccountStore, UnroutedPayload, UnroutedStore};
 
 /// Longest identifier the event model accepts.
 const MAX_ID_LEN: usize = 256;
@@ -123,29 +124,347 @@ pub fn sign(app_secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn changes(payload: &Value) -> impl Iterator<Item = &Value> {
-    payload
-        .get("entry")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.get("changes").and_then(Value::as_array))
-        .flatten()
+/// Meta's payload, as far as whatstat reads it. Meta adds fields over time: unknown ones
+/// are ignored, and a known one of an unexpected type reads as absent, so that one odd
+/// item never costs the rest of the payload.
+mod meta {
+    use std::borrow::Cow;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::Deserialize;
+    use serde::de::value::{BorrowedStrDeserializer, MapAccessDeserializer, StrDeserializer};
+    use serde::de::{
+        self, Deserializer, IgnoredAny, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+    };
+
+    /// A value that is absent when it is missing or not of the expected type.
+    #[derive(Debug)]
+    pub struct Lenient<T>(pub Option<T>);
+
+    impl<T> Default for Lenient<T> {
+        fn default() -> Self {
+            Lenient(None)
+        }
+    }
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(LenientVisitor(PhantomData))
+        }
+    }
+
+    struct LenientVisitor<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for LenientVisitor<T> {
+        type Value = Lenient<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        // A `T` that takes no object refuses it before reading any of it: the
+        // rest is skipped and the value reads as absent.
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            match T::deserialize(MapAccessDeserializer::new(&mut map)) {
+                Ok(v) => Ok(Lenient(Some(v))),
+                Err(e) => {
+                    while map
+                        .next_entry::<IgnoredAny, IgnoredAny>()
+                        .map_err(|_| e.clone_message())?
+                        .is_some()
+                    {}
+                    Ok(Lenient(None))
+                }
+            }
+        }
+
+        // Lists are read by `List`: here one reads as absent.
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Lenient(None))
+        }
+
+        fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok(Lenient(
+                T::deserialize(BorrowedStrDeserializer::<E>::new(s)).ok(),
+            ))
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(Lenient(T::deserialize(StrDeserializer::<E>::new(s)).ok()))
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            Ok(Lenient(
+                T::deserialize(IntoDeserializer::<E>::into_deserializer(n)).ok(),
+            ))
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            Ok(Lenient(
+                T::deserialize(IntoDeserializer::<E>::into_deserializer(n)).ok(),
+            ))
+        }
+
+        fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
+            Ok(Lenient(
+                T::deserialize(IntoDeserializer::<E>::into_deserializer(n)).ok(),
+            ))
+        }
+
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Lenient(None))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Lenient(None))
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Lenient(None))
+        }
+    }
+
+    /// The first error, kept when skipping the rest of its value fails too.
+    trait CloneMessage {
+        fn clone_message(&self) -> Self;
+    }
+
+    impl<E: de::Error> CloneMessage for E {
+        fn clone_message(&self) -> Self {
+            E::custom(self)
+        }
+    }
+
+    impl<T> Lenient<T> {
+        pub fn get(&self) -> Option<&T> {
+            self.0.as_ref()
+        }
+    }
+
+    /// A list that is empty when it is missing or not a list; each item is `None` when it
+    /// is not of the expected type.
+    #[derive(Debug)]
+    pub struct List<T>(Vec<Lenient<T>>);
+
+    impl<T> Default for List<T> {
+        fn default() -> Self {
+            List(Vec::new())
+        }
+    }
+
+    impl<T> List<T> {
+        pub fn items(&self) -> impl Iterator<Item = Option<&T>> {
+            self.0.iter().map(Lenient::get)
+        }
+    }
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = List<T>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<List<T>, A::Error> {
+                    let mut items = Vec::new();
+                    while let Some(item) = seq.next_element::<Lenient<T>>()? {
+                        items.push(item);
+                    }
+                    Ok(List(items))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<List<T>, A::Error> {
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(List::default())
+                }
+                fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<List<T>, E> {
+                    Ok(List::default())
+                }
+                fn visit_str<E: de::Error>(self, _: &str) -> Result<List<T>, E> {
+                    Ok(List::default())
+                }
+                fn visit_i64<E: de::Error>(self, _: i64) -> Result<List<T>, E> {
+                    Ok(List::default())
+                }
+                fn visit_u64<E: de::Error>(self, _: u64) -> Result<List<T>, E> {
+                    Ok(List::default())
+                }
+                fn visit_f64<E: de::Error>(self, _: f64) -> Result<List<T>, E> {
+                    Ok(List::default())
+                }
+                fn visit_bool<E: de::Error>(self, _: bool) -> Result<List<T>, E> {
+                    Ok(List::default())
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<List<T>, E> {
+                    Ok(List::default())
+                }
+                fn visit_none<E: de::Error>(self) -> Result<List<T>, E> {
+                    Ok(List::default())
+                }
+            }
+            d.deserialize_any(V(PhantomData))
+        }
+    }
+
+    pub type Text<'a> = Lenient<Cow<'a, str>>;
+
+    pub fn text<'s>(t: &'s Text<'_>) -> Option<&'s str> {
+        t.get().map(|c| c.as_ref())
+    }
+
+    /// A string or a number, kept as Meta sent it (timestamps and error codes come as both).
+    #[derive(Debug)]
+    pub enum Scalar<'a> {
+        Text(Cow<'a, str>),
+        Number(serde_json::Number),
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = Scalar<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string or a number")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Scalar<'a>, E> {
+                    Ok(Scalar::Text(Cow::Borrowed(s)))
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<Scalar<'a>, E> {
+                    Ok(Scalar::Text(Cow::Owned(s.to_string())))
+                }
+                fn visit_i64<E: de::Error>(self, n: i64) -> Result<Scalar<'a>, E> {
+                    Ok(Scalar::Number(n.into()))
+                }
+                fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar<'a>, E> {
+                    Ok(Scalar::Number(n.into()))
+                }
+                fn visit_f64<E: de::Error>(self, n: f64) -> Result<Scalar<'a>, E> {
+                    serde_json::Number::from_f64(n)
+                        .map(Scalar::Number)
+                        .ok_or_else(|| E::custom("not a finite number"))
+                }
+            }
+            d.deserialize_any(V(PhantomData))
+        }
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Payload<'a> {
+        #[serde(borrow, default)]
+        pub entry: List<Entry<'a>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Entry<'a> {
+        #[serde(borrow, default)]
+        pub changes: List<Change<'a>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Change<'a> {
+        #[serde(borrow, default)]
+        pub field: Text<'a>,
+        #[serde(borrow, default)]
+        pub value: Lenient<ChangeValue<'a>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct ChangeValue<'a> {
+        #[serde(borrow, default)]
+        pub metadata: Lenient<Metadata<'a>>,
+        #[serde(borrow, default)]
+        pub messages: List<Message<'a>>,
+        #[serde(borrow, default)]
+        pub contacts: List<Contact<'a>>,
+        #[serde(borrow, default)]
+        pub statuses: List<Status<'a>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Metadata<'a> {
+        #[serde(borrow, default)]
+        pub phone_number_id: Text<'a>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Message<'a> {
+        #[serde(borrow, default)]
+        pub id: Text<'a>,
+        #[serde(borrow, default)]
+        pub from: Text<'a>,
+        #[serde(borrow, default)]
+        pub timestamp: Lenient<Scalar<'a>>,
+        #[serde(borrow, default, rename = "type")]
+        pub kind: Text<'a>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Contact<'a> {
+        #[serde(borrow, default)]
+        pub wa_id: Text<'a>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Status<'a> {
+        #[serde(borrow, default)]
+        pub id: Text<'a>,
+        #[serde(borrow, default)]
+        pub status: Text<'a>,
+        #[serde(borrow, default)]
+        pub timestamp: Lenient<Scalar<'a>>,
+        #[serde(borrow, default)]
+        pub errors: List<StatusError<'a>>,
+        #[serde(borrow, default)]
+        pub pricing: Lenient<Pricing<'a>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct StatusError<'a> {
+        #[serde(borrow, default)]
+        pub code: Lenient<Scalar<'a>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Pricing<'a> {
+        #[serde(borrow, default)]
+        pub category: Text<'a>,
+    }
 }
 
-fn phone_of(change: &Value) -> Option<&str> {
+pub use meta::Payload;
+
+impl<'a> Payload<'a> {
+    /// Reads a webhook body; a payload of an unexpected shape reads as naming nothing.
+    pub fn parse(body: &'a [u8]) -> Result<Payload<'a>, serde_json::Error> {
+        let whole: meta::Lenient<Payload<'a>> = serde_json::from_slice(body)?;
+        Ok(whole.0.unwrap_or_default())
+    }
+
+    fn changes(&self) -> impl Iterator<Item = &meta::Change<'a>> {
+        self.entry
+            .items()
+            .flatten()
+            .flat_map(|e| e.changes.items().flatten())
+    }
+}
+
+fn phone_of<'c>(change: &'c meta::Change<'_>) -> Option<&'c str> {
     change
-        .get("value")?
-        .get("metadata")?
-        .get("phone_number_id")?
-        .as_str()
+        .value
+        .get()?
+        .metadata
+        .get()
+        .and_then(|m| meta::text(&m.phone_number_id))
         .filter(|p| !p.is_empty())
 }
 
 /// Every `phone_number_id` a payload names, in order of first appearance.
-pub fn phone_number_ids(payload: &Value) -> Vec<String> {
+pub fn phone_number_ids(payload: &Payload<'_>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for change in changes(payload) {
+    for change in payload.changes() {
         if let Some(p) = phone_of(change)
             && !out.iter().any(|o| o == p)
         {
@@ -155,10 +474,10 @@ pub fn phone_number_ids(payload: &Value) -> Vec<String> {
     out
 }
 
-/// The SPEC events of one account's changes, and what could not be translated.
+/// The events of one account's changes, and what could not be translated.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Translation {
-    pub events: Vec<Value>,
+    pub events: Vec<Event>,
     /// Items left out, with the reason (unknown statuses, missing ids, bad timestamps).
     pub skipped: Vec<String>,
 }
@@ -187,11 +506,11 @@ fn message_type(t: Option<&str>) -> String {
 }
 
 /// A Meta timestamp: Unix seconds as a string (or a number), within what is accepted.
-fn timestamp(v: Option<&Value>, now: i64) -> Result<i64, String> {
+fn timestamp(v: Option<&meta::Scalar<'_>>, now: i64) -> Result<i64, String> {
     let secs = match v {
-        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
-        Some(Value::Number(n)) => n.as_i64(),
-        _ => None,
+        Some(meta::Scalar::Text(s)) => s.trim().parse::<i64>().ok(),
+        Some(meta::Scalar::Number(n)) => n.as_i64(),
+        None => None,
     }
     .ok_or_else(|| "no Unix-seconds `timestamp`".to_string())?;
     if secs < EARLIEST_SECS {
@@ -203,42 +522,51 @@ fn timestamp(v: Option<&Value>, now: i64) -> Result<i64, String> {
     Ok(secs)
 }
 
-fn str_of<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
-    v.get(name).and_then(Value::as_str)
+fn delivery_status(s: &str) -> Option<DeliveryStatus> {
+    Some(match s {
+        "sent" => DeliveryStatus::Sent,
+        "delivered" => DeliveryStatus::Delivered,
+        "read" => DeliveryStatus::Read,
+        "failed" => DeliveryStatus::Failed,
+        _ => return None,
+    })
 }
 
-/// Translates the `messages` changes of one `phone_number_id` into SPEC events of
-/// `account_id`. Pure: `now` only bounds timestamps. Contacts come once per `wa_id`, at
-/// the earliest of its messages here (the engine keeps the earliest across requests).
+/// Translates the `messages` changes of one `phone_number_id` into events of
+/// `account_id`, valid as the event model requires. Pure: `now` only bounds timestamps.
+/// Contacts come once per `wa_id`, at the earliest of its messages here (the engine
+/// keeps the earliest across requests).
 pub fn translate(
-    payload: &Value,
+    payload: &Payload<'_>,
     phone_number_id: &str,
     account_id: &str,
     now: i64,
 ) -> Translation {
     let mut out = Translation::default();
     let mut contacts: BTreeMap<String, i64> = BTreeMap::new();
-    for change in changes(payload) {
+    let event = |at: i64, body: EventBody| Event {
+        account_id: account_id.to_string(),
+        at,
+        body,
+    };
+    for change in payload.changes() {
         if phone_of(change) != Some(phone_number_id)
-            || change.get("field").and_then(Value::as_str) != Some("messages")
+            || meta::text(&change.field) != Some("messages")
         {
             continue;
         }
-        let Some(value) = change.get("value") else {
+        let Some(value) = change.value.get() else {
             continue;
         };
         let mut earliest: Option<i64> = None;
-        for m in value
-            .get("messages")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(id) = str_of(m, "id").filter(|id| valid_id(id)) else {
+        for m in value.messages.items() {
+            let none = meta::Message::default();
+            let m = m.unwrap_or(&none);
+            let Some(id) = meta::text(&m.id).filter(|id| valid_id(id)) else {
                 out.skipped.push("a message without a valid `id`".into());
                 continue;
             };
-            let at = match timestamp(m.get("timestamp"), now) {
+            let at = match timestamp(m.timestamp.get(), now) {
                 Ok(at) => at,
                 Err(e) => {
                     out.skipped.push(format!("message {id}: {e}"));
@@ -246,94 +574,78 @@ pub fn translate(
                 }
             };
             earliest = Some(earliest.map_or(at, |e: i64| e.min(at)));
-            let mut event = json!({
-                "type": "message",
-                "account_id": account_id,
-                "timestamp": at,
-                "id": id,
-                "direction": "inbound",
-                "message_type": message_type(str_of(m, "type")),
-            });
-            if let Some(from) = str_of(m, "from").filter(|f| valid_id(f)) {
-                event["contact_id"] = json!(from);
+            if let Some(from) = meta::text(&m.from).filter(|f| valid_id(f)) {
                 let first = contacts.entry(from.to_string()).or_insert(at);
                 *first = (*first).min(at);
             }
-            out.events.push(event);
+            out.events.push(event(
+                at,
+                EventBody::Message {
+                    id: id.to_string(),
+                    direction: Direction::Inbound,
+                    message_type: message_type(meta::text(&m.kind)),
+                    conversation_id: None,
+                },
+            ));
         }
         // Profiles Meta sends beside the messages: counted from the earliest message here.
         if let Some(at) = earliest {
-            for c in value
-                .get("contacts")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(wa_id) = str_of(c, "wa_id").filter(|w| valid_id(w)) {
+            for c in value.contacts.items().flatten() {
+                if let Some(wa_id) = meta::text(&c.wa_id).filter(|w| valid_id(w)) {
                     contacts.entry(wa_id.to_string()).or_insert(at);
                 }
             }
         }
-        for s in value
-            .get("statuses")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(id) = str_of(s, "id").filter(|id| valid_id(id)) else {
+        for s in value.statuses.items() {
+            let none = meta::Status::default();
+            let s = s.unwrap_or(&none);
+            let Some(id) = meta::text(&s.id).filter(|id| valid_id(id)) else {
                 out.skipped.push("a status without a valid `id`".into());
                 continue;
             };
-            let status = str_of(s, "status").unwrap_or("");
-            if !matches!(status, "sent" | "delivered" | "read" | "failed") {
+            let word = meta::text(&s.status).unwrap_or("");
+            let Some(status) = delivery_status(word) else {
                 out.skipped.push(format!(
-                    "status `{status}` of message {id} is not counted (counted: sent, delivered, read, failed)"
+                    "status `{word}` of message {id} is not counted (counted: sent, delivered, read, failed)"
                 ));
                 continue;
-            }
-            let at = match timestamp(s.get("timestamp"), now) {
+            };
+            let at = match timestamp(s.timestamp.get(), now) {
                 Ok(at) => at,
                 Err(e) => {
                     out.skipped.push(format!("status of message {id}: {e}"));
                     continue;
                 }
             };
-            let mut event = json!({
-                "type": "message_status",
-                "account_id": account_id,
-                "timestamp": at,
-                "message_id": id,
-                "status": status,
-            });
-            if status == "failed" {
-                let code = s
-                    .get("errors")
-                    .and_then(Value::as_array)
-                    .and_then(|e| e.first())
-                    .and_then(|e| e.get("code"));
-                match code {
-                    Some(Value::Number(n)) => event["error_code"] = json!(n),
-                    Some(Value::String(c)) if valid_id(c) => event["error_code"] = json!(c),
-                    _ => {}
+            let error_code = if status == DeliveryStatus::Failed {
+                let first = s.errors.items().next().flatten();
+                match first.and_then(|e| e.code.get()) {
+                    Some(meta::Scalar::Number(n)) => Some(n.to_string()),
+                    Some(meta::Scalar::Text(c)) if valid_id(c) => Some(c.to_string()),
+                    _ => None,
                 }
-            }
-            if let Some(category) = s
-                .get("pricing")
-                .and_then(|p| str_of(p, "category"))
+            } else {
+                None
+            };
+            let pricing_category = s
+                .pricing
+                .get()
+                .and_then(|p| meta::text(&p.category))
                 .filter(|c| valid_id(c))
-            {
-                event["pricing_category"] = json!(category);
-            }
-            out.events.push(event);
+                .map(str::to_string);
+            out.events.push(event(
+                at,
+                EventBody::MessageStatus {
+                    message_id: id.to_string(),
+                    status,
+                    error_code,
+                    pricing_category,
+                },
+            ));
         }
     }
     for (wa_id, at) in contacts {
-        out.events.push(json!({
-            "type": "contact",
-            "account_id": account_id,
-            "timestamp": at,
-            "id": wa_id,
-        }));
+        out.events.push(event(at, EventBody::Contact { id: wa_id }));
     }
     out
 }
@@ -394,9 +706,20 @@ fn show_time(secs: i64) -> String {
     jiff::Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
 }
 
-impl Engine {
+/// Meta's webhook: the verification handshake, receiving payloads, and keeping and
+/// replaying those no account claims yet.
+pub struct Webhook {
+    pub(super) accounts: Arc<dyn AccountStore>,
+    pub(super) unrouted: Arc<dyn UnroutedStore>,
+    pub(super) tenants: Arc<Tenants>,
+    pub(super) ingest: Arc<Ingest>,
+    pub(super) config: Arc<EngineConfig>,
+    pub(super) clock: Arc<Clock>,
+}
+
+impl Webhook {
     /// The verification handshake: the challenge when the token is an account's.
-    pub async fn webhook_handshake(
+    pub async fn handshake(
         &self,
         mode: Option<&str>,
         token: Option<&str>,
@@ -408,7 +731,7 @@ impl Engine {
         };
         if token.is_empty()
             || !self
-                .store
+                .accounts
                 .verify_token_known(&crate::secrets::hash_token(token))
                 .await?
         {
@@ -425,7 +748,7 @@ impl Engine {
     }
 
     /// Receives one POST: checks, translates and applies it, keeping what no account claims.
-    pub async fn webhook_receive(
+    pub async fn receive(
         &self,
         body: &[u8],
         signature: Option<&str>,
@@ -444,13 +767,13 @@ impl Engine {
                 "X-Hub-Signature-256 must be sha256=<64 hex digits>".into(),
             ));
         }
-        let payload: Value = serde_json::from_slice(body).map_err(|e| {
+        let payload = Payload::parse(body).map_err(|e| {
             EngineError::BadRequest(format!("the webhook body is not valid JSON: {e}"))
         })?;
         let mut routed: Vec<(String, AccountRecord)> = Vec::new();
         let mut unrouted: Vec<String> = Vec::new();
         for phone in phone_number_ids(&payload) {
-            match self.store.account_by_phone(&phone).await? {
+            match self.accounts.account_by_phone(&phone).await? {
                 Some(a) => routed.push((phone, a)),
                 None => unrouted.push(phone),
             }
@@ -468,7 +791,7 @@ impl Engine {
         }
         let now = self.clock.now();
         let mut receipt = WebhookReceipt::default();
-        let mut by_org: HashMap<String, Vec<Value>> = HashMap::new();
+        let mut by_org: HashMap<String, Vec<Event>> = HashMap::new();
         for (phone, account) in &routed {
             let t = translate(&payload, phone, &account.account_id, now);
             receipt.ignored += t.skipped.len() as u64;
@@ -492,7 +815,7 @@ impl Engine {
                 body: body.to_vec(),
             };
             let id = self
-                .store
+                .unrouted
                 .keep_unrouted(
                     &kept,
                     self.config.webhook.unrouted_max_payloads,
@@ -506,24 +829,22 @@ impl Engine {
         Ok(receipt)
     }
 
-    /// Applies translated events of one organization in one request (backfill allowed).
+    /// Applies translated events of one organization in one write. Meta retries for up
+    /// to 7 days, so there is no state-window check: translation bounded the times.
     async fn ingest_translated(
         &self,
         org: &str,
-        events: Vec<Value>,
+        events: Vec<Event>,
     ) -> Result<(u64, u64, u64), EngineError> {
         if events.is_empty() {
             return Ok((0, 0, 0));
         }
-        let rec = self
-            .store
-            .org_by_id(org)
+        let org = self
+            .tenants
+            .by_id(org)
             .await?
             .ok_or_else(|| EngineError::Internal(format!("organization {org} is gone")))?;
-        let org = org_from_record(rec)?;
-        let bytes = serde_json::to_vec(&events)
-            .map_err(|e| EngineError::Internal(format!("serializing webhook events: {e}")))?;
-        let report = self.ingest(&org, EventsBody::Json(&bytes), true).await?;
+        let report = self.ingest.ingest_events(&org, events).await?;
         Ok((
             report.accepted,
             report.duplicates,
@@ -543,7 +864,7 @@ impl Engine {
         };
         let secret = self.open_app_secret(account)?;
         let now = self.clock.now();
-        for p in self.store.unrouted(Some(phone)).await? {
+        for p in self.unrouted.unrouted(Some(phone)).await? {
             let ok = match (&secret, &p.signature) {
                 (Some(secret), Some(sig)) => signature_matches(secret, &p.body, sig),
                 _ => false,
@@ -554,7 +875,7 @@ impl Engine {
                 report.bad_signature.push(p.id);
                 continue;
             }
-            let Ok(payload) = serde_json::from_slice::<Value>(&p.body) else {
+            let Ok(payload) = Payload::parse(&p.body) else {
                 report.bad_signature.push(p.id);
                 continue;
             };
@@ -565,7 +886,7 @@ impl Engine {
                     report.accepted += accepted;
                     report.duplicates += duplicates;
                     report.ignored += ignored + t.skipped.len() as u64;
-                    self.store.release_unrouted(p.id, phone).await?;
+                    self.unrouted.release_unrouted(p.id, phone).await?;
                 }
                 Err(e) => {
                     tracing::warn!(payload = p.id, error = %e, "kept webhook payload could not be replayed; left unrouted");
@@ -585,7 +906,7 @@ impl Engine {
         phone_number_id: Option<&str>,
     ) -> Result<Vec<UnroutedView>, EngineError> {
         Ok(self
-            .store
+            .unrouted
             .unrouted(phone_number_id)
             .await?
             .into_iter()
@@ -601,7 +922,7 @@ impl Engine {
     }
 
     pub async fn delete_unrouted(&self, id: i64) -> Result<(), EngineError> {
-        if self.store.delete_unrouted(id).await? {
+        if self.unrouted.delete_unrouted(id).await? {
             Ok(())
         } else {
             Err(EngineError::NotFound(format!(
@@ -614,15 +935,26 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     const NOW: i64 = 1_717_000_000;
 
-    fn payload(value: Value) -> Value {
-        json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}]})
+    fn payload(value: Value) -> Vec<u8> {
+        body(
+            json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}]}),
+        )
+    }
+
+    fn body(v: Value) -> Vec<u8> {
+        serde_json::to_vec(&v).expect("json")
     }
 
     fn meta(phone: &str) -> Value {
         json!({"display_phone_number": "15550001111", "phone_number_id": phone})
+    }
+
+    fn run(bytes: &[u8], phone: &str) -> Translation {
+        translate(&Payload::parse(bytes).expect("payload"), phone, "acc", NOW)
     }
 
     #[test]
@@ -650,23 +982,33 @@ mod tests {
                 {"from": "9190", "id": "wamid.3", "timestamp": "1716999950", "type": "Some-New Type"}
             ]
         }));
-        let t = translate(&p, "111", "acc", NOW);
+        let t = run(&p, "111");
         assert!(t.skipped.is_empty());
         let types: Vec<&str> = t
             .events
             .iter()
-            .filter_map(|e| e["message_type"].as_str())
+            .filter_map(|e| match &e.body {
+                EventBody::Message { message_type, .. } => Some(message_type.as_str()),
+                _ => None,
+            })
             .collect();
         assert_eq!(types, ["image", "text", "some_new_type"]);
-        assert_eq!(t.events[0]["direction"], "inbound");
-        assert_eq!(t.events[0]["contact_id"], "9190");
-        assert_eq!(t.events[0]["timestamp"], 1_716_999_900);
-        let contacts: Vec<&Value> = t.events.iter().filter(|e| e["type"] == "contact").collect();
+        assert!(matches!(
+            &t.events[0].body,
+            EventBody::Message { id, direction: Direction::Inbound, conversation_id: None, .. } if id == "wamid.2"
+        ));
+        assert_eq!(t.events[0].account_id, "acc");
+        assert_eq!(t.events[0].at, 1_716_999_900);
+        let contacts: Vec<&Event> = t
+            .events
+            .iter()
+            .filter(|e| matches!(e.body, EventBody::Contact { .. }))
+            .collect();
         assert_eq!(contacts.len(), 1);
-        assert_eq!(contacts[0]["id"], "9190");
-        assert_eq!(contacts[0]["timestamp"], 1_716_999_800);
+        assert_eq!(contacts[0].body, EventBody::Contact { id: "9190".into() });
+        assert_eq!(contacts[0].at, 1_716_999_800);
         // Another number's changes are not this account's.
-        assert!(translate(&p, "222", "acc", NOW).events.is_empty());
+        assert!(run(&p, "222").events.is_empty());
     }
 
     #[test]
@@ -683,26 +1025,61 @@ mod tests {
                 {"id": "m5", "status": "read", "timestamp": (NOW + 3600).to_string()}
             ]
         }));
-        let t = translate(&p, "111", "acc", NOW);
+        let t = run(&p, "111");
         assert_eq!(t.events.len(), 2);
-        assert_eq!(t.events[0]["error_code"], 131026);
-        assert_eq!(t.events[0]["type"], "message_status");
-        assert!(t.events[1].get("error_code").is_none());
-        assert_eq!(t.events[1]["pricing_category"], "marketing");
+        assert_eq!(
+            t.events[0].body,
+            EventBody::MessageStatus {
+                message_id: "m1".into(),
+                status: DeliveryStatus::Failed,
+                error_code: Some("131026".into()),
+                pricing_category: None,
+            }
+        );
+        assert_eq!(
+            t.events[1].body,
+            EventBody::MessageStatus {
+                message_id: "m2".into(),
+                status: DeliveryStatus::Delivered,
+                error_code: None,
+                pricing_category: Some("marketing".into()),
+            }
+        );
         assert_eq!(t.skipped.len(), 3, "{:?}", t.skipped);
     }
 
     #[test]
     fn other_fields_translate_to_nothing_and_phones_are_listed_once() {
-        let p = json!({"object": "whatsapp_business_account", "entry": [
+        let p = body(json!({"object": "whatsapp_business_account", "entry": [
         {"id": "W", "changes": [
             {"field": "message_template_status_update", "value": {"event": "APPROVED", "metadata": meta("111")}},
             {"field": "messages", "value": {"metadata": meta("222"), "messages": []}},
             {"field": "messages", "value": {"metadata": meta("111")}}
-        ]}]});
-        assert!(translate(&p, "111", "acc", NOW).events.is_empty());
-        assert_eq!(phone_number_ids(&p), ["111", "222"]);
-        assert!(phone_number_ids(&json!({"entry": 3})).is_empty());
+        ]}]}));
+        assert!(run(&p, "111").events.is_empty());
+        let parsed = Payload::parse(&p).expect("payload");
+        assert_eq!(phone_number_ids(&parsed), ["111", "222"]);
+        let odd = body(json!({"entry": 3}));
+        assert!(phone_number_ids(&Payload::parse(&odd).expect("payload")).is_empty());
+    }
+
+    #[test]
+    fn items_of_unexpected_types_read_as_absent_not_as_errors() {
+        let p = payload(json!({
+            "metadata": meta("111"),
+            "messages": [7, {"id": "wamid.1", "timestamp": 1716999800, "type": 3, "from": ["x"]}],
+            "statuses": "none",
+            "contacts": [null]
+        }));
+        let t = run(&p, "111");
+        assert_eq!(t.skipped, ["a message without a valid `id`"]);
+        assert_eq!(t.events.len(), 1);
+        assert!(matches!(
+            &t.events[0].body,
+            EventBody::Message { message_type, .. } if message_type == "unknown"
+        ));
+        assert!(Payload::parse(b"[1, 2]").is_ok());
+        assert!(Payload::parse(b"{").is_err());
     }
 
     #[test]

@@ -1,92 +1,158 @@
-//! Credentials as stored: API keys and share links of an organization. Only digests of
-//! their secrets are kept. What a scope allows is the engine's business; here a scope is
-//! a word.
+//! The typed parts of a stored key: a counter's tier and series, an entity's kind. They
+//! become integers or text only where SQL binds or reads them (`code`, `as_str`).
 
-use async_trait::async_trait;
-
-use super::{OrgRecord, StoreResult};
-
-/// What a credential is: a key a program sends, or a link a person opens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CredentialKind {
-    Key,
-    ShareLink,
+/// The resolution a rollup is kept at. Each tier has its own retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tier {
+    Hour = 0,
+    Day = 1,
+    Month = 2,
 }
 
-impl CredentialKind {
-    /// The word stored in the `kind` column.
-    pub fn as_str(self) -> &'static str {
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Hour, Tier::Day, Tier::Month];
+
+    /// The stored number.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+
+    /// The tier a stored number names.
+    pub fn from_code(code: i64) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|t| i64::from(t.code()) == code)
+    }
+
+    pub fn name(self) -> &'static str {
         match self {
-            CredentialKind::Key => "key",
-            CredentialKind::ShareLink => "share",
-        }
-    }
-
-    pub fn from_stored(s: &str) -> Option<Self> {
-        match s {
-            "key" => Some(CredentialKind::Key),
-            "share" => Some(CredentialKind::ShareLink),
-            _ => None,
+            Tier::Hour => "hour",
+            Tier::Day => "day",
+            Tier::Month => "month",
         }
     }
 }
 
-/// One credential of one organization.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialRecord {
-    pub id: String,
-    pub org: String,
-    pub kind: CredentialKind,
-    pub name: String,
-    pub scope: String,
-    /// The accounts it is limited to; `None` for all of the organization's.
-    pub accounts: Option<Vec<String>>,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-    pub last_used_at: Option<i64>,
+/// What an entity's state is the state of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntityKind {
+    Message = 1,
+    Conversation = 2,
+    FlowRun = 3,
+    Contact = 4,
+    Campaign = 5,
+    Keyword = 6,
+    AiRequest = 7,
 }
 
-/// Stored lists of account ids: one text column, ids joined by a newline (an id never
-/// holds one).
-pub(crate) fn join_accounts(accounts: &Option<Vec<String>>) -> Option<String> {
-    accounts.as_ref().map(|a| a.join("\n"))
+impl EntityKind {
+    pub const ALL: [EntityKind; 7] = [
+        EntityKind::Message,
+        EntityKind::Conversation,
+        EntityKind::FlowRun,
+        EntityKind::Contact,
+        EntityKind::Campaign,
+        EntityKind::Keyword,
+        EntityKind::AiRequest,
+    ];
+
+    /// The stored number.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+
+    /// The kind a stored number names.
+    pub fn from_code(code: i64) -> Option<EntityKind> {
+        EntityKind::ALL
+            .into_iter()
+            .find(|k| i64::from(k.code()) == code)
+    }
 }
 
-pub(crate) fn split_accounts(stored: Option<String>) -> Option<Vec<String>> {
-    stored.map(|s| {
-        s.split('\n')
-            .filter(|a| !a.is_empty())
-            .map(str::to_string)
-            .collect()
-    })
+macro_rules! series {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+        /// A counter series, stored under its name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Series {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Series {
+            pub const ALL: &'static [Series] = &[$(Series::$variant,)*];
+
+            /// The stored name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Series::$variant => $name,)*
+                }
+            }
+
+            /// The series a stored name names.
+            pub fn from_name(name: &str) -> Option<Series> {
+                match name {
+                    $($name => Some(Series::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-#[async_trait]
-pub trait KeyStore: Send + Sync + 'static {
-    /// Stores a new credential under the digest of its secret.
-    async fn create_credential(
-        &self,
-        record: &CredentialRecord,
-        secret_hash: &str,
-    ) -> StoreResult<()>;
-    /// The credential with this digest, with its organization.
-    async fn credential_by_hash(
-        &self,
-        secret_hash: &str,
-    ) -> StoreResult<Option<(OrgRecord, CredentialRecord)>>;
-    /// The organization's credentials of one kind, oldest first.
-    async fn credentials(
-        &self,
-        org: &str,
-        kind: CredentialKind,
-    ) -> StoreResult<Vec<CredentialRecord>>;
-    /// Deletes one credential (`false`: the organization has no such one of that kind).
-    async fn delete_credential(
-        &self,
-        org: &str,
-        kind: CredentialKind,
-        id: &str,
-    ) -> StoreResult<bool>;
-    /// Records when a credential was last used.
-    async fn touch_credential(&self, id: &str, at: i64) -> StoreResult<()>;
+series! {
+    Sent = "sent",
+    Received = "received",
+    Delivered = "delivered",
+    Read = "read",
+    Failed = "failed",
+    /// Messages of both directions, per message type.
+    ByType = "by_type",
+    Contacts = "contacts",
+    /// Campaigns, at their first known event.
+    Campaigns = "campaigns",
+    /// Campaigns whose current state is `running`, at the time they entered it.
+    CampaignsRunning = "campaigns_running",
+    /// Campaigns whose current state is `completed`, at the time they completed.
+    CampaignsCompleted = "campaigns_completed",
+    Conversations = "conversations",
+    AutoResolved = "auto_resolved",
+    Transferred = "transferred",
+    Abandoned = "abandoned",
+    /// Messages carrying the id of a conversation, at the conversation's start.
+    ConversationMessages = "conversation_messages",
+    /// Seconds from start to auto-resolution, summed over auto-resolved conversations.
+    ResolutionSeconds = "resolution_seconds",
+    /// Flow runs started, per flow name.
+    FlowStarted = "flow_started",
+    /// Flow runs started and completed, per flow name, at the start.
+    FlowCompleted = "flow_completed",
+    Keyword = "keyword",
+    AiRequests = "ai_requests",
+    AiTokens = "ai_tokens",
+    /// Known cost, in millionths of a US dollar.
+    AiCostMicros = "ai_cost_micros",
+    /// Tokens of requests that came without a cost, per model, priced at query time.
+    AiUnpricedTokens = "ai_unpriced_tokens",
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_forms_round_trip_and_keep_their_values() {
+        for s in Series::ALL {
+            assert_eq!(Series::from_name(s.as_str()), Some(*s));
+        }
+        assert_eq!(Series::ByType.as_str(), "by_type");
+        assert_eq!(Series::from_name("nope"), None);
+        assert_eq!(
+            Tier::ALL.map(Tier::code),
+            [0, 1, 2],
+            "stored tier numbers are fixed"
+        );
+        assert_eq!(Tier::from_code(3), None);
+        assert_eq!(EntityKind::ALL.map(EntityKind::code), [1, 2, 3, 4, 5, 6, 7]);
+        for k in EntityKind::ALL {
+            assert_eq!(EntityKind::from_code(i64::from(k.code())), Some(k));
+        }
+        assert_eq!(EntityKind::from_code(0), None);
+    }
 }

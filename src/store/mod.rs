@@ -1,14 +1,25 @@
-//! Storage: one trait, one module per backend. A store keeps opaque entity states and
-//! named counters per bucket; what a state or a counter means is the engine's business.
+//! Storage: four traits by concern, one module per backend implementing each of them.
+//! A store keeps opaque entity states and counters per bucket and series; what a state
+//! or a counter means is the engine's business.
+//!
+//! - [`RollupStore`]: the atomic write of entity states and counters, counter queries,
+//!   expiry, progress positions and the compaction lock;
+//! - [`TenantStore`]: organizations and their credentials (API keys and share links,
+//!   kept as digests);
+//! - [`AccountStore`]: accounts and their Meta webhook settings;
+//! - [`UnroutedStore`]: kept webhook payloads no account claims yet.
 
-pub mod keys;
+pub mod credentials;
+mod keys;
 pub mod postgres;
 pub mod sqlite;
 
-use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
+
+pub use keys::{EntityKind, Series, Tier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,11 +86,11 @@ pub struct UnroutedPayload {
     pub body: Vec<u8>,
 }
 
-/// Identifies one entity's state: its kind (a small number the engine assigns),
-/// the account and the entity's own id, all within one organization.
+/// Identifies one entity's state: its kind, the account and the entity's own id, all
+/// within one organization.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntityKey {
-    pub kind: u8,
+    pub kind: EntityKind,
     pub account: String,
     pub id: String,
 }
@@ -102,27 +113,30 @@ pub const ALL_ACCOUNTS: &str = "";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterDelta {
     pub account: String,
-    pub tier: u8,
+    pub tier: Tier,
     pub bucket: i64,
-    pub series: &'static str,
+    pub series: Series,
     pub dim: String,
     pub delta: i64,
 }
 
-/// What a write job hands back to be stored atomically.
+/// What a write's transition hands back to be stored atomically.
+#[derive(Debug, Default)]
 pub struct Changes {
     pub accounts: Vec<String>,
     pub entities: Vec<EntityWrite>,
     pub counters: Vec<CounterDelta>,
-    /// Whatever the job wants to tell its caller, passed through untouched.
-    pub report: Box<dyn Any + Send>,
 }
+
+/// The stored states of a write's keys (absent keys have none).
+pub type States = HashMap<EntityKey, Vec<u8>>;
 
 /// The pure step of a write: the stored states of the requested keys in, changes out.
 /// A backend may call it more than once (a job that lost a deadlock is run again), each
-/// time on freshly loaded states; only the last call's changes are stored.
-pub type Transition =
-    Box<dyn FnMut(&HashMap<EntityKey, Vec<u8>>) -> Result<Changes, String> + Send>;
+/// time on freshly loaded states; only the last call's changes are stored. What the
+/// caller wants to learn from it (e.g. how many events were new) it keeps in state the
+/// closure captures, and reads once `apply` succeeded.
+pub type Transition = Box<dyn FnMut(&States) -> Result<Changes, String> + Send>;
 
 /// One atomic write: load `keys`, run `transition` on what was found, store its changes.
 /// Backends make the load-transition-store sequence atomic against every other writer.
@@ -135,25 +149,23 @@ pub struct WriteJob {
     pub progress: Option<(String, i64)>,
 }
 
+/// A counter's key within one organization: account, tier, series, bucket, dimension.
+pub(crate) type CounterKey = (String, Tier, Series, i64, String);
+
 /// What one commit writes for one organization, merged over the jobs of its group: the
 /// last state of each entity and the sum of each counter's deltas, in one sorted order
 /// (so that writes walk the indexes in order and concurrent writers lock in one order).
 #[derive(Default)]
 pub(crate) struct OrgWrites {
     pub entities: BTreeMap<EntityKey, EntityWrite>,
-    /// Keyed by account, tier, series, bucket and dimension.
-    pub counters: BTreeMap<(String, u8, &'static str, i64, String), i64>,
+    pub counters: BTreeMap<CounterKey, i64>,
     pub accounts: BTreeSet<String>,
     pub progress: BTreeMap<String, i64>,
 }
 
 impl OrgWrites {
-    /// Adds one job's changes; hands back the job's report.
-    pub fn absorb(
-        &mut self,
-        changes: Changes,
-        progress: Option<&(String, i64)>,
-    ) -> Box<dyn Any + Send> {
+    /// Adds one job's changes.
+    pub fn absorb(&mut self, changes: Changes, progress: Option<&(String, i64)>) {
         for e in changes.entities {
             self.entities.insert(e.key.clone(), e);
         }
@@ -167,13 +179,10 @@ impl OrgWrites {
         if let Some((name, position)) = progress {
             self.progress.insert(name.clone(), *position);
         }
-        changes.report
     }
 
     /// The counters that change, without those whose deltas cancelled out.
-    pub fn changed_counters(
-        &self,
-    ) -> impl Iterator<Item = (&(String, u8, &'static str, i64, String), i64)> {
+    pub fn changed_counters(&self) -> impl Iterator<Item = (&CounterKey, i64)> {
         self.counters
             .iter()
             .filter(|(_, v)| **v != 0)
@@ -190,55 +199,66 @@ pub struct TierRows {
     pub states: u64,
 }
 
+impl TierRows {
+    /// Counts `n` rows of a stored tier number; a number no tier has counts as monthly,
+    /// as monthly rows are the ones kept forever.
+    pub(crate) fn count(&mut self, tier: i64, n: u64) {
+        match Tier::from_code(tier) {
+            Some(Tier::Hour) => self.hour += n,
+            Some(Tier::Day) => self.day += n,
+            Some(Tier::Month) | None => self.month += n,
+        }
+    }
+}
+
 /// Sums of counters per bucket, series and dimension over a bucket range of one tier.
 #[derive(Debug, Clone)]
 pub struct CounterQuery {
     pub org: String,
     /// One account, or `ALL_ACCOUNTS` for the organization-wide sums.
     pub account: String,
-    pub tier: u8,
+    pub tier: Tier,
     /// Inclusive bucket range.
     pub from: i64,
     pub to: i64,
-    pub series: Vec<&'static str>,
-}
-
-impl CounterQuery {
-    /// The query's own name for a stored series, if it asked for it.
-    pub fn wanted(&self, stored: &str) -> Option<&'static str> {
-        self.series.iter().copied().find(|s| *s == stored)
-    }
+    pub series: Vec<Series>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterRow {
     pub bucket: i64,
-    /// The entry of the query's `series` this row belongs to.
-    pub series: &'static str,
+    pub series: Series,
     pub dim: String,
     pub value: i64,
 }
 
+/// The right to compact, for as long as this lives. One process needs no lock (SQLite's
+/// writer serializes); on PostgreSQL the instance that wins keeps an advisory lock on a
+/// session of its own until it stops, so the guard holds nothing either.
+#[derive(Debug)]
+pub struct CompactionGuard {
+    _granted: (),
+}
+
+impl CompactionGuard {
+    pub(crate) fn granted() -> Self {
+        CompactionGuard { _granted: () }
+    }
+}
+
+/// Entity states and counters: the write path, the queries and their upkeep.
 #[async_trait]
-pub trait Store: keys::KeyStore + Send + Sync + 'static {
-    /// Creates an organization with its first credential, in one transaction.
-    async fn create_org(
-        &self,
-        org: &OrgRecord,
-        first_key: &keys::CredentialRecord,
-        key_hash: &str,
-    ) -> StoreResult<()>;
-    async fn org_count(&self) -> StoreResult<u64>;
-    async fn account_exists(&self, org: &str, account: &str) -> StoreResult<bool>;
-    /// Applies one write job atomically and durably; returns the job's report.
-    async fn apply(&self, job: WriteJob) -> StoreResult<Box<dyn Any + Send>>;
+pub trait RollupStore: Send + Sync + 'static {
+    /// Applies one write job atomically and durably.
+    async fn apply(&self, job: WriteJob) -> StoreResult<()>;
     async fn counters(&self, query: CounterQuery) -> StoreResult<Vec<CounterRow>>;
-    async fn orgs(&self) -> StoreResult<Vec<OrgRecord>>;
+    /// Whether events (or a registration) made an account known to the organization.
+    async fn account_exists(&self, org: &str, account: &str) -> StoreResult<bool>;
     /// Deletes at most `limit` counters of `tier` in buckets before `before`; returns how many.
     async fn expire_counters(
         &self,
         org: &str,
-        tier: u8,
+        tier: Tier,
         before: i64,
         limit: usize,
     ) -> StoreResult<u64>;
@@ -249,15 +269,54 @@ pub trait Store: keys::KeyStore + Send + Sync + 'static {
     /// Row counts per tier for one organization (all when `None`), and stored states.
     async fn tier_rows(&self, org: Option<&str>) -> StoreResult<TierRows>;
     /// The right to compact, for as long as the returned guard lives; `None` when another
-    /// instance is the compactor. One process needs no lock (SQLite's writer serializes);
-    /// on PostgreSQL the instance that wins keeps the right until it stops.
-    async fn compaction_lock(&self) -> StoreResult<Option<Box<dyn Any + Send>>> {
-        Ok(Some(Box::new(())))
-    }
+    /// instance is the compactor.
+    async fn compaction_lock(&self) -> StoreResult<Option<CompactionGuard>>;
+}
 
-    // Accounts and the Meta webhook.
-
+/// Organizations and their API keys (kept as digests).
+#[async_trait]
+pub trait TenantStore: Send + Sync + 'static {
+    /// Creates an organization with its first credential, in one transaction.
+    async fn create_org(
+        &self,
+        org: &OrgRecord,
+        first_key: &credentials::CredentialRecord,
+        key_hash: &str,
+    ) -> StoreResult<()>;
     async fn org_by_id(&self, id: &str) -> StoreResult<Option<OrgRecord>>;
+    async fn org_count(&self) -> StoreResult<u64>;
+    async fn orgs(&self) -> StoreResult<Vec<OrgRecord>>;
+    /// Stores a new credential under the digest of its secret.
+    async fn create_credential(
+        &self,
+        record: &credentials::CredentialRecord,
+        secret_hash: &str,
+    ) -> StoreResult<()>;
+    /// The credential with this digest, with its organization.
+    async fn credential_by_hash(
+        &self,
+        secret_hash: &str,
+    ) -> StoreResult<Option<(OrgRecord, credentials::CredentialRecord)>>;
+    /// The organization's credentials of one kind, oldest first.
+    async fn credentials(
+        &self,
+        org: &str,
+        kind: credentials::CredentialKind,
+    ) -> StoreResult<Vec<credentials::CredentialRecord>>;
+    /// Deletes one credential (`false`: the organization has no such one of that kind).
+    async fn delete_credential(
+        &self,
+        org: &str,
+        kind: credentials::CredentialKind,
+        id: &str,
+    ) -> StoreResult<bool>;
+    /// Records when a credential was last used.
+    async fn touch_credential(&self, id: &str, at: i64) -> StoreResult<()>;
+}
+
+/// Accounts (WhatsApp numbers) and the settings of their Meta webhook.
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
     /// Registers an account: inserts it, or fills in one so far only seen in events.
     /// `Conflict` if it is registered already or its `phone_number_id` is another's.
     async fn register_account(&self, account: &AccountRecord) -> StoreResult<()>;
@@ -273,6 +332,11 @@ pub trait Store: keys::KeyStore + Send + Sync + 'static {
     async fn verify_token_known(&self, token_hash: &str) -> StoreResult<bool>;
     /// Deletes an account with its figures and entity states (`false`: no such account).
     async fn delete_account(&self, org: &str, account_id: &str) -> StoreResult<bool>;
+}
+
+/// Meta webhook payloads kept for numbers no account claims yet.
+#[async_trait]
+pub trait UnroutedStore: Send + Sync + 'static {
     /// Keeps an unrouted payload (its `id` is ignored), then drops the oldest ones until at
     /// most `max_payloads` totalling at most `max_bytes` of bodies remain; returns its id.
     async fn keep_unrouted(
@@ -290,14 +354,18 @@ pub trait Store: keys::KeyStore + Send + Sync + 'static {
     async fn delete_unrouted(&self, id: i64) -> StoreResult<bool>;
 }
 
-/// Opens the backend a database URL names (`sqlite://PATH`, `postgres://...`).
-pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+/// A whole store: every concern, implemented by each backend.
+pub trait Store: RollupStore + TenantStore + AccountStore + UnroutedStore {}
+
+impl<T: RollupStore + TenantStore + AccountStore + UnroutedStore> Store for T {}
+
+/// Opens the backend a database URL names (`sqlite://PATH`, `postgres://...`). Called
+/// once, where the program starts; the engine's services then hold the concerns they need.
+pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path)?))
+        Ok(Arc::new(sqlite::SqliteStore::open(path)?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(
-            postgres::PostgresStore::open(url).await?,
-        ))
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }

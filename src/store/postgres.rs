@@ -13,26 +13,22 @@
 //! reads two organizations at once, so the tables can be distributed by organization
 //! (Citus): see `docs/scaling.md`.
 
-use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 mod accounts;
-mod keys;
+mod rollups;
+mod tenants;
+mod unrouted;
 
-use super::keys::CredentialRecord;
-use super::{
-    AccountRecord, CounterQuery, CounterRow, EntityKey, OrgRecord, OrgWrites, Store, StoreError,
-    StoreResult, TierRows, UnroutedPayload, WriteJob,
-};
+use super::{EntityKey, EntityKind, OrgRecord, OrgWrites, StoreError, StoreResult, WriteJob};
 
 /// Connections per instance.
 const POOL_SIZE: usize = 16;
@@ -336,7 +332,7 @@ impl PostgresStore {
 /// A write job waiting for its group's commit.
 struct Pending {
     job: WriteJob,
-    reply: oneshot::Sender<StoreResult<Box<dyn Any + Send>>>,
+    reply: oneshot::Sender<StoreResult<()>>,
 }
 
 /// Takes whatever jobs are queued (up to a limit) and commits them together.
@@ -410,7 +406,7 @@ async fn commit_group(pool: &Pool, mut group: Vec<Pending>) {
 async fn write_group(
     client: &mut Object,
     group: &mut [Pending],
-) -> Result<Vec<StoreResult<Box<dyn Any + Send>>>, Failure> {
+) -> Result<Vec<StoreResult<()>>, Failure> {
     let tx = client.transaction().await?;
     let mut keys_by_org: BTreeMap<String, BTreeSet<EntityKey>> = BTreeMap::new();
     for p in group.iter() {
@@ -441,7 +437,8 @@ async fn write_group(
                     org_states.insert(e.key.clone(), e.state.clone());
                 }
                 let w = writes.entry(p.job.org.clone()).or_default();
-                results.push(Ok(w.absorb(changes, p.job.progress.as_ref())));
+                w.absorb(changes, p.job.progress.as_ref());
+                results.push(Ok(()));
             }
             Err(e) => results.push(Err(StoreError::Transition(e))),
         }
@@ -464,7 +461,7 @@ async fn lock_states(
     if keys.is_empty() {
         return Ok(found);
     }
-    let kinds: Vec<i16> = keys.iter().map(|k| i16::from(k.kind)).collect();
+    let kinds: Vec<i16> = keys.iter().map(|k| k.kind.code()).collect();
     let accounts: Vec<&str> = keys.iter().map(|k| k.account.as_str()).collect();
     let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
     let insert = tx
@@ -513,9 +510,9 @@ async fn lock_states(
         }
         let kind: i16 = row.try_get(0)?;
         let key = EntityKey {
-            kind: u8::try_from(kind).map_err(|_| {
+            kind: EntityKind::from_code(i64::from(kind)).ok_or_else(|| {
                 Failure::Fatal(StoreError::Backend(format!(
-                    "stored kind {kind} is out of range"
+                    "stored kind {kind} is not an entity kind"
                 )))
             })?,
             account: row.try_get(1)?,
@@ -554,7 +551,7 @@ async fn write_org(
             Vec::with_capacity(n),
         );
         for (key, e) in &w.entities {
-            kinds.push(i16::from(key.kind));
+            kinds.push(key.kind.code());
             accounts.push(key.account.as_str());
             ids.push(key.id.as_str());
             states.push(e.state.as_slice());
@@ -584,10 +581,10 @@ async fn write_org(
             Vec::with_capacity(n),
         );
         for ((account, tier, s, bucket, dim), value) in counters {
-            tiers.push(i16::from(*tier));
+            tiers.push(tier.code());
             buckets.push(*bucket);
             accounts.push(account.as_str());
-            series.push(*s);
+            series.push(s.as_str());
             dims.push(dim.as_str());
             values.push(value);
         }
@@ -617,286 +614,6 @@ async fn write_org(
         tx.execute(&stmt, &[&org, name, position]).await?;
     }
     Ok(())
-}
-
-#[async_trait]
-impl Store for PostgresStore {
-    async fn create_org(
-        &self,
-        org: &OrgRecord,
-        k: &CredentialRecord,
-        key_hash: &str,
-    ) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        tx.execute(
-            "INSERT INTO orgs (id, name, timezone, created_at) VALUES ($1, $2, $3, $4)",
-            &[&org.id, &org.name, &org.timezone, &org.created_at],
-        )
-        .await
-        .map_err(backend)?;
-        tx.execute(
-            "INSERT INTO api_keys (org, key_hash, created_at, id, kind, name, scope)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &org.id,
-                &key_hash,
-                &k.created_at,
-                &k.id,
-                &k.kind.as_str(),
-                &k.name,
-                &k.scope,
-            ],
-        )
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)
-    }
-
-    async fn org_count(&self) -> StoreResult<u64> {
-        let client = self.client().await?;
-        let n: i64 = client
-            .query_one("SELECT COUNT(*) FROM orgs", &[])
-            .await
-            .map_err(backend)?
-            .get(0);
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    async fn account_exists(&self, org: &str, account: &str) -> StoreResult<bool> {
-        let client = self.client().await?;
-        Ok(client
-            .query_opt(
-                "SELECT 1 FROM accounts WHERE org = $1 AND account_id = $2",
-                &[&org, &account],
-            )
-            .await
-            .map_err(backend)?
-            .is_some())
-    }
-
-    async fn apply(&self, mut job: WriteJob) -> StoreResult<Box<dyn Any + Send>> {
-        job.keys.sort();
-        job.keys.dedup();
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .try_send(Pending { job, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
-        answer.await.map_err(|_| StoreError::Closed)?
-    }
-
-    async fn counters(&self, q: CounterQuery) -> StoreResult<Vec<CounterRow>> {
-        let client = self.client().await?;
-        let tier = i16::from(q.tier);
-        let series: Vec<&str> = q.series.to_vec();
-        let stmt = client
-            .prepare_cached(
-                "SELECT bucket, series, dim, SUM(value)::bigint FROM counters
-                 WHERE org = $1 AND tier = $2 AND bucket BETWEEN $3 AND $4
-                   AND account = $5 AND series = ANY($6::text[])
-                 GROUP BY bucket, series, dim",
-            )
-            .await
-            .map_err(backend)?;
-        let rows = client
-            .query(&stmt, &[&q.org, &tier, &q.from, &q.to, &q.account, &series])
-            .await
-            .map_err(backend)?;
-        rows.iter()
-            .map(|r| {
-                let stored: &str = r.try_get(1).map_err(backend)?;
-                let series = q.wanted(stored).ok_or_else(|| {
-                    StoreError::Backend(format!("series `{stored}` was not asked for"))
-                })?;
-                Ok(CounterRow {
-                    bucket: r.try_get(0).map_err(backend)?,
-                    series,
-                    dim: r.try_get(2).map_err(backend)?,
-                    value: r.try_get(3).map_err(backend)?,
-                })
-            })
-            .collect()
-    }
-
-    async fn orgs(&self) -> StoreResult<Vec<OrgRecord>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, name, timezone, created_at FROM orgs ORDER BY id",
-                &[],
-            )
-            .await
-            .map_err(backend)?;
-        rows.iter().map(org_row).collect()
-    }
-
-    async fn expire_counters(
-        &self,
-        org: &str,
-        tier: u8,
-        before: i64,
-        limit: usize,
-    ) -> StoreResult<u64> {
-        let tier = i16::from(tier);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // SKIP LOCKED: compaction never waits on (or deadlocks with) a write job; a row a
-        // job holds right now is left for the next run.
-        self.retrying(|client| async move {
-            let n = client
-                .execute(
-                    "DELETE FROM counters WHERE (org, account, tier, bucket, series, dim) IN (
-                        SELECT org, account, tier, bucket, series, dim FROM counters
-                        WHERE org = $1 AND tier = $2 AND bucket < $3
-                        LIMIT $4 FOR UPDATE SKIP LOCKED)",
-                    &[&org, &tier, &before, &limit],
-                )
-                .await?;
-            Ok(n)
-        })
-        .await
-    }
-
-    async fn prune_states(&self, before: i64, limit: usize) -> StoreResult<u64> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.retrying(|client| async move {
-            let n = client
-                .execute(
-                    "DELETE FROM entities WHERE (org, kind, account, id) IN (
-                        SELECT org, kind, account, id FROM entities
-                        WHERE keep_until IS NOT NULL AND keep_until < $1
-                        LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                    &[&before, &limit],
-                )
-                .await?;
-            Ok(n)
-        })
-        .await
-    }
-
-    async fn progress(&self, name: &str) -> StoreResult<Option<i64>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT position FROM progress WHERE name = $1 LIMIT 1",
-                &[&name],
-            )
-            .await
-            .map_err(backend)?;
-        row.map(|r| r.try_get(0).map_err(backend)).transpose()
-    }
-
-    async fn tier_rows(&self, org: Option<&str>) -> StoreResult<TierRows> {
-        let client = self.client().await?;
-        let mut rows = TierRows::default();
-        for r in client
-            .query(
-                "SELECT tier, COUNT(*) FROM counters WHERE $1::text IS NULL OR org = $1 GROUP BY tier",
-                &[&org],
-            )
-            .await
-            .map_err(backend)?
-        {
-            let tier: i16 = r.try_get(0).map_err(backend)?;
-            let n = u64::try_from(r.try_get::<_, i64>(1).map_err(backend)?).unwrap_or(0);
-            match tier {
-                0 => rows.hour = n,
-                1 => rows.day = n,
-                _ => rows.month += n,
-            }
-        }
-        // Placeholders (empty states) are not states.
-        let states: i64 = client
-            .query_one(
-                "SELECT COUNT(*) FROM entities
-                 WHERE ($1::text IS NULL OR org = $1) AND octet_length(state) > 0",
-                &[&org],
-            )
-            .await
-            .map_err(backend)?
-            .get(0);
-        rows.states = u64::try_from(states).unwrap_or(0);
-        Ok(rows)
-    }
-
-    async fn compaction_lock(&self) -> StoreResult<Option<Box<dyn Any + Send>>> {
-        let mut held = self.compactor.lock().await;
-        if held.as_ref().is_some_and(|c| !c.is_closed()) {
-            return Ok(Some(Box::new(())));
-        }
-        let client = self.client().await?;
-        let locked: bool = client
-            .query_one(
-                &format!("SELECT pg_try_advisory_lock({LOCK_KEY_SQL})"),
-                &[&"compaction"],
-            )
-            .await
-            .map_err(backend)?
-            .get(0);
-        if !locked {
-            return Ok(None);
-        }
-        // The winner keeps the session, and with it the lock, for as long as it runs:
-        // it stays the compactor, and another instance takes over when it stops.
-        *held = Some(client);
-        Ok(Some(Box::new(())))
-    }
-
-    async fn org_by_id(&self, id: &str) -> StoreResult<Option<OrgRecord>> {
-        self.pg_org_by_id(id).await
-    }
-
-    async fn register_account(&self, account: &AccountRecord) -> StoreResult<()> {
-        self.pg_register_account(account).await
-    }
-
-    async fn update_account(&self, account: &AccountRecord) -> StoreResult<bool> {
-        self.pg_update_account(account).await
-    }
-
-    async fn accounts(&self, org: &str) -> StoreResult<Vec<AccountRecord>> {
-        self.pg_accounts(org).await
-    }
-
-    async fn account(&self, org: &str, account_id: &str) -> StoreResult<Option<AccountRecord>> {
-        self.pg_account(org, account_id).await
-    }
-
-    async fn account_by_phone(&self, phone_number_id: &str) -> StoreResult<Option<AccountRecord>> {
-        self.pg_account_by_phone(phone_number_id).await
-    }
-
-    async fn verify_token_known(&self, token_hash: &str) -> StoreResult<bool> {
-        self.pg_verify_token_known(token_hash).await
-    }
-
-    async fn delete_account(&self, org: &str, account_id: &str) -> StoreResult<bool> {
-        self.pg_delete_account(org, account_id).await
-    }
-
-    async fn keep_unrouted(
-        &self,
-        payload: &UnroutedPayload,
-        max_payloads: usize,
-        max_bytes: usize,
-    ) -> StoreResult<i64> {
-        self.pg_keep_unrouted(payload, max_payloads, max_bytes)
-            .await
-    }
-
-    async fn unrouted(&self, phone_number_id: Option<&str>) -> StoreResult<Vec<UnroutedPayload>> {
-        self.pg_unrouted(phone_number_id).await
-    }
-
-    async fn release_unrouted(&self, id: i64, phone_number_id: &str) -> StoreResult<()> {
-        self.pg_release_unrouted(id, phone_number_id).await
-    }
-
-    async fn delete_unrouted(&self, id: i64) -> StoreResult<bool> {
-        self.pg_delete_unrouted(id).await
-    }
 }
 
 fn org_row(r: &tokio_postgres::Row) -> StoreResult<OrgRecord> {

@@ -2,7 +2,6 @@
 //! write connection and commits whatever jobs are queued in one transaction (group
 //! commit); readers use their own connections and never wait for the writer.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,18 +9,15 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 mod accounts;
-mod keys;
+mod rollups;
+mod tenants;
+mod unrouted;
 
-use super::keys::CredentialRecord;
-use super::{
-    AccountRecord, CounterQuery, CounterRow, OrgRecord, OrgWrites, Store, StoreError, StoreResult,
-    TierRows, UnroutedPayload, WriteJob,
-};
+use super::{OrgWrites, StoreError, StoreResult, WriteJob};
 
 /// Jobs waiting for the writer beyond this are refused as overload.
 const QUEUE_DEPTH: usize = 4096;
@@ -132,7 +128,7 @@ CREATE INDEX api_keys_org_kind ON api_keys (org, kind);
 "#,
 ];
 
-type Reply = oneshot::Sender<StoreResult<Box<dyn Any + Send>>>;
+type Reply = oneshot::Sender<StoreResult<()>>;
 type Maintenance = Box<dyn FnOnce(&Connection) -> StoreResult<u64> + Send>;
 
 /// What the writer thread does: apply a write job, or a bounded piece of maintenance.
@@ -404,7 +400,7 @@ fn commit_group(
 }
 
 enum Outcome {
-    Applied(Reply, StoreResult<Box<dyn Any + Send>>),
+    Applied(Reply, StoreResult<()>),
     Maintained(oneshot::Sender<StoreResult<u64>>, StoreResult<u64>),
 }
 
@@ -431,7 +427,7 @@ fn run_job(
     conn: &Connection,
     pending: &mut HashMap<String, OrgWrites>,
     mut job: WriteJob,
-) -> StoreResult<Box<dyn Any + Send>> {
+) -> StoreResult<()> {
     let writes = pending.entry(job.org.clone()).or_default();
     let mut found = HashMap::with_capacity(job.keys.len());
     let mut stmt = conn.prepare_cached(
@@ -443,16 +439,18 @@ fn run_job(
             continue;
         }
         let state: Option<Vec<u8>> = stmt
-            .query_row(params![job.org, key.kind, key.account, key.id], |r| {
-                r.get(0)
-            })
+            .query_row(
+                params![job.org, key.kind.code(), key.account, key.id],
+                |r| r.get(0),
+            )
             .optional()?;
         if let Some(state) = state {
             found.insert(key, state);
         }
     }
     let changes = (job.transition)(&found).map_err(StoreError::Transition)?;
-    Ok(writes.absorb(changes, job.progress.as_ref()))
+    writes.absorb(changes, job.progress.as_ref());
+    Ok(())
 }
 
 /// Writes and forgets the group's pending changes, in key order.
@@ -470,7 +468,7 @@ fn write_pending(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) ->
         for (key, e) in &w.entities {
             stmt.execute(params![
                 org,
-                key.kind,
+                key.kind.code(),
                 key.account,
                 key.id,
                 e.state,
@@ -482,7 +480,15 @@ fn write_pending(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) ->
              ON CONFLICT (org, account, tier, series, bucket, dim) DO UPDATE SET value = value + excluded.value",
         )?;
         for ((account, tier, series, bucket, dim), delta) in w.changed_counters() {
-            stmt.execute(params![org, tier, bucket, account, series, dim, delta])?;
+            stmt.execute(params![
+                org,
+                tier.code(),
+                bucket,
+                account,
+                series.as_str(),
+                dim,
+                delta
+            ])?;
         }
         let mut stmt = conn.prepare_cached(
             "INSERT INTO progress (name, position) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
@@ -492,249 +498,6 @@ fn write_pending(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) ->
         }
     }
     Ok(())
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn create_org(
-        &self,
-        org: &OrgRecord,
-        first_key: &CredentialRecord,
-        key_hash: &str,
-    ) -> StoreResult<()> {
-        let org = org.clone();
-        let k = first_key.clone();
-        let key_hash = key_hash.to_string();
-        // Administration is rare: a connection of its own keeps it off the ingest queue.
-        self.read(move |conn| {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute(
-                "INSERT INTO orgs (id, name, timezone, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![org.id, org.name, org.timezone, org.created_at],
-            )?;
-            tx.execute(
-                "INSERT INTO api_keys (key_hash, org, created_at, id, kind, name, scope)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    key_hash,
-                    org.id,
-                    k.created_at,
-                    k.id,
-                    k.kind.as_str(),
-                    k.name,
-                    k.scope
-                ],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn org_count(&self) -> StoreResult<u64> {
-        self.read(|conn| {
-            Ok(conn.query_row("SELECT COUNT(*) FROM orgs", [], |r| r.get::<_, i64>(0))? as u64)
-        })
-        .await
-    }
-
-    async fn account_exists(&self, org: &str, account: &str) -> StoreResult<bool> {
-        self.read_now(|conn| {
-            Ok(conn
-                .prepare_cached("SELECT 1 FROM accounts WHERE org = ?1 AND account_id = ?2")?
-                .query_row(params![org, account], |_| Ok(()))
-                .optional()?
-                .is_some())
-        })
-    }
-
-    async fn apply(&self, job: WriteJob) -> StoreResult<Box<dyn Any + Send>> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .try_send(Task::Apply(job, tx))
-            .map_err(|e| match e {
-                mpsc::TrySendError::Full(_) => StoreError::Overloaded,
-                mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
-            })?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    async fn orgs(&self) -> StoreResult<Vec<OrgRecord>> {
-        self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT id, name, timezone, created_at FROM orgs ORDER BY id")?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(OrgRecord {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        timezone: r.get(2)?,
-                        created_at: r.get(3)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
-        .await
-    }
-
-    async fn expire_counters(
-        &self,
-        org: &str,
-        tier: u8,
-        before: i64,
-        limit: usize,
-    ) -> StoreResult<u64> {
-        let org = org.to_string();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.maintain(Box::new(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "DELETE FROM counters WHERE (org, account, tier, series, bucket, dim) IN (
-                        SELECT org, account, tier, series, bucket, dim FROM counters
-                        WHERE org = ?1 AND tier = ?2 AND bucket < ?3 LIMIT ?4)",
-                )?
-                .execute(params![org, tier, before, limit])?;
-            Ok(n as u64)
-        }))
-        .await
-    }
-
-    async fn prune_states(&self, before: i64, limit: usize) -> StoreResult<u64> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.maintain(Box::new(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "DELETE FROM entities WHERE (org, kind, account, id) IN (
-                        SELECT org, kind, account, id FROM entities
-                        WHERE keep_until IS NOT NULL AND keep_until < ?1 LIMIT ?2)",
-                )?
-                .execute(params![before, limit])?;
-            Ok(n as u64)
-        }))
-        .await
-    }
-
-    async fn progress(&self, name: &str) -> StoreResult<Option<i64>> {
-        let name = name.to_string();
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT position FROM progress WHERE name = ?1")?
-                .query_row(params![name], |r| r.get(0))
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn org_by_id(&self, id: &str) -> StoreResult<Option<OrgRecord>> {
-        self.sql_org_by_id(id).await
-    }
-
-    async fn register_account(&self, account: &AccountRecord) -> StoreResult<()> {
-        self.sql_register_account(account).await
-    }
-
-    async fn update_account(&self, account: &AccountRecord) -> StoreResult<bool> {
-        self.sql_update_account(account).await
-    }
-
-    async fn accounts(&self, org: &str) -> StoreResult<Vec<AccountRecord>> {
-        self.sql_accounts(org).await
-    }
-
-    async fn account(&self, org: &str, account_id: &str) -> StoreResult<Option<AccountRecord>> {
-        self.sql_account(org, account_id).await
-    }
-
-    async fn account_by_phone(&self, phone_number_id: &str) -> StoreResult<Option<AccountRecord>> {
-        self.sql_account_by_phone(phone_number_id).await
-    }
-
-    async fn verify_token_known(&self, token_hash: &str) -> StoreResult<bool> {
-        self.sql_verify_token_known(token_hash).await
-    }
-
-    async fn delete_account(&self, org: &str, account_id: &str) -> StoreResult<bool> {
-        self.sql_delete_account(org, account_id).await
-    }
-
-    async fn keep_unrouted(
-        &self,
-        payload: &UnroutedPayload,
-        max_payloads: usize,
-        max_bytes: usize,
-    ) -> StoreResult<i64> {
-        self.sql_keep_unrouted(payload, max_payloads, max_bytes)
-            .await
-    }
-
-    async fn unrouted(&self, phone_number_id: Option<&str>) -> StoreResult<Vec<UnroutedPayload>> {
-        self.sql_unrouted(phone_number_id).await
-    }
-
-    async fn release_unrouted(&self, id: i64, phone_number_id: &str) -> StoreResult<()> {
-        self.sql_release_unrouted(id, phone_number_id).await
-    }
-
-    async fn delete_unrouted(&self, id: i64) -> StoreResult<bool> {
-        self.sql_delete_unrouted(id).await
-    }
-
-    async fn tier_rows(&self, org: Option<&str>) -> StoreResult<TierRows> {
-        let org = org.map(str::to_string);
-        self.read(move |conn| {
-            let mut rows = TierRows::default();
-            let mut stmt = conn.prepare_cached(
-                "SELECT tier, COUNT(*) FROM counters WHERE ?1 IS NULL OR org = ?1 GROUP BY tier",
-            )?;
-            let counts = stmt.query_map(params![org], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            })?;
-            for c in counts {
-                let (tier, n) = c?;
-                let n = n as u64;
-                match tier {
-                    0 => rows.hour = n,
-                    1 => rows.day = n,
-                    _ => rows.month += n,
-                }
-            }
-            rows.states = conn.query_row(
-                "SELECT COUNT(*) FROM entities WHERE ?1 IS NULL OR org = ?1",
-                params![org],
-                |r| r.get::<_, i64>(0),
-            )? as u64;
-            Ok(rows)
-        })
-        .await
-    }
-
-    async fn counters(&self, q: CounterQuery) -> StoreResult<Vec<CounterRow>> {
-        // The planner bounds a query to a few hundred buckets: a short read.
-        self.read_now(move |conn| {
-            // One account's rows are unique per series, bucket and dimension, so no sum is
-            // needed; and with the series before the bucket in the key, each series asked
-            // for is one key range, and the rows of the others are never read.
-            let mut stmt = conn.prepare_cached(
-                "SELECT bucket, dim, value FROM counters
-                 WHERE org = ?1 AND account = ?2 AND tier = ?3 AND series = ?4 AND bucket BETWEEN ?5 AND ?6",
-            )?;
-            let mut out = Vec::new();
-            for &series in &q.series {
-                let mut rows =
-                    stmt.query(params![q.org, q.account, q.tier, series, q.from, q.to])?;
-                while let Some(r) = rows.next()? {
-                    out.push(CounterRow {
-                        bucket: r.get(0)?,
-                        series,
-                        dim: r.get(1)?,
-                        value: r.get(2)?,
-                    });
-                }
-            }
-            Ok(out)
-        })
-    }
 }
 
 #[cfg(test)]

@@ -1045,7 +1045,7 @@ fn run_compaction_case(seed: u64, scale: usize) -> Result<(), String> {
         server.set_now(now1);
         check_orgs(&server, &mut rng, &mut orgs, now1, "days later, before compaction", &mut errs).await;
         let must = must_expire(&orgs, None, now0, now1);
-        let (report, posted) = tokio::join!(server.engine.compact(), async {
+        let (report, posted) = tokio::join!(server.services.compaction.compact(), async {
             for org in &mut orgs {
                 post_events(&server, &mut rng, org, &more, now1).await?;
             }
@@ -1054,16 +1054,16 @@ fn run_compaction_case(seed: u64, scale: usize) -> Result<(), String> {
         posted?;
         let report = report.map_err(|e| format!("compaction failed: {e}"))?;
         check_report(&report, must, "first compaction", &mut errs);
-        let again = server.engine.compact().await.map_err(|e| format!("compaction failed: {e}"))?;
+        let again = server.services.compaction.compact().await.map_err(|e| format!("compaction failed: {e}"))?;
         check_idle(&again, "first compaction", &mut errs);
         check_orgs(&server, &mut rng, &mut orgs, now1, "after the first compaction", &mut errs).await;
 
         // Past the state window of the first events: states go, and days past a year.
         server.set_now(now2);
         let must = must_expire(&orgs, Some(now1), now0, now2);
-        let report = server.engine.compact().await.map_err(|e| format!("compaction failed: {e}"))?;
+        let report = server.services.compaction.compact().await.map_err(|e| format!("compaction failed: {e}"))?;
         check_report(&report, must, "second compaction", &mut errs);
-        let again = server.engine.compact().await.map_err(|e| format!("compaction failed: {e}"))?;
+        let again = server.services.compaction.compact().await.map_err(|e| format!("compaction failed: {e}"))?;
         check_idle(&again, "second compaction", &mut errs);
         check_orgs(&server, &mut rng, &mut orgs, now2, "after the second compaction", &mut errs).await;
 

@@ -67,12 +67,12 @@ async fn two_years_of_traffic_keep_rows_per_bucket_not_per_event() {
     // Forty days later everything older than 30 days in hours and 365 in days has aged out.
     let now = t0 + 40 * 86_400;
     s.set_now(now);
-    let report = s.engine.compact().await.expect("compact");
+    let report = s.services.compaction.compact().await.expect("compact");
     assert!(
         report.hourly_rows_expired > 0 && report.daily_rows_expired > 0,
         "{report:?}"
     );
-    let rows = s.engine.store().tier_rows(None).await.expect("rows");
+    let rows = s.rollups.tier_rows(None).await.expect("rows");
 
     // Two series (received, by_type/text) per bucket that holds events, kept for the
     // account and again in the organization-wide sums.
@@ -108,7 +108,7 @@ async fn two_years_of_traffic_keep_rows_per_bucket_not_per_event() {
     assert_eq!(first_month, 15 * 4); // 16..30 June 2024, four a day
 
     // Compaction run twice changes nothing.
-    let again = s.engine.compact().await.expect("compact");
+    let again = s.services.compaction.compact().await.expect("compact");
     assert_eq!(
         (
             again.hourly_rows_expired,
@@ -117,7 +117,7 @@ async fn two_years_of_traffic_keep_rows_per_bucket_not_per_event() {
         ),
         (0, 0, 0)
     );
-    assert_eq!(s.engine.store().tier_rows(None).await.expect("rows"), rows);
+    assert_eq!(s.rollups.tier_rows(None).await.expect("rows"), rows);
     let all2 = received(
         &s,
         &key,
@@ -253,7 +253,7 @@ async fn days_and_months_stay_exact_after_compaction_in_odd_zones() {
         }
         post_all(&s, &key, &events).await;
         s.set_now(now + 40 * 86_400);
-        s.engine.compact().await.expect("compact");
+        s.services.compaction.compact().await.expect("compact");
         let hours_in = |d: jiff::civil::Date| {
             let a = d.to_zoned(tz.clone()).expect("z").timestamp().as_second();
             let b = d
@@ -337,7 +337,7 @@ async fn late_read_reaches_every_tier_still_kept() {
     }
     // Past the state window the message is forgotten: its status is reported, not counted.
     s.set_now(sent + 40 * 86_400);
-    s.engine.compact().await.expect("compact");
+    s.services.compaction.compact().await.expect("compact");
     let late = json!([{"type":"message_status","account_id":"a1","timestamp":sent + 3600,"message_id":"m1","status":"failed"}]);
     let (status, body) = s.post_events(&key, &late).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -375,11 +375,11 @@ async fn ingestion_during_compaction_loses_nothing() {
     let now = t0 + 10 * 86_400;
     s.set_now(now);
     let compaction = {
-        let engine = s.engine.clone();
+        let compaction = s.services.compaction.clone();
         tokio::spawn(async move {
             let mut total = 0;
             for _ in 0..5 {
-                let r = engine.compact().await.expect("compact");
+                let r = compaction.compact().await.expect("compact");
                 total += r.hourly_rows_expired + r.states_pruned;
             }
             total
@@ -415,7 +415,7 @@ async fn import_resumes_after_a_refused_batch_and_counts_once() {
     let key = s.create_org("Import", "UTC").await;
     let now = secs("2026-06-15T12:00:00Z");
     s.set_now(now);
-    let org = match s.engine.authenticate(&key).await.expect("auth") {
+    let org = match s.services.tenants.authenticate(&key).await.expect("auth") {
         whatstat::engine::keys::Authentication::Valid(c) => c.org,
         other => panic!("the organization's key does not authenticate: {other:?}"),
     };
@@ -429,7 +429,7 @@ async fn import_resumes_after_a_refused_batch_and_counts_once() {
     lines[7_000] =
         r#"{"type":"keyword","account_id":"a1","timestamp":"not a time","keyword":"order"}"#.into();
     std::fs::write(&path, lines.join("\n")).expect("write");
-    let err = whatstat::import::import(&s.engine, &org, &path)
+    let err = whatstat::import::import(&s.services.ingest, &org, &path)
         .await
         .expect_err("line 7001 is bad");
     let text = err.to_string();
@@ -439,12 +439,12 @@ async fn import_resumes_after_a_refused_batch_and_counts_once() {
     );
     lines[7_000] = line(7_000);
     std::fs::write(&path, lines.join("\n")).expect("write");
-    let report = whatstat::import::import(&s.engine, &org, &path)
+    let report = whatstat::import::import(&s.services.ingest, &org, &path)
         .await
         .expect("resume");
     assert!(report.resumed_at_byte > 0);
     assert_eq!(report.events, 7_000);
-    let again = whatstat::import::import(&s.engine, &org, &path)
+    let again = whatstat::import::import(&s.services.ingest, &org, &path)
         .await
         .expect("nothing left");
     assert_eq!(again.events, 0);

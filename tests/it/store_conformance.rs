@@ -4,13 +4,13 @@
 use crate::common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use common::backend::{Backend, TestDatabase};
-use whatstat::store::keys::{CredentialKind, CredentialRecord};
+use whatstat::store::credentials::{CredentialKind, CredentialRecord};
 use whatstat::store::{
-    AccountRecord, Changes, CounterDelta, CounterQuery, EntityKey, EntityWrite, OrgRecord, Store,
-    StoreError, UnroutedPayload, WriteJob,
+    AccountRecord, Changes, CounterDelta, CounterQuery, EntityKey, EntityKind, EntityWrite,
+    OrgRecord, Series, Store, StoreError, Tier, UnroutedPayload, WriteJob,
 };
 
 async fn open(backend: Backend) -> (TestDatabase, Arc<dyn Store>) {
@@ -46,18 +46,18 @@ async fn open(backend: Backend) -> (TestDatabase, Arc<dyn Store>) {
 
 fn key(id: &str) -> EntityKey {
     EntityKey {
-        kind: 1,
+        kind: EntityKind::Message,
         account: "acc".into(),
         id: id.into(),
     }
 }
 
-fn delta(tier: u8, bucket: i64, delta: i64) -> CounterDelta {
+fn delta(tier: Tier, bucket: i64, delta: i64) -> CounterDelta {
     CounterDelta {
         account: "acc".into(),
         tier,
         bucket,
-        series: "sent",
+        series: Series::Sent,
         dim: String::new(),
         delta,
     }
@@ -65,9 +65,20 @@ fn delta(tier: u8, bucket: i64, delta: i64) -> CounterDelta {
 
 /// A job that adds one to the number stored in each key's state and to one counter.
 fn increment(org: &str, ids: &[&str], keep_until: Option<i64>) -> WriteJob {
+    increment_seen(org, ids, keep_until).0
+}
+
+/// As `increment`, with the sum of the numbers its last run found.
+fn increment_seen(
+    org: &str,
+    ids: &[&str],
+    keep_until: Option<i64>,
+) -> (WriteJob, Arc<Mutex<Option<i64>>>) {
     let keys: Vec<EntityKey> = ids.iter().map(|i| key(i)).collect();
     let wanted = keys.clone();
-    WriteJob {
+    let report: Arc<Mutex<Option<i64>>> = Arc::default();
+    let last = report.clone();
+    let job = WriteJob {
         org: org.into(),
         keys,
         transition: Box::new(move |stored: &HashMap<EntityKey, Vec<u8>>| {
@@ -85,19 +96,24 @@ fn increment(org: &str, ids: &[&str], keep_until: Option<i64>) -> WriteJob {
                     keep_until,
                 });
             }
+            *last.lock().expect("report") = Some(seen);
             Ok(Changes {
                 accounts: vec!["acc".into()],
                 entities,
                 // Two deltas of one counter in one job: both count.
-                counters: vec![delta(0, 100, 1), delta(0, 100, 1), delta(1, 7, 1)],
-                report: Box::new(seen),
+                counters: vec![
+                    delta(Tier::Hour, 100, 1),
+                    delta(Tier::Hour, 100, 1),
+                    delta(Tier::Day, 7, 1),
+                ],
             })
         }),
         progress: Some((format!("{org}-import"), 42)),
-    }
+    };
+    (job, report)
 }
 
-async fn counter(store: &Arc<dyn Store>, org: &str, tier: u8, bucket: i64) -> i64 {
+async fn counter(store: &Arc<dyn Store>, org: &str, tier: Tier, bucket: i64) -> i64 {
     store
         .counters(CounterQuery {
             org: org.into(),
@@ -105,7 +121,7 @@ async fn counter(store: &Arc<dyn Store>, org: &str, tier: u8, bucket: i64) -> i6
             tier,
             from: bucket,
             to: bucket,
-            series: vec!["sent"],
+            series: vec![Series::Sent],
         })
         .await
         .expect("counters")
@@ -116,19 +132,17 @@ async fn counter(store: &Arc<dyn Store>, org: &str, tier: u8, bucket: i64) -> i6
 
 async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
     let (_db, store) = open(backend).await;
-    let seen = store
-        .apply(increment("o1", &["a", "b"], Some(1_000)))
-        .await
-        .expect("apply");
-    assert_eq!(*seen.downcast::<i64>().expect("report"), 0);
+    let (job, seen) = increment_seen("o1", &["a", "b"], Some(1_000));
+    store.apply(job).await.expect("apply");
+    assert_eq!(*seen.lock().expect("report"), Some(0));
     assert!(store.account_exists("o1", "acc").await.expect("exists"));
     assert!(!store.account_exists("o2", "acc").await.expect("exists"));
     assert_eq!(
         store.progress("o1-import").await.expect("progress"),
         Some(42)
     );
-    assert_eq!(counter(&store, "o1", 0, 100).await, 2);
-    assert_eq!(counter(&store, "o2", 0, 100).await, 0);
+    assert_eq!(counter(&store, "o1", Tier::Hour, 100).await, 2);
+    assert_eq!(counter(&store, "o2", Tier::Hour, 100).await, 0);
 
     // A failing transition stores nothing.
     let failing = WriteJob {
@@ -180,36 +194,33 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
         store.progress("o1-import").await.expect("progress"),
         Some(42)
     );
+    let found: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let into = found.clone();
     let check = WriteJob {
         org: "o1".into(),
         keys: vec![key("a"), key("b"), key("c")],
-        transition: Box::new(|stored: &HashMap<EntityKey, Vec<u8>>| {
+        transition: Box::new(move |stored: &HashMap<EntityKey, Vec<u8>>| {
             let mut got: Vec<(String, String)> = stored
                 .iter()
                 .map(|(k, v)| (k.id.clone(), String::from_utf8_lossy(v).into_owned()))
                 .collect();
             got.sort();
-            Ok(Changes {
-                accounts: vec![],
-                entities: vec![],
-                counters: vec![],
-                report: Box::new(got),
-            })
+            *into.lock().expect("found") = got;
+            Ok(Changes::default())
         }),
         progress: None,
     };
-    let got = store.apply(check).await.expect("apply");
-    let got = got.downcast::<Vec<(String, String)>>().expect("report");
+    store.apply(check).await.expect("apply");
     assert_eq!(
-        *got,
+        *found.lock().expect("found"),
         vec![
             ("a".to_string(), "17".to_string()),
             ("b".to_string(), "25".to_string()),
             ("c".to_string(), "24".to_string()),
         ]
     );
-    assert_eq!(counter(&store, "o1", 0, 100).await, 2 * 25);
-    assert_eq!(counter(&store, "o1", 1, 7).await, 25);
+    assert_eq!(counter(&store, "o1", Tier::Hour, 100).await, 2 * 25);
+    assert_eq!(counter(&store, "o1", Tier::Day, 7).await, 25);
 
     // Compaction: expiry by tier and bucket, state pruning by keep_until.
     store
@@ -220,19 +231,19 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
     assert_eq!((rows.hour, rows.day, rows.states), (2, 2, 4), "{rows:?}");
     assert_eq!(
         store
-            .expire_counters("o1", 0, 101, 10)
+            .expire_counters("o1", Tier::Hour, 101, 10)
             .await
             .expect("expire"),
         1
     );
     assert_eq!(
         store
-            .expire_counters("o1", 0, 101, 10)
+            .expire_counters("o1", Tier::Hour, 101, 10)
             .await
             .expect("expire"),
         0
     );
-    assert_eq!(counter(&store, "o2", 0, 100).await, 2);
+    assert_eq!(counter(&store, "o2", Tier::Hour, 100).await, 2);
     assert_eq!(store.prune_states(999, 10).await.expect("prune"), 0);
     assert_eq!(store.prune_states(1_001, 2).await.expect("prune"), 2);
     assert_eq!(store.prune_states(1_001, 2).await.expect("prune"), 1);
@@ -251,7 +262,6 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
         // The winner stays the compactor while it runs; when it stops, its session
         // ends and another instance takes over (once the server has noticed).
         assert!(store.compaction_lock().await.expect("lock").is_some());
-        drop(first);
         drop(store);
         let mut released = None;
         for _ in 0..100 {
@@ -330,7 +340,7 @@ async fn accounts_and_unrouted_payloads(backend: Backend) {
     assert_eq!(accounts, vec!["a1".to_string(), "acc".to_string()]);
     assert!(store.delete_account("o1", "acc").await.expect("delete"));
     assert!(!store.delete_account("o1", "acc").await.expect("delete"));
-    assert_eq!(counter(&store, "o1", 0, 100).await, 0);
+    assert_eq!(counter(&store, "o1", Tier::Hour, 100).await, 0);
     assert_eq!(store.tier_rows(Some("o1")).await.expect("rows").states, 0);
 
     // Unrouted payloads: kept in order, bounded, released per number.

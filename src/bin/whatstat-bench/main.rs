@@ -4,6 +4,8 @@
 //!
 //! `cargo run --release --bin whatstat-bench -- --quick` runs in under a minute.
 
+#![forbid(unsafe_code)]
+
 mod baseline;
 
 use std::io::{BufRead, BufReader, Write};
@@ -113,12 +115,12 @@ async fn child_serve(url: &str) -> Result<(), AnyError> {
         daily_retention_days: Some(365),
         ..Default::default()
     };
-    let engine = Arc::new(whatstat::engine::Engine::new(store, config));
+    let services = whatstat::engine::Services::new(store, config);
     let limits = whatstat::api::ApiLimits {
         max_body_bytes: 64 * 1024 * 1024,
         rate_per_second: 0,
     };
-    let app = whatstat::api::router(engine, Some(MASTER_KEY.into()), &limits);
+    let app = whatstat::api::router(services, Some(MASTER_KEY.into()), &limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("LISTENING {}", listener.local_addr()?);
     std::io::stdout().flush()?;

@@ -1,12 +1,12 @@
-//! Accounts and kept webhook payloads in PostgreSQL: the `Store` methods of the Meta
-//! webhook. A `phone_number_id` is claimed through `phone_numbers` (keyed by the number,
+//! Accounts in PostgreSQL. A `phone_number_id` is claimed through `phone_numbers` (keyed by the number,
 //! unique across organizations), inside the same transaction that changes the account.
 
+use async_trait::async_trait;
 use deadpool_postgres::{Object, Transaction};
 use tokio_postgres::Row;
 
-use super::{Failure, LOCK_KEY_SQL, PostgresStore, backend, org_row};
-use crate::store::{AccountRecord, OrgRecord, StoreError, StoreResult, UnroutedPayload};
+use super::{Failure, PostgresStore, backend};
+use crate::store::{AccountRecord, AccountStore, StoreError, StoreResult};
 
 const ACCOUNT_COLUMNS: &str = "org, account_id, name, phone_number_id, verify_token_hash, app_secret, registered_at, updated_at";
 
@@ -70,20 +70,9 @@ async fn claim_phone(tx: &Transaction<'_>, a: &AccountRecord) -> Result<(), Fail
     Ok(())
 }
 
-impl PostgresStore {
-    pub(super) async fn pg_org_by_id(&self, id: &str) -> StoreResult<Option<OrgRecord>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT id, name, timezone, created_at FROM orgs WHERE id = $1",
-                &[&id],
-            )
-            .await
-            .map_err(backend)?;
-        row.map(|r| org_row(&r)).transpose()
-    }
-
-    pub(super) async fn pg_register_account(&self, a: &AccountRecord) -> StoreResult<()> {
+#[async_trait]
+impl AccountStore for PostgresStore {
+    async fn register_account(&self, a: &AccountRecord) -> StoreResult<()> {
         self.retrying(|mut client: Object| async move {
             let tx = client.transaction().await?;
             // A row to lock first, so two registrations of one account are serialized.
@@ -128,7 +117,7 @@ impl PostgresStore {
         .await
     }
 
-    pub(super) async fn pg_update_account(&self, a: &AccountRecord) -> StoreResult<bool> {
+    async fn update_account(&self, a: &AccountRecord) -> StoreResult<bool> {
         self.retrying(|mut client: Object| async move {
             let tx = client.transaction().await?;
             if let Some(phone) = &a.phone_number_id {
@@ -172,7 +161,7 @@ impl PostgresStore {
         .await
     }
 
-    pub(super) async fn pg_accounts(&self, org: &str) -> StoreResult<Vec<AccountRecord>> {
+    async fn accounts(&self, org: &str) -> StoreResult<Vec<AccountRecord>> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -186,11 +175,7 @@ impl PostgresStore {
         rows.iter().map(account_row).collect()
     }
 
-    pub(super) async fn pg_account(
-        &self,
-        org: &str,
-        account_id: &str,
-    ) -> StoreResult<Option<AccountRecord>> {
+    async fn account(&self, org: &str, account_id: &str) -> StoreResult<Option<AccountRecord>> {
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -204,10 +189,7 @@ impl PostgresStore {
         row.as_ref().map(account_row).transpose()
     }
 
-    pub(super) async fn pg_account_by_phone(
-        &self,
-        phone: &str,
-    ) -> StoreResult<Option<AccountRecord>> {
+    async fn account_by_phone(&self, phone: &str) -> StoreResult<Option<AccountRecord>> {
         // Two lookups, not a join: the second reads one organization only.
         let client = self.client().await?;
         let owner = client
@@ -223,10 +205,10 @@ impl PostgresStore {
         let org: String = owner.try_get(0).map_err(backend)?;
         let account: String = owner.try_get(1).map_err(backend)?;
         drop(client);
-        self.pg_account(&org, &account).await
+        self.account(&org, &account).await
     }
 
-    pub(super) async fn pg_verify_token_known(&self, hash: &str) -> StoreResult<bool> {
+    async fn verify_token_known(&self, hash: &str) -> StoreResult<bool> {
         let client = self.client().await?;
         Ok(client
             .query_opt(
@@ -238,7 +220,7 @@ impl PostgresStore {
             .is_some())
     }
 
-    pub(super) async fn pg_delete_account(&self, org: &str, account: &str) -> StoreResult<bool> {
+    async fn delete_account(&self, org: &str, account: &str) -> StoreResult<bool> {
         self.retrying(|mut client: Object| async move {
             let tx = client.transaction().await?;
             // The organization-wide sums lose what this account added to them.
@@ -276,125 +258,5 @@ impl PostgresStore {
             Ok(n > 0)
         })
         .await
-    }
-
-    pub(super) async fn pg_keep_unrouted(
-        &self,
-        p: &UnroutedPayload,
-        max_payloads: usize,
-        max_bytes: usize,
-    ) -> StoreResult<i64> {
-        let max_payloads = i64::try_from(max_payloads).unwrap_or(i64::MAX);
-        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
-        let bytes = i64::try_from(p.body.len()).unwrap_or(i64::MAX);
-        let mut phones = p.phone_number_ids.clone();
-        phones.sort();
-        phones.dedup();
-        let phones = &phones;
-        self.retrying(|mut client: Object| async move {
-            let tx = client.transaction().await?;
-            // One keeper at a time, so the bounds hold across instances.
-            tx.execute(
-                &format!("SELECT pg_advisory_xact_lock({LOCK_KEY_SQL})"),
-                &[&"unrouted"],
-            )
-            .await?;
-            let id: i64 = tx
-                .query_one(
-                    "INSERT INTO unrouted (received_at, signature, body, bytes) VALUES ($1, $2, $3, $4)
-                     RETURNING id",
-                    &[&p.received_at, &p.signature, &p.body, &bytes],
-                )
-                .await?
-                .try_get(0)?;
-            tx.execute(
-                "INSERT INTO unrouted_phones (phone_number_id, payload)
-                 SELECT ph, $1 FROM UNNEST($2::text[]) AS u(ph) ON CONFLICT DO NOTHING",
-                &[&id, phones],
-            )
-            .await?;
-            // Drop the oldest until the bounds hold again: keep the newest payloads whose
-            // running count and size stay within them.
-            let dropped = tx
-                .query(
-                    "DELETE FROM unrouted WHERE id IN (
-                        SELECT id FROM (
-                            SELECT id,
-                                   ROW_NUMBER() OVER (ORDER BY id DESC) AS n,
-                                   (SUM(bytes) OVER (ORDER BY id DESC))::bigint AS total
-                            FROM unrouted) t
-                        WHERE n > $1 OR total > $2)
-                     RETURNING id",
-                    &[&max_payloads, &max_bytes],
-                )
-                .await?;
-            for row in &dropped {
-                let payload: i64 = row.try_get(0)?;
-                tracing::warn!(payload, "unrouted payload space is full; dropped the oldest payload");
-            }
-            tx.commit().await?;
-            Ok(id)
-        })
-        .await
-    }
-
-    pub(super) async fn pg_unrouted(
-        &self,
-        phone: Option<&str>,
-    ) -> StoreResult<Vec<UnroutedPayload>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT u.id, u.received_at, u.signature, u.body,
-                        ARRAY(SELECT p.phone_number_id FROM unrouted_phones p
-                              WHERE p.payload = u.id ORDER BY p.phone_number_id)
-                 FROM unrouted u
-                 WHERE $1::text IS NULL
-                    OR u.id IN (SELECT payload FROM unrouted_phones WHERE phone_number_id = $1)
-                 ORDER BY u.id",
-                &[&phone],
-            )
-            .await
-            .map_err(backend)?;
-        rows.iter()
-            .map(|r| {
-                Ok(UnroutedPayload {
-                    id: r.try_get(0).map_err(backend)?,
-                    received_at: r.try_get(1).map_err(backend)?,
-                    signature: r.try_get(2).map_err(backend)?,
-                    body: r.try_get(3).map_err(backend)?,
-                    phone_number_ids: r.try_get(4).map_err(backend)?,
-                })
-            })
-            .collect()
-    }
-
-    pub(super) async fn pg_release_unrouted(&self, id: i64, phone: &str) -> StoreResult<()> {
-        self.retrying(|mut client: Object| async move {
-            let tx = client.transaction().await?;
-            tx.execute(
-                "DELETE FROM unrouted_phones WHERE payload = $1 AND phone_number_id = $2",
-                &[&id, &phone],
-            )
-            .await?;
-            tx.execute(
-                "DELETE FROM unrouted WHERE id = $1
-                   AND NOT EXISTS (SELECT 1 FROM unrouted_phones WHERE payload = $1)",
-                &[&id],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub(super) async fn pg_delete_unrouted(&self, id: i64) -> StoreResult<bool> {
-        let client = self.client().await?;
-        Ok(client
-            .execute("DELETE FROM unrouted WHERE id = $1", &[&id])
-            .await
-            .map_err(backend)?
-            > 0)
     }
 }

@@ -1,12 +1,13 @@
-//! Accounts and kept webhook payloads in SQLite: the `Store` methods of the Meta webhook.
-//! These are administrative and rare, so they run on a connection of their own (as
-//! `create_org` does), except deleting an account's figures, which goes through the
+//! Accounts in SQLite. Registration is administrative and rare, so it runs on a
+//! connection of its own, except deleting an account's figures, which goes through the
 //! writer so that it never races ingestion.
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
+use async_trait::async_trait;
+
 use super::SqliteStore;
-use crate::store::{AccountRecord, OrgRecord, StoreError, StoreResult, UnroutedPayload};
+use crate::store::{AccountRecord, AccountStore, StoreError, StoreResult};
 
 const ACCOUNT_COLUMNS: &str = "org, account_id, name, phone_number_id, verify_token_hash, app_secret, registered_at, updated_at";
 
@@ -44,40 +45,13 @@ fn check_phone_free(conn: &Connection, a: &AccountRecord) -> StoreResult<()> {
 
 /// A write transaction on a read connection, taking the write lock at once so that a
 /// read-then-write sequence never fails on a snapshot the writer moved past.
-fn write_tx(conn: &Connection) -> rusqlite::Result<Transaction<'_>> {
+pub(super) fn write_tx(conn: &Connection) -> rusqlite::Result<Transaction<'_>> {
     Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
 }
 
-fn payload_phones(conn: &Connection, id: i64) -> StoreResult<Vec<String>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT phone_number_id FROM unrouted_phones WHERE payload = ?1 ORDER BY phone_number_id",
-    )?;
-    let rows = stmt
-        .query_map(params![id], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
-    Ok(rows)
-}
-
-impl SqliteStore {
-    pub(super) async fn sql_org_by_id(&self, id: &str) -> StoreResult<Option<OrgRecord>> {
-        let id = id.to_string();
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT id, name, timezone, created_at FROM orgs WHERE id = ?1")?
-                .query_row(params![id], |r| {
-                    Ok(OrgRecord {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        timezone: r.get(2)?,
-                        created_at: r.get(3)?,
-                    })
-                })
-                .optional()?)
-        })
-        .await
-    }
-
-    pub(super) async fn sql_register_account(&self, a: &AccountRecord) -> StoreResult<()> {
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn register_account(&self, a: &AccountRecord) -> StoreResult<()> {
         let a = a.clone();
         self.read(move |conn| {
             let tx = write_tx(conn)?;
@@ -118,7 +92,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn sql_update_account(&self, a: &AccountRecord) -> StoreResult<bool> {
+    async fn update_account(&self, a: &AccountRecord) -> StoreResult<bool> {
         let a = a.clone();
         self.read(move |conn| {
             let tx = write_tx(conn)?;
@@ -143,7 +117,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn sql_accounts(&self, org: &str) -> StoreResult<Vec<AccountRecord>> {
+    async fn accounts(&self, org: &str) -> StoreResult<Vec<AccountRecord>> {
         let org = org.to_string();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
@@ -157,11 +131,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn sql_account(
-        &self,
-        org: &str,
-        account_id: &str,
-    ) -> StoreResult<Option<AccountRecord>> {
+    async fn account(&self, org: &str, account_id: &str) -> StoreResult<Option<AccountRecord>> {
         let (org, account_id) = (org.to_string(), account_id.to_string());
         self.read(move |conn| {
             Ok(conn
@@ -174,10 +144,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn sql_account_by_phone(
-        &self,
-        phone: &str,
-    ) -> StoreResult<Option<AccountRecord>> {
+    async fn account_by_phone(&self, phone: &str) -> StoreResult<Option<AccountRecord>> {
         let phone = phone.to_string();
         self.read(move |conn| {
             Ok(conn
@@ -190,7 +157,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn sql_verify_token_known(&self, hash: &str) -> StoreResult<bool> {
+    async fn verify_token_known(&self, hash: &str) -> StoreResult<bool> {
         let hash = hash.to_string();
         self.read(move |conn| {
             Ok(conn
@@ -202,7 +169,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn sql_delete_account(&self, org: &str, account: &str) -> StoreResult<bool> {
+    async fn delete_account(&self, org: &str, account: &str) -> StoreResult<bool> {
         let (org, account) = (org.to_string(), account.to_string());
         let n = self
             .maintain(Box::new(move |conn| {
@@ -230,107 +197,5 @@ impl SqliteStore {
             }))
             .await?;
         Ok(n > 0)
-    }
-
-    pub(super) async fn sql_keep_unrouted(
-        &self,
-        p: &UnroutedPayload,
-        max_payloads: usize,
-        max_bytes: usize,
-    ) -> StoreResult<i64> {
-        let p = p.clone();
-        let max_payloads = i64::try_from(max_payloads).unwrap_or(i64::MAX);
-        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
-        self.read(move |conn| {
-            let tx = write_tx(conn)?;
-            let bytes = i64::try_from(p.body.len()).unwrap_or(i64::MAX);
-            tx.execute(
-                "INSERT INTO unrouted (received_at, signature, body, bytes) VALUES (?1, ?2, ?3, ?4)",
-                params![p.received_at, p.signature, p.body, bytes],
-            )?;
-            let id = tx.last_insert_rowid();
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO unrouted_phones (payload, phone_number_id) VALUES (?1, ?2)",
-                )?;
-                for phone in &p.phone_number_ids {
-                    stmt.execute(params![id, phone])?;
-                }
-            }
-            // Drop the oldest until the bounds hold again.
-            loop {
-                let (count, total): (i64, i64) = tx.query_row(
-                    "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM unrouted",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
-                if count == 0 || (count <= max_payloads && total <= max_bytes) {
-                    break;
-                }
-                let dropped: i64 = tx.query_row(
-                    "DELETE FROM unrouted WHERE id = (SELECT MIN(id) FROM unrouted) RETURNING id",
-                    [],
-                    |r| r.get(0),
-                )?;
-                tracing::warn!(payload = dropped, "unrouted payload space is full; dropped the oldest payload");
-            }
-            tx.commit()?;
-            Ok(id)
-        })
-        .await
-    }
-
-    pub(super) async fn sql_unrouted(
-        &self,
-        phone: Option<&str>,
-    ) -> StoreResult<Vec<UnroutedPayload>> {
-        let phone = phone.map(str::to_string);
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, received_at, signature, body FROM unrouted
-                 WHERE ?1 IS NULL OR id IN (SELECT payload FROM unrouted_phones WHERE phone_number_id = ?1)
-                 ORDER BY id",
-            )?;
-            let mut rows = stmt
-                .query_map(params![phone], |r| {
-                    Ok(UnroutedPayload {
-                        id: r.get(0)?,
-                        received_at: r.get(1)?,
-                        signature: r.get(2)?,
-                        body: r.get(3)?,
-                        phone_number_ids: Vec::new(),
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            for p in &mut rows {
-                p.phone_number_ids = payload_phones(conn, p.id)?;
-            }
-            Ok(rows)
-        })
-        .await
-    }
-
-    pub(super) async fn sql_release_unrouted(&self, id: i64, phone: &str) -> StoreResult<()> {
-        let phone = phone.to_string();
-        self.read(move |conn| {
-            let tx = write_tx(conn)?;
-            tx.execute(
-                "DELETE FROM unrouted_phones WHERE payload = ?1 AND phone_number_id = ?2",
-                params![id, phone],
-            )?;
-            if payload_phones(&tx, id)?.is_empty() {
-                tx.execute("DELETE FROM unrouted WHERE id = ?1", params![id])?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub(super) async fn sql_delete_unrouted(&self, id: i64) -> StoreResult<bool> {
-        self.read(move |conn| {
-            Ok(conn.execute("DELETE FROM unrouted WHERE id = ?1", params![id])? > 0)
-        })
-        .await
     }
 }

@@ -9,13 +9,16 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::Value;
 use whatstat::api::{self, ApiLimits};
-use whatstat::engine::{Engine, EngineConfig};
+use whatstat::engine::{EngineConfig, Services};
+use whatstat::store::RollupStore;
 
 pub const MASTER_KEY: &str = "test-master-key";
 
 pub struct TestServer {
     pub base: String,
-    pub engine: Arc<Engine>,
+    pub services: Services,
+    /// The store's rollups, for checks of what is stored.
+    pub rollups: Arc<dyn RollupStore>,
     pub client: reqwest::Client,
     _dir: backend::TestDatabase,
 }
@@ -44,8 +47,9 @@ impl TestServer {
         let store = whatstat::store::open(&database_url)
             .await
             .expect("open store");
-        let engine = Arc::new(Engine::new(store, config));
-        let app = api::router(engine.clone(), Some(MASTER_KEY.to_string()), &limits);
+        let rollups: Arc<dyn RollupStore> = store.clone();
+        let services = Services::new(store, config);
+        let app = api::router(services.clone(), Some(MASTER_KEY.to_string()), &limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -55,7 +59,8 @@ impl TestServer {
         });
         TestServer {
             base: format!("http://{addr}"),
-            engine,
+            services,
+            rollups,
             client: reqwest::Client::new(),
             _dir: dir,
         }
@@ -63,7 +68,7 @@ impl TestServer {
 
     /// Fixes the engine's clock ("now") at a Unix second.
     pub fn set_now(&self, unix_seconds: i64) {
-        self.engine.clock.set(unix_seconds);
+        self.services.clock.set(unix_seconds);
     }
 
     /// Creates an organization through the admin API; returns its API key.

@@ -1,14 +1,12 @@
-//! API keys and share links in SQLite. Rare administrative writes, and a lookup that the
-//! engine caches, so all of it runs on a connection of its own rather than the writer's.
+//! Organizations and their credentials (API keys and share links, as digests) in SQLite. Administration is rare: it runs
+//! on pooled read connections, off the ingest queue.
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
-use crate::store::keys::{
-    CredentialKind, CredentialRecord, KeyStore, join_accounts, split_accounts,
-};
-use crate::store::{OrgRecord, StoreError, StoreResult};
+use crate::store::credentials::{CredentialKind, CredentialRecord, join_accounts, split_accounts};
+use crate::store::{OrgRecord, StoreError, StoreResult, TenantStore};
 
 const COLUMNS: &str =
     "k.id, k.org, k.kind, k.name, k.scope, k.accounts, k.created_at, k.expires_at, k.last_used_at";
@@ -39,7 +37,86 @@ fn known(kind: &str) -> StoreResult<()> {
 }
 
 #[async_trait]
-impl KeyStore for SqliteStore {
+impl TenantStore for SqliteStore {
+    async fn create_org(
+        &self,
+        org: &OrgRecord,
+        first_key: &CredentialRecord,
+        key_hash: &str,
+    ) -> StoreResult<()> {
+        let org = org.clone();
+        let k = first_key.clone();
+        let key_hash = key_hash.to_string();
+        // Administration is rare: a connection of its own keeps it off the ingest queue.
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute(
+                "INSERT INTO orgs (id, name, timezone, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![org.id, org.name, org.timezone, org.created_at],
+            )?;
+            tx.execute(
+                "INSERT INTO api_keys (key_hash, org, created_at, id, kind, name, scope)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    key_hash,
+                    org.id,
+                    k.created_at,
+                    k.id,
+                    k.kind.as_str(),
+                    k.name,
+                    k.scope
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn org_count(&self) -> StoreResult<u64> {
+        self.read(|conn| {
+            Ok(conn.query_row("SELECT COUNT(*) FROM orgs", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+        .await
+    }
+
+    async fn orgs(&self) -> StoreResult<Vec<OrgRecord>> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT id, name, timezone, created_at FROM orgs ORDER BY id")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(OrgRecord {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        timezone: r.get(2)?,
+                        created_at: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn org_by_id(&self, id: &str) -> StoreResult<Option<OrgRecord>> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT id, name, timezone, created_at FROM orgs WHERE id = ?1")?
+                .query_row(params![id], |r| {
+                    Ok(OrgRecord {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        timezone: r.get(2)?,
+                        created_at: r.get(3)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
     async fn create_credential(
         &self,
         record: &CredentialRecord,

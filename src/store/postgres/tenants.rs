@@ -1,14 +1,13 @@
-//! API keys and share links in PostgreSQL, shared by every instance on the database, so a
-//! revocation reaches them all (the engine's cache holds an entry for under a second).
+//! Organizations and their credentials (API keys and share links, as digests) in
+//! PostgreSQL, shared by every instance on the database, so a revocation reaches them all
+//! (the engine's cache holds an entry for under a second).
 
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
-use super::{PostgresStore, backend};
-use crate::store::keys::{
-    CredentialKind, CredentialRecord, KeyStore, join_accounts, split_accounts,
-};
-use crate::store::{OrgRecord, StoreError, StoreResult};
+use super::{PostgresStore, backend, org_row};
+use crate::store::credentials::{CredentialKind, CredentialRecord, join_accounts, split_accounts};
+use crate::store::{OrgRecord, StoreError, StoreResult, TenantStore};
 
 const COLUMNS: &str =
     "k.id, k.org, k.kind, k.name, k.scope, k.accounts, k.created_at, k.expires_at, k.last_used_at";
@@ -31,7 +30,73 @@ fn credential_row(r: &Row) -> StoreResult<CredentialRecord> {
 }
 
 #[async_trait]
-impl KeyStore for PostgresStore {
+impl TenantStore for PostgresStore {
+    async fn create_org(
+        &self,
+        org: &OrgRecord,
+        k: &CredentialRecord,
+        key_hash: &str,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute(
+            "INSERT INTO orgs (id, name, timezone, created_at) VALUES ($1, $2, $3, $4)",
+            &[&org.id, &org.name, &org.timezone, &org.created_at],
+        )
+        .await
+        .map_err(backend)?;
+        tx.execute(
+            "INSERT INTO api_keys (org, key_hash, created_at, id, kind, name, scope)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &org.id,
+                &key_hash,
+                &k.created_at,
+                &k.id,
+                &k.kind.as_str(),
+                &k.name,
+                &k.scope,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn org_count(&self) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one("SELECT COUNT(*) FROM orgs", &[])
+            .await
+            .map_err(backend)?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn orgs(&self) -> StoreResult<Vec<OrgRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, name, timezone, created_at FROM orgs ORDER BY id",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter().map(org_row).collect()
+    }
+
+    async fn org_by_id(&self, id: &str) -> StoreResult<Option<OrgRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, name, timezone, created_at FROM orgs WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(backend)?;
+        row.map(|r| org_row(&r)).transpose()
+    }
+
     async fn create_credential(&self, r: &CredentialRecord, secret_hash: &str) -> StoreResult<()> {
         let client = self.client().await?;
         client
