@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use whatstat::api::{self, ApiLimits};
 use whatstat::config::{DEFAULT_LISTEN, StoreArgs};
 use whatstat::engine::Services;
+use whatstat::engine::keys::{Authentication, NewCredential, Scope};
+use whatstat::store::credentials::CredentialKind;
 use whatstat::{demo, store};
 
 #[derive(Parser)]
@@ -32,6 +34,9 @@ enum Command {
     /// Manage organizations.
     #[command(subcommand)]
     Org(OrgCommand),
+    /// Manage an organization's API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Fill a store (or a running server) with 30 days of realistic demo traffic.
     Demo(DemoArgs),
     /// Import history from an NDJSON file of events (backfill allowed); resumable.
@@ -73,7 +78,7 @@ struct ServeArgs {
     #[arg(long, env = "WHATSTAT_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
 
-    /// Requests per second allowed per organization key (bursts of twice that); 0 is unlimited. [default: 0]
+    /// Requests per second allowed per key or share link (bursts of twice that); 0 is unlimited. [default: 0]
     #[arg(long, env = "WHATSTAT_RATE_LIMIT")]
     rate_limit: Option<u32>,
 
@@ -95,6 +100,46 @@ enum OrgCommand {
         /// IANA time zone its figures are bucketed in, e.g. Asia/Kolkata.
         #[arg(long, default_value = "UTC")]
         timezone: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key and print it (shown only this once).
+    Create {
+        /// The organization's id (`org_...`, as `org create` printed it).
+        #[arg(long)]
+        org: String,
+        /// What the key is for, e.g. "Chatbot vendor".
+        #[arg(long)]
+        name: String,
+        /// What it may do: `ingest` (post events), `read` (figures), `admin` (everything).
+        #[arg(long)]
+        scope: String,
+        /// Limit it to these accounts (comma-separated); read and ingest keys only.
+        #[arg(long, value_delimiter = ',')]
+        accounts: Option<Vec<String>>,
+        /// When it stops working, an RFC 3339 instant such as 2027-01-01T00:00:00Z.
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the organization's keys (never their secrets).
+    List {
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        #[arg(long)]
+        org: String,
+        /// The key's id (`key_...`).
+        id: String,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -175,13 +220,21 @@ async fn run(command: Command) -> Result<(), AnyError> {
             println!("The key is shown only now; it is stored hashed.");
             Ok(())
         }
+        Command::Key(command) => key_command(command).await,
         Command::Import(args) => {
             let (services, _) = open_services(&args.store).await?;
-            let org = services
-                .tenants
-                .authenticate(&args.api_key)
-                .await?
-                .ok_or("--api-key is not a key of any organization")?;
+            let org = match services.tenants.authenticate(&args.api_key).await? {
+                Authentication::Valid(c) if c.scope.covers(Scope::Ingest) => c.org,
+                Authentication::Valid(_) => {
+                    return Err(
+                        "--api-key may not post events (it needs scope ingest or admin)".into(),
+                    );
+                }
+                Authentication::Expired => return Err("--api-key has expired".into()),
+                Authentication::Unknown => {
+                    return Err("--api-key is not a key of any organization".into());
+                }
+            };
             let report = whatstat::import::import(&services.ingest, &org, &args.file).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
@@ -214,6 +267,73 @@ async fn run(command: Command) -> Result<(), AnyError> {
             Ok(())
         }
     }
+}
+
+async fn key_command(command: KeyCommand) -> Result<(), AnyError> {
+    match command {
+        KeyCommand::Create {
+            org,
+            name,
+            scope,
+            accounts,
+            expires_at,
+            store,
+        } => {
+            let (services, _) = open_services(&store).await?;
+            let org = services
+                .tenants
+                .by_id(&org)
+                .await?
+                .ok_or_else(|| format!("no organization `{org}` in this store"))?;
+            let created = services
+                .tenants
+                .create_key(
+                    &org,
+                    NewCredential {
+                        name,
+                        scope: Some(scope),
+                        accounts,
+                        expires_at,
+                    },
+                )
+                .await?;
+            println!(
+                "key id:  {}
+scope:   {}
+api key: {}",
+                created.view.id,
+                created.view.scope.as_str(),
+                created.key
+            );
+            println!("The key is shown only now; it is stored hashed.");
+        }
+        KeyCommand::List { org, store } => {
+            let (services, _) = open_services(&store).await?;
+            let org = services
+                .tenants
+                .by_id(&org)
+                .await?
+                .ok_or_else(|| format!("no organization `{org}` in this store"))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&services.tenants.list_keys(&org).await?)?
+            );
+        }
+        KeyCommand::Revoke { org, id, store } => {
+            let (services, _) = open_services(&store).await?;
+            let org = services
+                .tenants
+                .by_id(&org)
+                .await?
+                .ok_or_else(|| format!("no organization `{org}` in this store"))?;
+            services
+                .tenants
+                .revoke(&org, CredentialKind::Key, &id)
+                .await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {

@@ -5,15 +5,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{MasterKey, OrgKey};
+use super::auth::{AdminKey, MasterKey, ReadKey};
 use super::doc;
 use super::error::ApiError;
 use super::extract::{Body, BodyShape, Params, QueryShape, clearable};
 use super::{AppState, success};
-use crate::engine::accounts::{AccountPatch, NewAccount};
+use crate::engine::accounts::{AccountPatch, AccountView, NewAccount};
+use crate::store::credentials::CredentialKind;
 
 const TEXT: &str = "a non-empty string without control characters";
 const PHONE: &str = "a string: the Phone number ID of Meta's app dashboard";
@@ -113,7 +114,7 @@ fn account_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiEr
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn create(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    AdminKey(org): AdminKey,
     Body(body): Body<AccountBody>,
 ) -> Result<Response, ApiError> {
     let new = NewAccount {
@@ -129,17 +130,32 @@ pub(super) async fn create(
     Ok(response)
 }
 
+/// What a caller sees of an account: a share link, made for people outside the
+/// organization, sees only its id and name, never its webhook settings.
+fn shown(kind: CredentialKind, a: AccountView) -> Value {
+    match kind {
+        CredentialKind::ShareLink => json!({"account_id": a.account_id, "name": a.name}),
+        CredentialKind::Key => json!(a),
+    }
+}
+
 #[utoipa::path(get, path = "/api/accounts", tag = "accounts",
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, description = "The organization's accounts", body = doc::Success),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn list(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    ReadKey(caller): ReadKey,
 ) -> Result<Response, ApiError> {
-    Ok(success(
-        json!({"accounts": state.services.accounts.list(&org).await?}),
-    ))
+    let accounts: Vec<Value> = state
+        .services
+        .accounts
+        .list(&caller.org)
+        .await?
+        .into_iter()
+        .map(|a| shown(caller.kind, a))
+        .collect();
+    Ok(success(json!({ "accounts": accounts })))
 }
 
 #[utoipa::path(get, path = "/api/accounts/{id}", tag = "accounts",
@@ -149,11 +165,12 @@ pub(super) async fn list(
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn get_one(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    ReadKey(caller): ReadKey,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = account_id(path)?;
-    Ok(success(state.services.accounts.get(&org, &id).await?))
+    let account = state.services.accounts.get(&caller.org, &id).await?;
+    Ok(success(shown(caller.kind, account)))
 }
 
 #[utoipa::path(patch, path = "/api/accounts/{id}", tag = "accounts", request_body = AccountChange,
@@ -163,7 +180,7 @@ pub(super) async fn get_one(
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn patch(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    AdminKey(org): AdminKey,
     path: Result<Path<String>, PathRejection>,
     Body(body): Body<AccountChange>,
 ) -> Result<Response, ApiError> {
@@ -186,7 +203,7 @@ pub(super) async fn patch(
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn delete(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    AdminKey(org): AdminKey,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = account_id(path)?;

@@ -9,6 +9,8 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use crate::engine::Org;
+use crate::engine::keys::{Authentication, Credential, Scope};
+use crate::store::credentials::CredentialKind;
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers
@@ -26,32 +28,80 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// An authenticated organization.
-pub struct OrgKey(pub Org);
+/// Checks the presented credential and that its scope covers `needed`; applies the
+/// rate limit per credential.
+async fn authorize(parts: &Parts, state: &AppState, needed: Scope) -> Result<Credential, ApiError> {
+    let key = presented_key(&parts.headers).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+        )
+    })?;
+    let credential = match state.services.tenants.authenticate(key).await? {
+        Authentication::Valid(c) => c,
+        Authentication::Unknown => {
+            return Err(ApiError::new(ErrorCode::InvalidApiKey, "invalid API key"));
+        }
+        Authentication::Expired => {
+            return Err(ApiError::new(
+                ErrorCode::ExpiredApiKey,
+                "this API key has expired",
+            ));
+        }
+    };
+    if !credential.scope.covers(needed) {
+        let what = match credential.kind {
+            CredentialKind::ShareLink => "a share link".to_string(),
+            CredentialKind::Key => format!("a key of scope `{}`", credential.scope.as_str()),
+        };
+        let needs = match needed {
+            Scope::Admin => "`admin`".to_string(),
+            other => format!("`{}` or `admin`", other.as_str()),
+        };
+        return Err(ApiError::new(
+            ErrorCode::InsufficientScope,
+            format!(
+                "insufficient scope: this route needs a key of scope {needs}; the request was made with {what}"
+            ),
+        ));
+    }
+    if let Some(wait) = state.limiter.check(&credential.id) {
+        return Err(ApiError::rate_limited(wait));
+    }
+    Ok(credential)
+}
 
-impl FromRequestParts<AppState> for OrgKey {
+/// A credential that may read figures and the accounts' public settings (scope `read`
+/// or `admin`, or a share link).
+pub struct ReadKey(pub Credential);
+
+/// A credential that may post events (scope `ingest` or `admin`).
+pub struct IngestKey(pub Org);
+
+/// A credential that may manage its organization (scope `admin`).
+pub struct AdminKey(pub Org);
+
+impl FromRequestParts<AppState> for ReadKey {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let key = presented_key(&parts.headers).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidApiKey,
-                "missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
-            )
-        })?;
-        let org = state
-            .services
-            .tenants
-            .authenticate(key)
-            .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidApiKey, "invalid API key"))?;
-        if let Some(wait) = state.limiter.check(&org.id) {
-            return Err(ApiError::rate_limited(wait));
-        }
-        Ok(OrgKey(org))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(ReadKey(authorize(parts, state, Scope::Read).await?))
+    }
+}
+
+impl FromRequestParts<AppState> for IngestKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(IngestKey(authorize(parts, state, Scope::Ingest).await?.org))
+    }
+}
+
+impl FromRequestParts<AppState> for AdminKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(AdminKey(authorize(parts, state, Scope::Admin).await?.org))
     }
 }
 

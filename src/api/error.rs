@@ -20,6 +20,9 @@ pub enum ErrorCode {
     RangeNotServable,
     UnknownAccount,
     InvalidApiKey,
+    ExpiredApiKey,
+    InsufficientScope,
+    AccountNotAllowed,
     AdminDisabled,
     MissingSignature,
     BadSignature,
@@ -61,6 +64,21 @@ impl ErrorCode {
             ErrorCode::InvalidApiKey,
             401,
             "no organization or master key, or a key that is not known",
+        ),
+        (
+            ErrorCode::ExpiredApiKey,
+            401,
+            "a key or share link whose `expires_at` has passed",
+        ),
+        (
+            ErrorCode::InsufficientScope,
+            403,
+            "a key of a scope that does not cover the route (or a share link on a route that is not a read); the message names the scope needed",
+        ),
+        (
+            ErrorCode::AccountNotAllowed,
+            403,
+            "events of accounts outside an account-limited ingest key's list (named); nothing of the request is applied",
         ),
         (
             ErrorCode::AdminDisabled,
@@ -115,7 +133,7 @@ impl ErrorCode {
         (
             ErrorCode::RateLimited,
             429,
-            "an organization key over `--rate-limit`; `Retry-After` says how many seconds to wait",
+            "a key or share link over `--rate-limit`; `Retry-After` says how many seconds to wait",
         ),
         (
             ErrorCode::Internal,
@@ -145,6 +163,9 @@ impl ErrorCode {
             ErrorCode::RangeNotServable => "range_not_servable",
             ErrorCode::UnknownAccount => "unknown_account",
             ErrorCode::InvalidApiKey => "invalid_api_key",
+            ErrorCode::ExpiredApiKey => "expired_api_key",
+            ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::AccountNotAllowed => "account_not_allowed",
             ErrorCode::AdminDisabled => "admin_disabled",
             ErrorCode::MissingSignature => "missing_signature",
             ErrorCode::BadSignature => "bad_signature",
@@ -263,6 +284,9 @@ impl From<EngineError> for ApiError {
             EngineError::BadSignature(m) => ApiError::new(ErrorCode::BadSignature, m),
             EngineError::Forbidden(m) => ApiError::new(ErrorCode::VerificationFailed, m),
             EngineError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            e @ EngineError::AccountsNotAllowed(_) => {
+                ApiError::new(ErrorCode::AccountNotAllowed, e.to_string())
+            }
             EngineError::Overloaded => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(
@@ -316,7 +340,7 @@ mod tests {
                 Some(serde_json::Value::String(code.as_str().into()))
             );
         }
-        assert_eq!(ErrorCode::TABLE.len(), 18);
+        assert_eq!(ErrorCode::TABLE.len(), 21);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod doc;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod limit;
 pub mod webhook;
 
@@ -24,7 +25,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::engine::metrics::{Granularity, Period, RangeParams};
 use crate::engine::{EventsBody, Services};
-use auth::{MasterKey, OrgKey};
+use auth::{IngestKey, MasterKey, ReadKey};
 use error::{ApiError, ErrorCode};
 use extract::{Body, BodyShape, Params, QueryShape, body_bytes};
 use limit::RateLimiter;
@@ -62,6 +63,17 @@ pub fn router(services: Services, master_key: Option<String>, limits: &ApiLimits
                 .patch(accounts::patch)
                 .delete(accounts::delete),
         )
+        .route("/api/keys", get(keys::list_keys).post(keys::create_key))
+        .route("/api/keys/{id}", axum::routing::delete(keys::revoke_key))
+        .route(
+            "/api/share-links",
+            get(keys::list_share_links).post(keys::create_share_link),
+        )
+        .route(
+            "/api/share-links/{id}",
+            axum::routing::delete(keys::delete_share_link),
+        )
+        .route("/share/{token}", get(keys::share_page))
         .route("/api/admin/unrouted", get(accounts::unrouted))
         .route(
             "/api/admin/unrouted/{id}",
@@ -204,7 +216,7 @@ impl QueryShape for IngestQuery {
         (status = "4XX", description = "Refused; nothing was applied", body = doc::Failure)))]
 async fn post_events(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    IngestKey(org): IngestKey,
     Params(query): Params<IngestQuery>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -340,9 +352,10 @@ impl QueryShape for DashboardQuery {
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn messages(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    ReadKey(caller): ReadKey,
     Params(q): Params<MessagesQuery>,
 ) -> Result<Response, ApiError> {
+    let org = caller.org;
     let range = RangeParams {
         account_id: q.account_id,
         start_date: q.start_date,
@@ -365,9 +378,10 @@ async fn messages(
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn chatbot(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    ReadKey(caller): ReadKey,
     Params(q): Params<ChatbotQuery>,
 ) -> Result<Response, ApiError> {
+    let org = caller.org;
     let range = RangeParams {
         account_id: q.account_id,
         start_date: q.start_date,
@@ -389,9 +403,10 @@ async fn chatbot(
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn dashboard(
     State(state): State<AppState>,
-    OrgKey(org): OrgKey,
+    ReadKey(caller): ReadKey,
     Params(q): Params<DashboardQuery>,
 ) -> Result<Response, ApiError> {
+    let org = caller.org;
     let period = q.period.unwrap_or(Period::Month);
     Ok(success(
         state

@@ -187,15 +187,18 @@ impl Accounts {
             .accounts(&org.id)
             .await?
             .iter()
+            .filter(|a| org.may_use(&a.account_id))
             .map(AccountView::from)
             .collect())
     }
 
     async fn account_record(&self, org: &Org, id: &str) -> Result<AccountRecord, EngineError> {
-        self.store
-            .account(&org.id, id)
-            .await?
-            .ok_or_else(|| EngineError::UnknownAccount(format!("account `{id}` not found")))
+        let visible = if org.may_use(id) {
+            self.store.account(&org.id, id).await?
+        } else {
+            None
+        };
+        visible.ok_or_else(|| EngineError::UnknownAccount(format!("account `{id}` not found")))
     }
 
     pub async fn get(&self, org: &Org, id: &str) -> Result<AccountView, EngineError> {

@@ -12,7 +12,7 @@ use super::plan::{TierBounds, cover};
 use super::state::{Series, series};
 use super::time::{Bucket, Calendar, Tier, local_rfc3339};
 use super::{Analytics, EngineError, Org};
-use crate::store::{ALL_ACCOUNTS, CounterQuery};
+use crate::store::{ALL_ACCOUNTS, CounterQuery, CounterRow};
 
 /// Sums of counters by series and dimension ("" when a series has none).
 #[derive(Debug, Default, Clone)]
@@ -345,8 +345,9 @@ impl Analytics {
     }
 
     async fn check_account(&self, org: &Org, account: Option<&str>) -> Result<(), EngineError> {
+        // An account outside the credential's limit is as unknown as one never seen.
         if let Some(a) = account
-            && !self.store.account_exists(&org.id, a).await?
+            && (!org.may_use(a) || !self.store.account_exists(&org.id, a).await?)
         {
             return Err(EngineError::UnknownAccount(format!(
                 "account `{a}` is not known to this organization"
@@ -388,18 +389,7 @@ impl Analytics {
             let (Some(from), Some(to)) = (keys.clone().min(), keys.max()) else {
                 continue;
             };
-            let rows = self
-                .store
-                .counters(CounterQuery {
-                    org: org.id.clone(),
-                    account: account.unwrap_or(ALL_ACCOUNTS).to_string(),
-                    tier,
-                    from,
-                    to,
-                    series: wanted.to_vec(),
-                })
-                .await?;
-            for r in rows {
+            for r in self.rows(org, account, tier, from, to, wanted).await? {
                 let bucket = Bucket {
                     tier,
                     key: r.bucket,
@@ -684,6 +674,39 @@ impl Analytics {
         })
     }
 
+    /// The counter rows of one tier's bucket range: of one account, of the whole
+    /// organization, or of each account a limited credential may see (whose rows then
+    /// add up to their exact sum, as counters are additive).
+    async fn rows(
+        &self,
+        org: &Org,
+        account: Option<&str>,
+        tier: Tier,
+        from: i64,
+        to: i64,
+        wanted: &[Series],
+    ) -> Result<Vec<CounterRow>, EngineError> {
+        let query = |account: &str| CounterQuery {
+            org: org.id.clone(),
+            account: account.to_string(),
+            tier,
+            from,
+            to,
+            series: wanted.to_vec(),
+        };
+        match (account, &org.account_limit) {
+            (Some(a), _) => Ok(self.store.counters(query(a)).await?),
+            (None, None) => Ok(self.store.counters(query(ALL_ACCOUNTS)).await?),
+            (None, Some(limit)) => {
+                let mut rows = Vec::new();
+                for a in limit.iter() {
+                    rows.extend(self.store.counters(query(a)).await?);
+                }
+                Ok(rows)
+            }
+        }
+    }
+
     /// Sums over all time: the monthly tier is kept forever and holds everything.
     async fn all_time(
         &self,
@@ -692,15 +715,7 @@ impl Analytics {
         wanted: &[Series],
     ) -> Result<Totals, EngineError> {
         let rows = self
-            .store
-            .counters(CounterQuery {
-                org: org.id.clone(),
-                account: account.unwrap_or(ALL_ACCOUNTS).to_string(),
-                tier: Tier::Month,
-                from: i64::MIN,
-                to: i64::MAX,
-                series: wanted.to_vec(),
-            })
+            .rows(org, account, Tier::Month, i64::MIN, i64::MAX, wanted)
             .await?;
         let mut t = Totals::default();
         for r in rows {

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod event;
 pub mod ingest;
+pub mod keys;
 pub mod metrics;
 pub mod plan;
 pub mod retention;
@@ -16,7 +17,7 @@ pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -24,6 +25,7 @@ use rand::RngCore;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use crate::store::credentials::{CredentialKind, CredentialRecord};
 use crate::store::{RollupStore, States, Store, StoreError, TenantStore, WriteJob};
 use event::{Admission, Parsed};
 use ingest::{Batch, Ignored, IngestReport};
@@ -56,6 +58,9 @@ pub enum EngineError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// A credential limited to some accounts sent events of others.
+    #[error("this key may only post events of its own accounts; the request holds events of {}, so nothing was applied", .0.join(", "))]
+    AccountsNotAllowed(Vec<String>),
     #[error("the server is overloaded; retry shortly")]
     Overloaded,
     #[error("internal error: {0}")]
@@ -121,6 +126,18 @@ pub struct Org {
     pub name: String,
     pub timezone: String,
     pub calendar: Calendar,
+    /// The accounts the caller's credential is limited to; `None` for all of them. Every
+    /// figure read or written through this value stays within them.
+    pub account_limit: Option<Arc<[String]>>,
+}
+
+impl Org {
+    /// Whether the caller may see or write this account's figures.
+    pub fn may_use(&self, account: &str) -> bool {
+        self.account_limit
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|a| a == account))
+    }
 }
 
 /// Where "now" comes from: the system clock, or a fixed instant that tests move.
@@ -170,7 +187,8 @@ impl Services {
         let tenants = Arc::new(Tenants {
             store: store.clone(),
             clock: clock.clone(),
-            orgs_by_key: RwLock::new(HashMap::new()),
+            rollups: store.clone(),
+            credentials: keys::CredentialCache::default(),
         });
         let webhook = Arc::new(webhook::Webhook {
             accounts: store.clone(),
@@ -225,7 +243,9 @@ pub struct Analytics {
 pub struct Tenants {
     store: Arc<dyn TenantStore>,
     clock: Arc<Clock>,
-    orgs_by_key: RwLock<HashMap<String, Org>>,
+    /// Whether an account a new key names exists.
+    rollups: Arc<dyn RollupStore>,
+    credentials: keys::CredentialCache,
 }
 
 /// The body of an ingestion request, before parsing.
@@ -273,55 +293,40 @@ impl Tenants {
                 "field `timezone` is `{timezone}`; allowed: an IANA time zone name such as UTC, Asia/Kolkata or America/New_York"
             ))
         })?;
-        let mut bytes = [0u8; 24];
-        rand::rng().fill_bytes(&mut bytes);
-        let key = format!("ws_{}", hex::encode(bytes));
+        let key = keys::new_key_secret();
         let mut id_bytes = [0u8; 8];
         rand::rng().fill_bytes(&mut id_bytes);
+        let now = self.clock.now();
         let record = crate::store::OrgRecord {
             id: format!("org_{}", hex::encode(id_bytes)),
             name: name.to_string(),
             timezone: timezone.to_string(),
-            created_at: self.clock.now(),
+            created_at: now,
         };
-        self.store.create_org(&record, &hash_key(&key)).await?;
+        // The organization's first key can do everything, as its only key always could.
+        let first_key = CredentialRecord {
+            id: keys::new_credential_id(CredentialKind::Key),
+            org: record.id.clone(),
+            kind: CredentialKind::Key,
+            name: "Organization key".into(),
+            scope: keys::Scope::Admin.as_str().into(),
+            accounts: None,
+            created_at: now,
+            expires_at: None,
+            last_used_at: None,
+        };
+        self.store
+            .create_org(&record, &first_key, &hash_key(&key))
+            .await?;
         let org = Org {
             id: record.id,
             name: record.name,
             timezone: record.timezone,
             calendar: Calendar::new(tz),
+            account_limit: None,
         };
         tracing::info!(org = %org.id, name = %org.name, timezone = %org.timezone, "organization created");
         Ok((org, key))
-    }
-
-    /// The organization an API key belongs to, if any.
-    pub async fn authenticate(&self, key: &str) -> Result<Option<Org>, EngineError> {
-        let hash = hash_key(key);
-        if let Some(org) = self
-            .orgs_by_key
-            .read()
-            .ok()
-            .and_then(|m| m.get(&hash).cloned())
-        {
-            return Ok(Some(org));
-        }
-        let Some(rec) = self.store.org_by_key_hash(&hash).await? else {
-            return Ok(None);
-        };
-        let tz = TimeZone::get(&rec.timezone).map_err(|e| {
-            EngineError::Internal(format!("stored time zone {}: {e}", rec.timezone))
-        })?;
-        let org = Org {
-            id: rec.id,
-            name: rec.name,
-            timezone: rec.timezone,
-            calendar: Calendar::new(tz),
-        };
-        if let Ok(mut m) = self.orgs_by_key.write() {
-            m.insert(hash, org.clone());
-        }
-        Ok(Some(org))
     }
 
     /// The organization of an id, if it exists.
@@ -419,6 +424,18 @@ impl Ingest {
         report: IngestReport,
         progress: Option<(String, i64)>,
     ) -> Result<IngestReport, EngineError> {
+        if org.account_limit.is_some() {
+            let outside: std::collections::BTreeSet<&str> = events
+                .iter()
+                .map(|(_, e)| e.account_id.as_str())
+                .filter(|a| !org.may_use(a))
+                .collect();
+            if !outside.is_empty() {
+                return Err(EngineError::AccountsNotAllowed(
+                    outside.into_iter().map(str::to_string).collect(),
+                ));
+            }
+        }
         let keys = ingest::keys_of(&events);
         let calendar = org.calendar.clone();
         let state_window_secs = self.config.state_window_secs;

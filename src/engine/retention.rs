@@ -58,6 +58,7 @@ impl Compaction {
                 name: rec.name,
                 timezone: rec.timezone,
                 calendar: super::time::Calendar::new(tz),
+                account_limit: None,
             };
             let bounds = tier_bounds(&self.config, self.clock.now(), &org);
             report.organizations += 1;

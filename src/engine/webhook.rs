@@ -698,6 +698,7 @@ pub(super) fn org_from_record(rec: crate::store::OrgRecord) -> Result<Org, Engin
         name: rec.name,
         timezone: rec.timezone,
         calendar: Calendar::new(tz),
+        account_limit: None,
     })
 }
 

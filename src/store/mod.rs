@@ -4,10 +4,12 @@
 //!
 //! - [`RollupStore`]: the atomic write of entity states and counters, counter queries,
 //!   expiry, progress positions and the compaction lock;
-//! - [`TenantStore`]: organizations and their API key digests;
+//! - [`TenantStore`]: organizations and their credentials (API keys and share links,
+//!   kept as digests);
 //! - [`AccountStore`]: accounts and their Meta webhook settings;
 //! - [`UnroutedStore`]: kept webhook payloads no account claims yet.
 
+pub mod credentials;
 mod keys;
 pub mod postgres;
 pub mod sqlite;
@@ -274,11 +276,42 @@ pub trait RollupStore: Send + Sync + 'static {
 /// Organizations and their API keys (kept as digests).
 #[async_trait]
 pub trait TenantStore: Send + Sync + 'static {
-    async fn create_org(&self, org: &OrgRecord, key_hash: &str) -> StoreResult<()>;
-    async fn org_by_key_hash(&self, key_hash: &str) -> StoreResult<Option<OrgRecord>>;
+    /// Creates an organization with its first credential, in one transaction.
+    async fn create_org(
+        &self,
+        org: &OrgRecord,
+        first_key: &credentials::CredentialRecord,
+        key_hash: &str,
+    ) -> StoreResult<()>;
     async fn org_by_id(&self, id: &str) -> StoreResult<Option<OrgRecord>>;
     async fn org_count(&self) -> StoreResult<u64>;
     async fn orgs(&self) -> StoreResult<Vec<OrgRecord>>;
+    /// Stores a new credential under the digest of its secret.
+    async fn create_credential(
+        &self,
+        record: &credentials::CredentialRecord,
+        secret_hash: &str,
+    ) -> StoreResult<()>;
+    /// The credential with this digest, with its organization.
+    async fn credential_by_hash(
+        &self,
+        secret_hash: &str,
+    ) -> StoreResult<Option<(OrgRecord, credentials::CredentialRecord)>>;
+    /// The organization's credentials of one kind, oldest first.
+    async fn credentials(
+        &self,
+        org: &str,
+        kind: credentials::CredentialKind,
+    ) -> StoreResult<Vec<credentials::CredentialRecord>>;
+    /// Deletes one credential (`false`: the organization has no such one of that kind).
+    async fn delete_credential(
+        &self,
+        org: &str,
+        kind: credentials::CredentialKind,
+        id: &str,
+    ) -> StoreResult<bool>;
+    /// Records when a credential was last used.
+    async fn touch_credential(&self, id: &str, at: i64) -> StoreResult<()>;
 }
 
 /// Accounts (WhatsApp numbers) and the settings of their Meta webhook.

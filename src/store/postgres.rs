@@ -132,6 +132,22 @@ CREATE INDEX unrouted_phones_payload ON unrouted_phones (payload);
 ALTER TABLE counters DROP CONSTRAINT counters_pkey;
 ALTER TABLE counters ADD PRIMARY KEY (org, account, tier, series, bucket, dim);
 "#,
+    // Several credentials per organization, each with a scope: the keys made before are
+    // the organization's one key and can do everything, so they become `admin`.
+    r#"
+ALTER TABLE api_keys
+    ADD COLUMN id TEXT COLLATE "C",
+    ADD COLUMN kind TEXT NOT NULL DEFAULT 'key',
+    ADD COLUMN name TEXT NOT NULL DEFAULT 'Organization key',
+    ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin',
+    ADD COLUMN accounts TEXT,
+    ADD COLUMN expires_at BIGINT,
+    ADD COLUMN last_used_at BIGINT;
+UPDATE api_keys SET id = 'key_' || substr(key_hash, 1, 16) WHERE id IS NULL;
+ALTER TABLE api_keys ALTER COLUMN id SET NOT NULL;
+CREATE UNIQUE INDEX api_keys_id ON api_keys (id);
+CREATE INDEX api_keys_org_kind ON api_keys (org, kind);
+"#,
 ];
 
 pub struct PostgresStore {

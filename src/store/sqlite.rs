@@ -112,6 +112,20 @@ DROP TABLE counters;
 ALTER TABLE counters_by_series RENAME TO counters;
 CREATE INDEX counters_expiry ON counters (org, tier, bucket);
 "#,
+    // Several credentials per organization, each with a scope: the keys made before are
+    // the organization's one key and can do everything, so they become `admin`.
+    r#"
+ALTER TABLE api_keys ADD COLUMN id TEXT;
+ALTER TABLE api_keys ADD COLUMN kind TEXT NOT NULL DEFAULT 'key';
+ALTER TABLE api_keys ADD COLUMN name TEXT NOT NULL DEFAULT 'Organization key';
+ALTER TABLE api_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE api_keys ADD COLUMN accounts TEXT;
+ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
+ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
+UPDATE api_keys SET id = 'key_' || substr(key_hash, 1, 16) WHERE id IS NULL;
+CREATE UNIQUE INDEX api_keys_id ON api_keys (id);
+CREATE INDEX api_keys_org_kind ON api_keys (org, kind);
+"#,
 ];
 
 type Reply = oneshot::Sender<StoreResult<()>>;
@@ -489,6 +503,40 @@ fn write_pending(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store made when an organization had one key keeps it working, as an admin key.
+    #[test]
+    fn keys_made_before_scopes_become_admin_keys() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).expect("old schema");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 3;
+             INSERT INTO orgs (id, name, timezone, created_at) VALUES ('o', 'Acme', 'UTC', 1);
+             INSERT INTO api_keys (key_hash, org, created_at) VALUES ('abcdef0123456789ffff', 'o', 7);",
+        )
+        .expect("old rows");
+        migrate(&mut conn).expect("migrate");
+        let row: (String, String, String, String, Option<String>, i64) = conn
+            .query_row(
+                "SELECT id, kind, name, scope, accounts, created_at FROM api_keys WHERE key_hash = 'abcdef0123456789ffff'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .expect("migrated key");
+        assert_eq!(
+            row,
+            (
+                "key_abcdef0123456789".into(),
+                "key".into(),
+                "Organization key".into(),
+                "admin".into(),
+                None,
+                7
+            )
+        );
+    }
 
     /// A store made before counters were keyed by series keeps every figure.
     #[test]

@@ -56,6 +56,10 @@ async fn the_description_has_every_route_with_its_methods() {
         "/api/analytics/messages",
         "/api/analytics/chatbot",
         "/api/analytics/dashboard",
+        "/api/keys",
+        "/api/keys/{id}",
+        "/api/share-links",
+        "/api/share-links/{id}",
     ];
     let mut listed: Vec<&str> = paths.keys().map(String::as_str).collect();
     listed.sort_unstable();

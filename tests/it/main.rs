@@ -11,6 +11,7 @@ mod binary;
 mod edge;
 mod errors;
 mod ingest;
+mod keys;
 mod postgres_instances;
 mod property;
 mod retention;

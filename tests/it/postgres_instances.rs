@@ -394,3 +394,60 @@ async fn two_instances_on_one_database_count_exactly() {
     }
     drop((a, b, oracle));
 }
+
+/// A key revoked on one instance is refused by the other within a second, though the
+/// other had just checked (and cached) it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_on_one_instance_is_refused_by_the_other_within_a_second() {
+    let pg = TestDatabase::fresh_on(Backend::Postgres).await;
+    let a = serve("keys-a", &pg.url, pg.dir.path());
+    let b = serve("keys-b", &pg.url, pg.dir.path());
+    let client = reqwest::Client::new();
+    let admin = create_org(&client, &a.base).await;
+    let (status, made) = call(
+        client
+            .post(format!("{}/api/keys", a.base))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "reader", "scope": "read"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let id = made["data"]["id"].as_str().expect("id").to_string();
+    let key = made["data"]["key"].as_str().expect("key").to_string();
+    let summary = get(&client, &b.base, &key, "/api/analytics/messages").await;
+    assert_eq!(summary["summary"]["total_sent"], 0);
+
+    let (status, body) = call(
+        client
+            .delete(format!("{}/api/keys/{id}", a.base))
+            .bearer_auth(&admin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let revoked_at = std::time::Instant::now();
+    loop {
+        let (status, _) = call(
+            client
+                .get(format!("{}/api/analytics/messages", b.base))
+                .bearer_auth(&key),
+        )
+        .await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            revoked_at.elapsed() < std::time::Duration::from_secs(1),
+            "instance b still accepts a key revoked on instance a a second ago"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // And the instance that revoked it refuses it at once.
+    let (status, _) = call(
+        client
+            .get(format!("{}/api/analytics/messages", a.base))
+            .bearer_auth(&key),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

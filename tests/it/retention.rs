@@ -415,13 +415,10 @@ async fn import_resumes_after_a_refused_batch_and_counts_once() {
     let key = s.create_org("Import", "UTC").await;
     let now = secs("2026-06-15T12:00:00Z");
     s.set_now(now);
-    let org = s
-        .services
-        .tenants
-        .authenticate(&key)
-        .await
-        .expect("auth")
-        .expect("org");
+    let org = match s.services.tenants.authenticate(&key).await.expect("auth") {
+        whatstat::engine::keys::Authentication::Valid(c) => c.org,
+        other => panic!("the organization's key does not authenticate: {other:?}"),
+    };
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("history.ndjson");
     // Keyword hits without ids cannot be deduplicated: only an exact resume counts them once.

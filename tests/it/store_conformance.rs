@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use common::backend::{Backend, TestDatabase};
+use whatstat::store::credentials::{CredentialKind, CredentialRecord};
 use whatstat::store::{
     AccountRecord, Changes, CounterDelta, CounterQuery, EntityKey, EntityKind, EntityWrite,
     OrgRecord, Series, Store, StoreError, Tier, UnroutedPayload, WriteJob,
@@ -23,6 +24,17 @@ async fn open(backend: Backend) -> (TestDatabase, Arc<dyn Store>) {
                     name: org.into(),
                     timezone: "UTC".into(),
                     created_at: 1,
+                },
+                &CredentialRecord {
+                    id: format!("key-{org}"),
+                    org: org.into(),
+                    kind: CredentialKind::Key,
+                    name: "first".into(),
+                    scope: "admin".into(),
+                    accounts: None,
+                    created_at: 1,
+                    expires_at: None,
+                    last_used_at: None,
                 },
                 &format!("hash-{org}"),
             )
@@ -408,4 +420,97 @@ async fn sqlite_accounts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_accounts() {
     accounts_and_unrouted_payloads(Backend::Postgres).await;
+}
+
+/// Credentials: created with an organization or alone, found by digest with their
+/// organization, listed per kind, deleted only within their organization.
+async fn credentials(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let (org, first) = store
+        .credential_by_hash("hash-o1")
+        .await
+        .expect("lookup")
+        .expect("the first key is found");
+    assert_eq!((org.id.as_str(), first.id.as_str()), ("o1", "key-o1"));
+    assert_eq!(
+        (first.scope.as_str(), first.accounts.clone()),
+        ("admin", None)
+    );
+    let link = CredentialRecord {
+        id: "share-1".into(),
+        org: "o1".into(),
+        kind: CredentialKind::ShareLink,
+        name: "for the manager".into(),
+        scope: "read".into(),
+        accounts: Some(vec!["a".into(), "b".into()]),
+        created_at: 5,
+        expires_at: Some(99),
+        last_used_at: None,
+    };
+    store
+        .create_credential(&link, "hash-share")
+        .await
+        .expect("create");
+    let (_, found) = store
+        .credential_by_hash("hash-share")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(found, link);
+    let keys = store
+        .credentials("o1", CredentialKind::Key)
+        .await
+        .expect("list");
+    assert_eq!(
+        keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        ["key-o1"]
+    );
+    let links = store
+        .credentials("o1", CredentialKind::ShareLink)
+        .await
+        .expect("list");
+    assert_eq!(links, vec![link.clone()]);
+    store.touch_credential("share-1", 42).await.expect("touch");
+    let (_, touched) = store
+        .credential_by_hash("hash-share")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(touched.last_used_at, Some(42));
+    // Another organization, or the wrong kind, cannot delete it.
+    assert!(
+        !store
+            .delete_credential("o2", CredentialKind::ShareLink, "share-1")
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !store
+            .delete_credential("o1", CredentialKind::Key, "share-1")
+            .await
+            .expect("delete")
+    );
+    assert!(
+        store
+            .delete_credential("o1", CredentialKind::ShareLink, "share-1")
+            .await
+            .expect("delete")
+    );
+    assert!(
+        store
+            .credential_by_hash("hash-share")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_credentials() {
+    credentials(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_credentials() {
+    credentials(Backend::Postgres).await;
 }
