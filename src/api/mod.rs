@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod csv;
 pub mod error;
 pub mod limit;
 pub mod webhook;
@@ -20,9 +21,11 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::engine::compare::Compare;
 use crate::engine::metrics::{Granularity, Period, RangeParams};
 use crate::engine::{Engine, EventsBody};
 use auth::{MasterKey, OrgKey};
+use csv::CsvTable;
 use error::ApiError;
 use limit::RateLimiter;
 
@@ -238,6 +241,53 @@ fn range(p: &HashMap<String, String>) -> RangeParams {
     }
 }
 
+/// `format=json` (the default) or `format=csv` with the table `table=` picks.
+fn analytics_format(
+    p: &HashMap<String, String>,
+    endpoint: &str,
+    tables: &[CsvTable],
+) -> Result<Option<CsvTable>, ApiError> {
+    match p.get("format").map(String::as_str) {
+        None | Some("json") => {
+            if p.contains_key("table") {
+                return Err(ApiError::BadRequest(
+                    "parameter `table` needs `format=csv`".into(),
+                ));
+            }
+            Ok(None)
+        }
+        Some("csv") => {
+            CsvTable::parse(p.get("table").map(String::as_str), endpoint, tables).map(Some)
+        }
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "parameter `format` is `{other}`; allowed: json, csv"
+        ))),
+    }
+}
+
+fn compare_param(p: &HashMap<String, String>) -> Result<Compare, ApiError> {
+    Ok(match p.get("compare") {
+        None => Compare::None,
+        Some(c) => Compare::parse(c)?,
+    })
+}
+
+/// The answer as JSON, or the asked table of it as CSV.
+fn analytics_answer<T: Serialize>(
+    data: T,
+    csv: Option<CsvTable>,
+    endpoint: &str,
+) -> Result<Response, ApiError> {
+    match csv {
+        None => Ok(success(data)),
+        Some(table) => {
+            let value = serde_json::to_value(&data)
+                .map_err(|e| ApiError::Internal(format!("answer to JSON: {e}")))?;
+            Ok(csv::download(&value, table, endpoint))
+        }
+    }
+}
+
 async fn messages(
     State(state): State<AppState>,
     OrgKey(org): OrgKey,
@@ -245,12 +295,29 @@ async fn messages(
 ) -> Result<Response, ApiError> {
     let p = params(
         query,
-        &["account_id", "start_date", "end_date", "granularity", "tz"],
+        &[
+            "account_id",
+            "start_date",
+            "end_date",
+            "granularity",
+            "tz",
+            "compare",
+            "format",
+            "table",
+        ],
     )?;
     let granularity = Granularity::parse(p.get("granularity").map_or("day", String::as_str))?;
-    Ok(success(
-        state.engine.messages(&org, &range(&p), granularity).await?,
-    ))
+    let compare = compare_param(&p)?;
+    let csv = analytics_format(
+        &p,
+        "messages",
+        &[CsvTable::Timeline, CsvTable::ByType, CsvTable::ByError],
+    )?;
+    let answer = state
+        .engine
+        .messages_compared(&org, &range(&p), granularity, compare)
+        .await?;
+    analytics_answer(answer, csv, "messages")
 }
 
 async fn chatbot(
@@ -260,7 +327,17 @@ async fn chatbot(
 ) -> Result<Response, ApiError> {
     let p = params(
         query,
-        &["account_id", "start_date", "end_date", "limit", "tz"],
+        &[
+            "account_id",
+            "start_date",
+            "end_date",
+            "limit",
+            "tz",
+            "granularity",
+            "compare",
+            "format",
+            "table",
+        ],
     )?;
     let limit = match p.get("limit") {
         None => 10,
@@ -274,9 +351,27 @@ async fn chatbot(
                 ))
             })?,
     };
-    Ok(success(
-        state.engine.chatbot(&org, &range(&p), limit).await?,
-    ))
+    let compare = compare_param(&p)?;
+    let csv = analytics_format(
+        &p,
+        "chatbot",
+        &[
+            CsvTable::ChatbotTimeline,
+            CsvTable::ByFlow,
+            CsvTable::TopKeywords,
+        ],
+    )?;
+    // The timeline comes when asked for, and with the CSV of it (by day unless asked).
+    let granularity = match (p.get("granularity"), csv) {
+        (Some(g), _) => Some(Granularity::parse(g)?),
+        (None, Some(CsvTable::ChatbotTimeline)) => Some(Granularity::Day),
+        (None, _) => None,
+    };
+    let answer = state
+        .engine
+        .chatbot_compared(&org, &range(&p), limit, granularity, compare)
+        .await?;
+    analytics_answer(answer, csv, "chatbot")
 }
 
 async fn dashboard(
@@ -284,12 +379,21 @@ async fn dashboard(
     OrgKey(org): OrgKey,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let p = params(query, &["account_id", "period"])?;
+    let p = params(
+        query,
+        &["account_id", "period", "compare", "format", "table"],
+    )?;
     let period = Period::parse(p.get("period").map_or("month", String::as_str))?;
-    Ok(success(
-        state
-            .engine
-            .dashboard(&org, p.get("account_id").map(String::as_str), period)
-            .await?,
-    ))
+    let compare = compare_param(&p)?;
+    let csv = analytics_format(&p, "dashboard", &[CsvTable::Figures])?;
+    let answer = state
+        .engine
+        .dashboard_compared(
+            &org,
+            p.get("account_id").map(String::as_str),
+            period,
+            compare,
+        )
+        .await?;
+    analytics_answer(answer, csv, "dashboard")
 }

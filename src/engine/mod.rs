@@ -2,8 +2,10 @@
 //! metrics. It knows nothing of HTTP; it talks to storage only through `store::Store`.
 
 pub mod accounts;
+pub mod compare;
 pub mod event;
 pub mod ingest;
+pub mod meta_errors;
 pub mod metrics;
 pub mod plan;
 pub mod retention;
