@@ -6,6 +6,7 @@ pub mod auth;
 pub mod csv;
 pub mod error;
 pub mod limit;
+pub mod stream;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub master_key: Option<Arc<str>>,
     pub limiter: Arc<RateLimiter>,
+    pub streams: Arc<stream::Connections>,
 }
 
 /// Limits of the HTTP edge.
@@ -50,6 +52,7 @@ pub fn router(engine: Arc<Engine>, master_key: Option<String>, limits: &ApiLimit
         engine,
         master_key: master_key.filter(|k| !k.is_empty()).map(Arc::from),
         limiter: Arc::new(RateLimiter::new(limits.rate_per_second)),
+        streams: Arc::new(stream::Connections::default()),
     };
     Router::new()
         .route("/health", get(health))
@@ -76,6 +79,7 @@ pub fn router(engine: Arc<Engine>, master_key: Option<String>, limits: &ApiLimit
         .route("/api/analytics/messages", get(messages))
         .route("/api/analytics/chatbot", get(chatbot))
         .route("/api/analytics/dashboard", get(dashboard))
+        .route("/api/stream", get(stream::stream))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

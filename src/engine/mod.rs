@@ -11,6 +11,7 @@ pub mod plan;
 pub mod retention;
 pub mod state;
 pub mod time;
+pub mod updates;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -134,6 +135,7 @@ pub struct Engine {
     pub config: EngineConfig,
     pub clock: Clock,
     orgs_by_key: RwLock<HashMap<String, Org>>,
+    updates: Arc<updates::Updates>,
 }
 
 /// The body of an ingestion request, before parsing.
@@ -153,11 +155,17 @@ impl Engine {
             config,
             clock: Clock::default(),
             orgs_by_key: RwLock::new(HashMap::new()),
+            updates: Arc::new(updates::Updates::new()),
         }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Where committed changes of figures are announced (the live stream listens).
+    pub fn updates(&self) -> &Arc<updates::Updates> {
+        &self.updates
     }
 
     fn now_ts(&self) -> Timestamp {
@@ -312,6 +320,12 @@ impl Engine {
         let report = out
             .downcast::<IngestReport>()
             .map_err(|_| EngineError::Internal("unexpected write report".into()))?;
+        if !report.changed_accounts.is_empty() {
+            self.updates.publish(updates::Update {
+                org: org.id.clone(),
+                accounts: Some(report.changed_accounts.clone()),
+            });
+        }
         tracing::debug!(org = %org.id, events = count, accepted = report.accepted, duplicates = report.duplicates, "ingested");
         Ok(*report)
     }

@@ -26,6 +26,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 mod accounts;
+pub mod notify;
 
 use super::{
     AccountRecord, CounterQuery, CounterRow, EntityKey, OrgRecord, OrgWrites, Store, StoreError,
