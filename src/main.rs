@@ -336,9 +336,24 @@ api key: {}",
     Ok(())
 }
 
+/// On PostgreSQL, instances sharing the database hear of each other's commits, so a live
+/// stream on any instance reports them.
+async fn relay_updates(services: &Services, url: &str) -> Result<(), AnyError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let (announce, incoming) = store::postgres::notify::connect(url).await?;
+        let mut id = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+        services
+            .updates
+            .attach_relay(hex::encode(id), announce, incoming);
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let file = args.store.file()?;
     let (services, url) = open_services(&args.store).await?;
+    relay_updates(&services, &url).await?;
     let listen = args
         .listen
         .or(file.listen.clone())
@@ -375,11 +390,14 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
             }
         });
     }
+    let updates = services.updates.clone();
     let app = api::router(services, master_key, &limits);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
+        .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
+            // Live streams never end by themselves: end them so connections can close.
+            updates.close();
         })
         .await?;
     Ok(())

@@ -12,7 +12,7 @@ use crate::engine::Org;
 use crate::engine::keys::{Authentication, Credential, Scope};
 use crate::store::credentials::CredentialKind;
 
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

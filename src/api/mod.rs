@@ -3,11 +3,13 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod csv;
 pub mod doc;
 pub mod error;
 pub mod extract;
 pub mod keys;
 pub mod limit;
+pub mod stream;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -23,9 +25,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::engine::compare::Compare;
 use crate::engine::metrics::{Granularity, Period, RangeParams};
 use crate::engine::{EventsBody, Services};
 use auth::{IngestKey, MasterKey, ReadKey};
+use csv::CsvTable;
 use error::{ApiError, ErrorCode};
 use extract::{Body, BodyShape, Params, QueryShape, body_bytes};
 use limit::RateLimiter;
@@ -35,6 +39,7 @@ pub struct AppState {
     pub services: Services,
     pub master_key: Option<Arc<str>>,
     pub limiter: Arc<RateLimiter>,
+    pub streams: Arc<stream::Connections>,
 }
 
 /// Limits of the HTTP edge.
@@ -49,6 +54,7 @@ pub fn router(services: Services, master_key: Option<String>, limits: &ApiLimits
         services,
         master_key: master_key.filter(|k| !k.is_empty()).map(Arc::from),
         limiter: Arc::new(RateLimiter::new(limits.rate_per_second)),
+        streams: Arc::new(stream::Connections::default()),
     };
     Router::new()
         .route("/health", get(health))
@@ -86,6 +92,7 @@ pub fn router(services: Services, master_key: Option<String>, limits: &ApiLimits
         .route("/api/analytics/messages", get(messages))
         .route("/api/analytics/chatbot", get(chatbot))
         .route("/api/analytics/dashboard", get(dashboard))
+        .route("/api/stream", get(stream::stream))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -256,6 +263,96 @@ async fn post_events(
 
 const POINT: &str = "a date YYYY-MM-DD or an RFC 3339 instant such as 2024-01-01T00:00:00Z";
 const ZONE: &str = "an IANA time zone name such as Asia/Kolkata or UTC";
+const COMPARE: &str = "previous, none";
+const FORMAT: &str = "json, csv";
+const TABLES: &str = "timeline, by_type, by_error, by_flow, top_keywords, figures (each route has its own; see docs/api.md)";
+
+/// `compare=previous` adds the period of equal length before the asked one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CompareParam {
+    Previous,
+    None,
+}
+
+impl From<Option<CompareParam>> for Compare {
+    fn from(c: Option<CompareParam>) -> Self {
+        match c {
+            Some(CompareParam::Previous) => Compare::Previous,
+            Some(CompareParam::None) | None => Compare::None,
+        }
+    }
+}
+
+/// `format=csv` answers one table of the answer as a CSV download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+/// The table `format=csv` exports; the timeline when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TableParam {
+    Timeline,
+    ByType,
+    ByError,
+    ByFlow,
+    TopKeywords,
+    Figures,
+}
+
+impl TableParam {
+    fn name(self) -> &'static str {
+        match self {
+            TableParam::Timeline => "timeline",
+            TableParam::ByType => "by_type",
+            TableParam::ByError => "by_error",
+            TableParam::ByFlow => "by_flow",
+            TableParam::TopKeywords => "top_keywords",
+            TableParam::Figures => "figures",
+        }
+    }
+}
+
+/// The CSV table asked for, if any: `table` needs `format=csv`, and must be one of the
+/// route's own tables.
+fn csv_table(
+    format: Option<Format>,
+    table: Option<TableParam>,
+    endpoint: &str,
+    tables: &[CsvTable],
+) -> Result<Option<CsvTable>, ApiError> {
+    match format {
+        None | Some(Format::Json) => match table {
+            Some(_) => Err(ApiError::invalid_parameter(
+                "parameter `table` needs `format=csv`",
+            )),
+            None => Ok(None),
+        },
+        Some(Format::Csv) => {
+            CsvTable::parse(table.map(TableParam::name), endpoint, tables).map(Some)
+        }
+    }
+}
+
+/// The answer as JSON, or the asked table of it as CSV.
+fn analytics_answer<T: Serialize>(
+    data: T,
+    csv: Option<CsvTable>,
+    endpoint: &str,
+) -> Result<Response, ApiError> {
+    match csv {
+        None => Ok(success(data)),
+        Some(table) => {
+            let value = serde_json::to_value(&data)
+                .map_err(|e| ApiError::internal(format!("answer to JSON: {e}")))?;
+            Ok(csv::download(&value, table, endpoint))
+        }
+    }
+}
 
 /// `GET /api/analytics/messages`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -276,15 +373,35 @@ pub struct MessagesQuery {
     /// The time zone the range and the timeline are read in; the organization's when absent.
     #[param(example = "UTC")]
     tz: Option<String>,
+    /// `previous` adds `previous` and `change` (see docs/api.md).
+    #[param(inline)]
+    compare: Option<CompareParam>,
+    /// `csv` answers one table as a download.
+    #[param(inline)]
+    format: Option<Format>,
+    /// With `format=csv`: `timeline` (default), `by_type` or `by_error`.
+    #[param(inline)]
+    table: Option<TableParam>,
 }
 
 impl QueryShape for MessagesQuery {
-    const NAMES: &'static [&'static str] =
-        &["account_id", "start_date", "end_date", "granularity", "tz"];
+    const NAMES: &'static [&'static str] = &[
+        "account_id",
+        "start_date",
+        "end_date",
+        "granularity",
+        "tz",
+        "compare",
+        "format",
+        "table",
+    ];
     fn allowed(name: &str) -> &'static str {
         match name {
             "granularity" => Granularity::NAMES,
             "tz" => ZONE,
+            "compare" => COMPARE,
+            "format" => FORMAT,
+            "table" => TABLES,
             _ => POINT,
         }
     }
@@ -306,6 +423,16 @@ pub struct ChatbotQuery {
     limit: Option<usize>,
     #[param(example = "UTC")]
     tz: Option<String>,
+    /// Adds a `timeline` in these buckets (by day for the timeline's CSV when absent).
+    #[param(inline)]
+    granularity: Option<Granularity>,
+    #[param(inline)]
+    compare: Option<CompareParam>,
+    #[param(inline)]
+    format: Option<Format>,
+    /// With `format=csv`: `timeline` (default), `by_flow` or `top_keywords`.
+    #[param(inline)]
+    table: Option<TableParam>,
 }
 
 fn keyword_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
@@ -318,11 +445,25 @@ fn keyword_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>
 }
 
 impl QueryShape for ChatbotQuery {
-    const NAMES: &'static [&'static str] = &["account_id", "start_date", "end_date", "limit", "tz"];
+    const NAMES: &'static [&'static str] = &[
+        "account_id",
+        "start_date",
+        "end_date",
+        "limit",
+        "tz",
+        "granularity",
+        "compare",
+        "format",
+        "table",
+    ];
     fn allowed(name: &str) -> &'static str {
         match name {
             "limit" => "a whole number from 1 to 1000",
             "tz" => ZONE,
+            "granularity" => Granularity::NAMES,
+            "compare" => COMPARE,
+            "format" => FORMAT,
+            "table" => TABLES,
             _ => POINT,
         }
     }
@@ -337,12 +478,24 @@ pub struct DashboardQuery {
     /// `month` when absent.
     #[param(inline)]
     period: Option<Period>,
+    #[param(inline)]
+    compare: Option<CompareParam>,
+    #[param(inline)]
+    format: Option<Format>,
+    /// With `format=csv`: `figures`, the one row of the answer's numbers.
+    #[param(inline)]
+    table: Option<TableParam>,
 }
 
 impl QueryShape for DashboardQuery {
-    const NAMES: &'static [&'static str] = &["account_id", "period"];
-    fn allowed(_: &str) -> &'static str {
-        Period::NAMES
+    const NAMES: &'static [&'static str] = &["account_id", "period", "compare", "format", "table"];
+    fn allowed(name: &str) -> &'static str {
+        match name {
+            "compare" => COMPARE,
+            "format" => FORMAT,
+            "table" => TABLES,
+            _ => Period::NAMES,
+        }
     }
 }
 
@@ -363,13 +516,18 @@ async fn messages(
         tz: q.tz,
     };
     let granularity = q.granularity.unwrap_or(Granularity::Day);
-    Ok(success(
-        state
-            .services
-            .analytics
-            .messages(&org, &range, granularity)
-            .await?,
-    ))
+    let csv = csv_table(
+        q.format,
+        q.table,
+        "messages",
+        &[CsvTable::Timeline, CsvTable::ByType, CsvTable::ByError],
+    )?;
+    let answer = state
+        .services
+        .analytics
+        .messages_compared(&org, &range, granularity, q.compare.into())
+        .await?;
+    analytics_answer(answer, csv, "messages")
 }
 
 #[utoipa::path(get, path = "/api/analytics/chatbot", tag = "analytics", params(ChatbotQuery),
@@ -388,13 +546,34 @@ async fn chatbot(
         end_date: q.end_date,
         tz: q.tz,
     };
-    Ok(success(
-        state
-            .services
-            .analytics
-            .chatbot(&org, &range, q.limit.unwrap_or(10))
-            .await?,
-    ))
+    let csv = csv_table(
+        q.format,
+        q.table,
+        "chatbot",
+        &[
+            CsvTable::ChatbotTimeline,
+            CsvTable::ByFlow,
+            CsvTable::TopKeywords,
+        ],
+    )?;
+    // The timeline comes when asked for, and with the CSV of it (by day unless asked).
+    let granularity = match (q.granularity, csv) {
+        (Some(g), _) => Some(g),
+        (None, Some(CsvTable::ChatbotTimeline)) => Some(Granularity::Day),
+        (None, _) => None,
+    };
+    let answer = state
+        .services
+        .analytics
+        .chatbot_compared(
+            &org,
+            &range,
+            q.limit.unwrap_or(10),
+            granularity,
+            q.compare.into(),
+        )
+        .await?;
+    analytics_answer(answer, csv, "chatbot")
 }
 
 #[utoipa::path(get, path = "/api/analytics/dashboard", tag = "analytics", params(DashboardQuery),
@@ -408,11 +587,11 @@ async fn dashboard(
 ) -> Result<Response, ApiError> {
     let org = caller.org;
     let period = q.period.unwrap_or(Period::Month);
-    Ok(success(
-        state
-            .services
-            .analytics
-            .dashboard(&org, q.account_id.as_deref(), period)
-            .await?,
-    ))
+    let csv = csv_table(q.format, q.table, "dashboard", &[CsvTable::Figures])?;
+    let answer = state
+        .services
+        .analytics
+        .dashboard_compared(&org, q.account_id.as_deref(), period, q.compare.into())
+        .await?;
+    analytics_answer(answer, csv, "dashboard")
 }

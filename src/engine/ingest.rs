@@ -20,6 +20,9 @@ pub struct IngestReport {
     pub accepted: u64,
     pub duplicates: u64,
     pub ignored: Vec<Ignored>,
+    /// Accounts whose figures this request changed (announced once it is durable).
+    #[serde(skip)]
+    pub changed_accounts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -215,6 +218,19 @@ impl Batch<'_> {
                 *tiered.entry((account, tier, key, series, dim)).or_default() += value;
             }
         }
+        let mut changed: Vec<u32> = tiered
+            .iter()
+            .filter(|((account, ..), v)| **v != 0 && *account != all)
+            .map(|((account, ..), _)| *account)
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        let mut changed: Vec<String> = changed
+            .into_iter()
+            .map(|a| names.name(a).to_string())
+            .collect();
+        changed.sort();
+        report.changed_accounts = changed;
         let counters = tiered
             .into_iter()
             .filter(|(_, v)| *v != 0)

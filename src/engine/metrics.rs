@@ -7,7 +7,9 @@ use rustc_hash::FxHashMap;
 use jiff::Timestamp;
 use jiff::civil::{Date, Weekday};
 use serde::Serialize;
+use serde_json::Value;
 
+use super::compare::{self, Compare};
 use super::plan::{TierBounds, cover};
 use super::state::{Series, series};
 use super::time::{Bucket, Calendar, Tier, local_rfc3339};
@@ -43,6 +45,14 @@ impl Totals {
             Some(v) => *v += value,
             None => {
                 dims.insert(dim.to_string(), value);
+            }
+        }
+    }
+
+    fn subtract(&mut self, other: &Totals) {
+        for (s, dims) in &other.0 {
+            for (d, v) in dims {
+                self.add(*s, d, -*v);
             }
         }
     }
@@ -137,6 +147,16 @@ pub struct MessagesAnswer {
     pub summary: MessageSummary,
     pub by_type: BTreeMap<String, i64>,
     pub timeline: Vec<TimelineEntry>,
+    /// The range's failed messages per error code, most first.
+    pub by_error: Vec<FailureReason>,
+    pub range: AnsweredRange,
+    /// Only with `compare=previous`: the same answer for the previous period, or `null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Option<Box<MessagesAnswer>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_unavailable: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -166,6 +186,31 @@ pub struct ChatbotAnswer {
     pub by_flow: Vec<FlowFigures>,
     pub top_keywords: Vec<KeywordCount>,
     pub ai_usage: AiUsage,
+    /// Only with `granularity`: one entry per bucket, as in the messages timeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Vec<ChatbotTimelineEntry>>,
+    pub range: AnsweredRange,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Option<Box<ChatbotAnswer>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_unavailable: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatbotTimelineEntry {
+    pub date: String,
+    pub conversations: i64,
+    pub auto_resolved: i64,
+    pub transferred: i64,
+    pub abandoned: i64,
+    pub flows_started: i64,
+    pub flows_completed: i64,
+    pub keyword_hits: i64,
+    pub ai_requests: i64,
+    pub ai_tokens: i64,
+    pub ai_cost: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -207,6 +252,13 @@ pub struct DashboardAnswer {
     pub messages: DashboardMessages,
     pub campaigns: DashboardCampaigns,
     pub chatbot: DashboardChatbot,
+    pub range: AnsweredRange,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Option<Box<DashboardAnswer>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_unavailable: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -269,6 +321,7 @@ const MESSAGE_SERIES: &[Series] = &[
     series::READ,
     series::FAILED,
     series::BY_TYPE,
+    series::FAILED_BY_ERROR,
 ];
 const CHATBOT_SERIES: &[Series] = &[
     series::CONVERSATIONS,
@@ -287,10 +340,11 @@ const CHATBOT_SERIES: &[Series] = &[
 ];
 
 /// A resolved query window: `[start, end)` in Unix seconds, with the calendar it is read in.
-struct Window {
-    start: i64,
-    end: i64,
-    view: Calendar,
+#[derive(Clone)]
+pub(crate) struct Window {
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) view: Calendar,
 }
 
 impl Analytics {
@@ -435,9 +489,44 @@ impl Analytics {
         p: &RangeParams,
         granularity: Granularity,
     ) -> Result<MessagesAnswer, EngineError> {
+        self.messages_compared(org, p, granularity, Compare::None)
+            .await
+    }
+
+    /// The messages answer, with the previous period beside it when `compare` asks.
+    pub async fn messages_compared(
+        &self,
+        org: &Org,
+        p: &RangeParams,
+        granularity: Granularity,
+        compare: Compare,
+    ) -> Result<MessagesAnswer, EngineError> {
         let w = self.window(org, p)?;
         self.check_account(org, p.account_id.as_deref()).await?;
-        let buckets = match timeline_buckets(&w, granularity) {
+        let account = p.account_id.as_deref();
+        let mut answer = self.messages_in(org, account, &w, granularity).await?;
+        if compare == Compare::Previous {
+            let previous = match compare::previous_window(&w) {
+                Some(pw) => self.messages_in(org, account, &pw, granularity).await,
+                None => Err(compare::no_previous()),
+            };
+            let (previous, change, why) =
+                compare::outcome(previous, &answer.summary, |a| &a.summary)?;
+            answer.previous = Some(previous);
+            answer.change = Some(change);
+            answer.previous_unavailable = why;
+        }
+        Ok(answer)
+    }
+
+    async fn messages_in(
+        &self,
+        org: &Org,
+        account: Option<&str>,
+        w: &Window,
+        granularity: Granularity,
+    ) -> Result<MessagesAnswer, EngineError> {
+        let buckets = match timeline_buckets(w, granularity) {
             Ok(b) => b,
             // A range too long to list may also be one the tiers cannot serve: saying what
             // can be served helps more than saying it is long.
@@ -452,9 +541,7 @@ impl Analytics {
             Err(e) => return Err(e),
         };
         let parts: Vec<(i64, i64)> = buckets.iter().map(|b| (b.start, b.end)).collect();
-        let totals = self
-            .totals(org, p.account_id.as_deref(), &parts, MESSAGE_SERIES)
-            .await?;
+        let totals = self.totals(org, account, &parts, MESSAGE_SERIES).await?;
         let mut all = Totals::default();
         let mut timeline = Vec::with_capacity(buckets.len());
         for (b, t) in buckets.into_iter().zip(&totals) {
@@ -488,6 +575,11 @@ impl Analytics {
                 .map(|(d, v)| (d.to_string(), v))
                 .collect(),
             timeline,
+            by_error: failure_reasons(&all),
+            range: answered_range(w),
+            previous: None,
+            change: None,
+            previous_unavailable: None,
         })
     }
 
@@ -497,17 +589,93 @@ impl Analytics {
         p: &RangeParams,
         keyword_limit: usize,
     ) -> Result<ChatbotAnswer, EngineError> {
+        self.chatbot_compared(org, p, keyword_limit, None, Compare::None)
+            .await
+    }
+
+    /// The chatbot answer, with a timeline when a granularity is given and the previous
+    /// period beside it when `compare` asks.
+    pub async fn chatbot_compared(
+        &self,
+        org: &Org,
+        p: &RangeParams,
+        keyword_limit: usize,
+        granularity: Option<Granularity>,
+        compare: Compare,
+    ) -> Result<ChatbotAnswer, EngineError> {
         let w = self.window(org, p)?;
         self.check_account(org, p.account_id.as_deref()).await?;
-        let t = self
-            .totals(
-                org,
-                p.account_id.as_deref(),
-                &[(w.start, w.end)],
-                CHATBOT_SERIES,
-            )
+        let account = p.account_id.as_deref();
+        let mut answer = self
+            .chatbot_in(org, account, &w, keyword_limit, granularity)
             .await?;
-        let t = t.into_iter().next().unwrap_or_default();
+        if compare == Compare::Previous {
+            let previous = match compare::previous_window(&w) {
+                Some(pw) => {
+                    self.chatbot_in(org, account, &pw, keyword_limit, granularity)
+                        .await
+                }
+                None => Err(compare::no_previous()),
+            };
+            let (previous, change, why) =
+                compare::outcome(previous, &answer.summary, |a| &a.summary)?;
+            answer.previous = Some(previous);
+            answer.change = Some(change);
+            answer.previous_unavailable = why;
+        }
+        Ok(answer)
+    }
+
+    /// Known AI cost plus the tokens that came without one, priced per model.
+    fn ai_cost(&self, t: &Totals) -> f64 {
+        let estimated: f64 = t
+            .by_dim(series::AI_UNPRICED_TOKENS)
+            .map(|(model, tokens)| tokens as f64 * self.config.ai_price_per_1k(model) / 1000.0)
+            .sum();
+        t.get(series::AI_COST_MICROS) as f64 / 1_000_000.0 + estimated
+    }
+
+    async fn chatbot_in(
+        &self,
+        org: &Org,
+        account: Option<&str>,
+        w: &Window,
+        keyword_limit: usize,
+        granularity: Option<Granularity>,
+    ) -> Result<ChatbotAnswer, EngineError> {
+        let (t, timeline) = match granularity {
+            None => {
+                let t = self
+                    .totals(org, account, &[(w.start, w.end)], CHATBOT_SERIES)
+                    .await?;
+                (t.into_iter().next().unwrap_or_default(), None)
+            }
+            Some(g) => {
+                let buckets = timeline_buckets(w, g)?;
+                let parts: Vec<(i64, i64)> = buckets.iter().map(|b| (b.start, b.end)).collect();
+                let totals = self.totals(org, account, &parts, CHATBOT_SERIES).await?;
+                let mut all = Totals::default();
+                let mut timeline = Vec::with_capacity(buckets.len());
+                for (b, t) in buckets.into_iter().zip(&totals) {
+                    all.merge(t);
+                    let sum = |s: Series| t.by_dim(s).map(|(_, v)| v).sum::<i64>();
+                    timeline.push(ChatbotTimelineEntry {
+                        date: b.label,
+                        conversations: t.get(series::CONVERSATIONS),
+                        auto_resolved: t.get(series::AUTO_RESOLVED),
+                        transferred: t.get(series::TRANSFERRED),
+                        abandoned: t.get(series::ABANDONED),
+                        flows_started: sum(series::FLOW_STARTED),
+                        flows_completed: sum(series::FLOW_COMPLETED),
+                        keyword_hits: sum(series::KEYWORD),
+                        ai_requests: t.get(series::AI_REQUESTS),
+                        ai_tokens: t.get(series::AI_TOKENS),
+                        ai_cost: round_to(self.ai_cost(t), 2),
+                    });
+                }
+                (all, Some(timeline))
+            }
+        };
         let conversations = t.get(series::CONVERSATIONS);
         let auto_resolved = t.get(series::AUTO_RESOLVED);
         let completed: HashMap<&str, i64> = t.by_dim(series::FLOW_COMPLETED).collect();
@@ -543,11 +711,7 @@ impl Analytics {
         keywords.truncate(keyword_limit);
         let requests = t.get(series::AI_REQUESTS);
         let tokens = t.get(series::AI_TOKENS);
-        let estimated: f64 = t
-            .by_dim(series::AI_UNPRICED_TOKENS)
-            .map(|(model, tokens)| tokens as f64 * self.config.ai_price_per_1k(model) / 1000.0)
-            .sum();
-        let cost = t.get(series::AI_COST_MICROS) as f64 / 1_000_000.0 + estimated;
+        let cost = self.ai_cost(&t);
         Ok(ChatbotAnswer {
             summary: ChatbotSummary {
                 total_conversations: conversations,
@@ -576,6 +740,11 @@ impl Analytics {
                 avg_tokens_per_request: ratio_whole(tokens, requests),
                 estimated_cost: round_to(cost, 2),
             },
+            timeline,
+            range: answered_range(w),
+            previous: None,
+            change: None,
+            previous_unavailable: None,
         })
     }
 
@@ -585,19 +754,75 @@ impl Analytics {
         account: Option<&str>,
         period: Period,
     ) -> Result<DashboardAnswer, EngineError> {
+        self.dashboard_compared(org, account, period, Compare::None)
+            .await
+    }
+
+    /// The dashboard, with the previous period up to the same point beside it when
+    /// `compare` asks (yesterday up to the end of this hour, last week up to the same
+    /// weekday and hour, and so on).
+    pub async fn dashboard_compared(
+        &self,
+        org: &Org,
+        account: Option<&str>,
+        period: Period,
+        compare: Compare,
+    ) -> Result<DashboardAnswer, EngineError> {
         self.check_account(org, account).await?;
+        let now = self.now_ts();
+        let internal = || EngineError::Internal("calendar arithmetic failed".into());
+        let end = org
+            .calendar
+            .start_of_next_day(org.calendar.zoned(now).date())
+            .map(|z| z.timestamp().as_second())
+            .ok_or_else(internal)?;
+        let mut answer = self
+            .dashboard_at(org, account, period, now, end, end)
+            .await?;
+        if compare == Compare::Previous {
+            let previous = match compare::previous_point(&org.calendar, now, period) {
+                Some((then, then_end)) => {
+                    self.dashboard_at(org, account, period, then, then_end, end)
+                        .await
+                }
+                None => Err(compare::no_previous()),
+            };
+            let figures = |a: &DashboardAnswer| {
+                serde_json::json!({
+                    "contacts": a.contacts,
+                    "messages": a.messages,
+                    "campaigns": a.campaigns,
+                    "chatbot": a.chatbot,
+                })
+            };
+            let current = figures(&answer);
+            let (previous, change, why) = compare::outcome_of(previous, &current, figures)?;
+            answer.previous = Some(previous);
+            answer.change = Some(change);
+            answer.previous_unavailable = why;
+        }
+        Ok(answer)
+    }
+
+    /// The dashboard as it read at `now`, over figures up to `end`; `latest` is the end
+    /// of what is stored, so all-time figures subtract what was added in `[end, latest)`.
+    async fn dashboard_at(
+        &self,
+        org: &Org,
+        account: Option<&str>,
+        period: Period,
+        now: Timestamp,
+        end: i64,
+        latest: i64,
+    ) -> Result<DashboardAnswer, EngineError> {
         let cal = &org.calendar;
         let internal = || EngineError::Internal("calendar arithmetic failed".into());
-        let today = cal.zoned(self.now_ts()).date();
+        let today = cal.zoned(now).date();
         let start = |d: Date| {
             cal.start_of(d)
                 .map(|z| z.timestamp().as_second())
                 .ok_or_else(internal)
         };
-        let end = cal
-            .start_of_next_day(today)
-            .map(|z| z.timestamp().as_second())
-            .ok_or_else(internal)?;
         let monday = today
             .checked_sub(jiff::Span::new().days(i64::from(today.weekday().to_monday_zero_offset())))
             .map_err(|_| internal())?;
@@ -620,15 +845,20 @@ impl Analytics {
             series::AUTO_RESOLVED,
             series::TRANSFERRED,
             series::CAMPAIGNS_COMPLETED,
+            series::CAMPAIGNS,
+            series::CAMPAIGNS_RUNNING,
         ];
-        let parts = [
+        let mut parts = vec![
             (period_start, end),
             (today_start, end),
             (week_start, end),
             (month_start, end),
         ];
+        if end < latest {
+            parts.push((end, latest));
+        }
         // The period sums and the all-time sums are independent reads: run them together.
-        let (t, all_time) = tokio::try_join!(
+        let (t, mut all_time) = tokio::try_join!(
             self.totals(org, account, &parts, wanted),
             self.all_time(
                 org,
@@ -640,6 +870,9 @@ impl Analytics {
                 ],
             )
         )?;
+        if let Some(later) = t.get(4) {
+            all_time.subtract(later);
+        }
         let (in_period, in_today, in_week, in_month) = (&t[0], &t[1], &t[2], &t[3]);
         let contacts_total = all_time.get(series::CONTACTS);
         let added = in_period.get(series::CONTACTS);
@@ -671,6 +904,14 @@ impl Analytics {
                 transferred_to_agent: in_period.get(series::TRANSFERRED),
                 resolution_rate: rate(auto_resolved, conversations),
             },
+            range: answered_range(&Window {
+                start: period_start,
+                end,
+                view: cal.clone(),
+            }),
+            previous: None,
+            change: None,
+            previous_unavailable: None,
         })
     }
 
@@ -734,6 +975,72 @@ fn parse_point(s: &str, day: &dyn Fn(Date) -> Option<i64>) -> Option<Option<i64>
         return day(d).map(Some);
     }
     s.parse::<Timestamp>().ok().map(|t| Some(t.as_second()))
+}
+
+/// What an answer covers, in the calendar it was read in.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AnsweredRange {
+    /// Local RFC 3339 instants; `end` is exclusive.
+    pub start: String,
+    pub end: String,
+    pub timezone: String,
+}
+
+fn answered_range(w: &Window) -> AnsweredRange {
+    let show = |s: i64| {
+        Timestamp::from_second(s)
+            .map_or_else(|_| s.to_string(), |t| local_rfc3339(&w.view.zoned(t)))
+    };
+    AnsweredRange {
+        start: show(w.start),
+        end: show(w.end),
+        timezone: w.view.tz().iana_name().unwrap_or("UTC").to_string(),
+    }
+}
+
+/// A code as Meta sends it: a number, or (rarely) a word.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ErrorCode {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureReason {
+    /// `null` for failures that came without a code.
+    pub error_code: Option<ErrorCode>,
+    pub title: &'static str,
+    pub count: i64,
+}
+
+/// Failed messages per error code, most first (ties by code, no code last).
+fn failure_reasons(t: &Totals) -> Vec<FailureReason> {
+    let mut out: Vec<FailureReason> = t
+        .by_dim(series::FAILED_BY_ERROR)
+        .map(|(code, count)| FailureReason {
+            error_code: match code {
+                "" => None,
+                c => Some(
+                    c.parse::<i64>()
+                        .map_or_else(|_| ErrorCode::Text(c.to_string()), ErrorCode::Number),
+                ),
+            },
+            title: super::meta_errors::title(code),
+            count,
+        })
+        .collect();
+    let order = |c: &Option<ErrorCode>| match c {
+        Some(ErrorCode::Number(n)) => (0, *n, String::new()),
+        Some(ErrorCode::Text(s)) => (1, 0, s.clone()),
+        None => (2, 0, String::new()),
+    };
+    out.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| order(&a.error_code).cmp(&order(&b.error_code)))
+    });
+    out
 }
 
 struct TimelineBucket {

@@ -5,14 +5,17 @@
 //! [`retention::Compaction`]), built together once as [`Services`].
 
 pub mod accounts;
+pub mod compare;
 pub mod event;
 pub mod ingest;
 pub mod keys;
+pub mod meta_errors;
 pub mod metrics;
 pub mod plan;
 pub mod retention;
 pub mod state;
 pub mod time;
+pub mod updates;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -172,6 +175,8 @@ pub struct Services {
     pub config: Arc<EngineConfig>,
     /// "Now" for every service; tests fix it.
     pub clock: Arc<Clock>,
+    /// Where committed changes of figures are announced (the live stream listens).
+    pub updates: Arc<updates::Updates>,
 }
 
 impl Services {
@@ -179,10 +184,12 @@ impl Services {
     pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Services {
         let config = Arc::new(config);
         let clock = Arc::new(Clock::default());
+        let updates = Arc::new(updates::Updates::new());
         let ingest = Arc::new(Ingest {
             store: store.clone(),
             config: config.clone(),
             clock: clock.clone(),
+            updates: updates.clone(),
         });
         let tenants = Arc::new(Tenants {
             store: store.clone(),
@@ -221,6 +228,7 @@ impl Services {
             webhook,
             config,
             clock,
+            updates,
         }
     }
 }
@@ -230,6 +238,7 @@ pub struct Ingest {
     store: Arc<dyn RollupStore>,
     config: Arc<EngineConfig>,
     clock: Arc<Clock>,
+    updates: Arc<updates::Updates>,
 }
 
 /// Answers the analytics questions from rollups (the methods are in `metrics`).
@@ -471,6 +480,12 @@ impl Ingest {
             .ok()
             .and_then(|mut r| r.take())
             .ok_or_else(|| EngineError::Internal("the write stored no report".into()))?;
+        if !report.changed_accounts.is_empty() {
+            self.updates.publish(updates::Update {
+                org: org.id.clone(),
+                accounts: Some(report.changed_accounts.clone()),
+            });
+        }
         tracing::debug!(org = %org.id, events = count, accepted = report.accepted, duplicates = report.duplicates, "ingested");
         Ok(report)
     }

@@ -20,6 +20,7 @@ pub mod series {
     pub const DELIVERED: Series = Series::Delivered;
     pub const READ: Series = Series::Read;
     pub const FAILED: Series = Series::Failed;
+    pub const FAILED_BY_ERROR: Series = Series::FailedByError;
     pub const BY_TYPE: Series = Series::ByType;
     pub const CONTACTS: Series = Series::Contacts;
     pub const CAMPAIGNS: Series = Series::Campaigns;
@@ -106,6 +107,8 @@ impl MessageState {
         push(out, series::DELIVERED, "", at, i64::from(delivered));
         push(out, series::READ, "", at, i64::from(read));
         push(out, series::FAILED, "", at, i64::from(failed));
+        let code = self.error_code.as_deref().unwrap_or("");
+        push(out, series::FAILED_BY_ERROR, code, at, i64::from(failed));
     }
 }
 
@@ -359,6 +362,27 @@ mod tests {
             !has(&failed_then_delivered, series::FAILED)
                 && has(&failed_then_delivered, series::DELIVERED)
         );
+    }
+
+    #[test]
+    fn a_failure_counts_under_its_error_code_only_while_failed_counts() {
+        let mut m = MessageState {
+            inbound: Some(false),
+            message_type: "text".into(),
+            at: 100,
+            statuses: STATUS_FAILED,
+            error_code: Some("131026".into()),
+            pricing_category: None,
+            conversation_id: None,
+        };
+        let c = contributions(&Entity::Message(m.clone()));
+        assert!(c.contains(&(series::FAILED_BY_ERROR, "131026".to_string(), 1)));
+        m.error_code = None;
+        let c = contributions(&Entity::Message(m.clone()));
+        assert!(c.contains(&(series::FAILED_BY_ERROR, String::new(), 1)));
+        m.statuses |= STATUS_DELIVERED;
+        let c = contributions(&Entity::Message(m));
+        assert!(!c.iter().any(|(s, _, _)| *s == series::FAILED_BY_ERROR));
     }
 
     #[test]

@@ -102,6 +102,9 @@ series! {
     Delivered = "delivered",
     Read = "read",
     Failed = "failed",
+    /// Failed messages per error code ("" when the failure came without one), at the send
+    /// time, counted exactly when `Failed` counts.
+    FailedByError = "failed_by_error",
     /// Messages of both directions, per message type.
     ByType = "by_type",
     Contacts = "contacts",

@@ -24,6 +24,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 mod accounts;
+pub mod notify;
 mod rollups;
 mod tenants;
 mod unrouted;

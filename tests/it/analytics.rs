@@ -534,6 +534,7 @@ async fn chatbot_summary_flows_keywords_and_ai_usage() {
             "by_flow": [],
             "top_keywords": [],
             "ai_usage": {"total_requests": 0, "total_tokens": 0, "avg_tokens_per_request": 0, "estimated_cost": 0.0},
+            "range": {"start": "2026-03-01T00:00:00+00:00", "end": "2026-03-02T00:00:00+00:00", "timezone": "UTC"},
         })
     );
 }
@@ -633,8 +634,10 @@ fn dashboard(
     contacts: (i64, i64, i64, f64),
     messages: (i64, i64, i64, i64),
     chatbot: (i64, i64, i64, f64),
+    range: (&str, &str),
 ) -> Value {
     json!({
+        "range": {"start": format!("{}T00:00:00+00:00", range.0), "end": format!("{}T00:00:00+00:00", range.1), "timezone": "UTC"},
         "contacts": {"total": contacts.0, "new_today": contacts.1, "new_this_week": contacts.2, "growth_percent": contacts.3},
         "messages": {"total": messages.0, "sent": messages.1, "received": messages.2, "today": messages.3},
         "campaigns": {"total": 5, "active": 2, "completed_this_month": 1},
@@ -651,22 +654,42 @@ async fn dashboard_all_four_periods() {
     let today = data(&server, &key, "/api/analytics/dashboard?period=today").await;
     assert_eq!(
         today,
-        dashboard((8, 1, 3, 14.3), (3, 2, 1, 3), (3, 1, 1, 33.3))
+        dashboard(
+            (8, 1, 3, 14.3),
+            (3, 2, 1, 3),
+            (3, 1, 1, 33.3),
+            ("2026-03-12", "2026-03-13")
+        )
     );
     let week = data(&server, &key, "/api/analytics/dashboard?period=week").await;
     assert_eq!(
         week,
-        dashboard((8, 1, 3, 60.0), (4, 2, 2, 3), (3, 2, 1, 50.0))
+        dashboard(
+            (8, 1, 3, 60.0),
+            (4, 2, 2, 3),
+            (3, 2, 1, 50.0),
+            ("2026-03-09", "2026-03-13")
+        )
     );
     let month = data(&server, &key, "/api/analytics/dashboard?period=month").await;
     assert_eq!(
         month,
-        dashboard((8, 1, 3, 100.0), (7, 3, 4, 3), (3, 2, 2, 40.0))
+        dashboard(
+            (8, 1, 3, 100.0),
+            (7, 3, 4, 3),
+            (3, 2, 2, 40.0),
+            ("2026-03-01", "2026-03-13")
+        )
     );
     let year = data(&server, &key, "/api/analytics/dashboard?period=year").await;
     assert_eq!(
         year,
-        dashboard((8, 1, 3, 300.0), (10, 5, 5, 3), (3, 4, 2, 57.1))
+        dashboard(
+            (8, 1, 3, 300.0),
+            (10, 5, 5, 3),
+            (3, 4, 2, 57.1),
+            ("2026-01-01", "2026-03-13")
+        )
     );
     // `month` is the default period.
     assert_eq!(data(&server, &key, "/api/analytics/dashboard").await, month);
@@ -686,7 +709,12 @@ async fn dashboard_all_four_periods() {
     let monday = data(&server, &key, "/api/analytics/dashboard?period=week").await;
     assert_eq!(
         monday,
-        dashboard((8, 0, 0, 0.0), (0, 0, 0, 0), (0, 0, 0, 0.0))
+        dashboard(
+            (8, 0, 0, 0.0),
+            (0, 0, 0, 0),
+            (0, 0, 0, 0.0),
+            ("2026-03-16", "2026-03-17")
+        )
     );
 }
 

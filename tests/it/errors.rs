@@ -552,8 +552,8 @@ async fn bad_parameters_of_every_endpoint() {
         ),
         ("/api/analytics/chatbot?tz=Nowhere", &["`tz`"]),
         (
-            "/api/analytics/chatbot?granularity=day",
-            &["unknown parameter `granularity`"],
+            "/api/analytics/chatbot?granularity=fortnight",
+            &["`granularity`", "hour, day, week, month"],
         ),
         // dashboard
         (

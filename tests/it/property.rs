@@ -605,8 +605,9 @@ fn run_case(seed: u64, scale: usize) -> Result<(), String> {
                 (today - a.days(), today - b.days()),
             ];
             let expected = recount(&posted, now, zone, &ranges);
-            // 4 account filters x (2 ranges x (4 granularities + chatbot) + 1 + 4 periods).
-            assert_eq!(expected.checks.len(), 60, "the recount covers every query");
+            // 4 account filters x (2 ranges x (4 granularities x (messages + chatbot timeline)
+            // + chatbot) + 1 + 4 periods).
+            assert_eq!(expected.checks.len(), 92, "the recount covers every query");
             for e in check_all(&server, &key, &expected).await {
                 errs.push(format!("{zone}: {e}"));
             }

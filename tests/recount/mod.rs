@@ -119,6 +119,25 @@ pub fn fmt_ts(ts: i64, style: usize) -> Value {
     }
 }
 
+/// The error code every `failed` status of a message carries (a function of the message
+/// id, so that retries agree and order cannot matter); `None`: the status has no code.
+pub fn error_code_of(msg: &str) -> Option<i64> {
+    let h = msg
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    [Some(131_026), Some(131_047), None][(h % 3) as usize]
+}
+
+/// Meta's titles of the codes `error_code_of` gives (from Meta's error-code reference).
+pub fn error_title(code: Option<i64>) -> &'static str {
+    match code {
+        Some(131_026) => "Message undeliverable",
+        Some(131_047) => "Re-engagement message",
+        Some(_) => unreachable!("only the codes of error_code_of"),
+        None => "No error code given",
+    }
+}
+
 pub fn to_json(ev: &Ev, style: usize) -> Value {
     let mut m = Map::new();
     m.insert("account_id".into(), json!(ev.acc));
@@ -148,8 +167,10 @@ pub fn to_json(ev: &Ev, style: usize) -> Value {
         Kind::Status { msg, status } => {
             m.insert("message_id".into(), json!(msg));
             m.insert("status".into(), json!(status));
-            if *status == "failed" {
-                m.insert("error_code".into(), json!(131_026));
+            if *status == "failed"
+                && let Some(code) = error_code_of(msg)
+            {
+                m.insert("error_code".into(), json!(code));
             }
             "message_status"
         }
@@ -234,6 +255,8 @@ pub struct Msg {
     pub delivered: bool,
     pub read: bool,
     pub failed: bool,
+    /// The code of its failure (meaningful when `failed`).
+    pub error_code: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -414,6 +437,7 @@ pub fn facts(events: &[Ev]) -> Facts {
             delivered,
             read,
             failed,
+            error_code: error_code_of(&k.1),
         });
     }
 
@@ -471,6 +495,7 @@ pub fn facts(events: &[Ev]) -> Facts {
 #[derive(Debug, Clone)]
 pub enum Exp {
     Int(i64),
+    Null,
     IntOneOf(Vec<i64>),
     Num(Vec<f64>),
     Str(String),
@@ -622,6 +647,7 @@ pub fn messages_expect(
     let mut tl = vec![[0i64; 5]; bk.len()];
     let mut sum = [0i64; 5];
     let mut by_type: BTreeMap<String, i64> = BTreeMap::new();
+    let mut by_error: BTreeMap<Option<i64>, i64> = BTreeMap::new();
     for m in f
         .messages
         .iter()
@@ -640,7 +666,23 @@ pub fn messages_expect(
             sum[k] += row[k];
         }
         *by_type.entry(m.mtype.clone()).or_default() += 1;
+        if m.outbound && m.failed {
+            *by_error.entry(m.error_code).or_default() += 1;
+        }
     }
+    // Most first; ties by code, the failures without a code last.
+    let mut by_error: Vec<(Option<i64>, i64)> = by_error.into_iter().collect();
+    by_error.sort_by_key(|(code, n)| (-n, code.is_none(), *code));
+    let by_error = by_error
+        .into_iter()
+        .map(|(code, n)| {
+            Exp::Obj(vec![
+                ("error_code", code.map_or(Exp::Null, Exp::Int)),
+                ("title", Exp::Str(error_title(code).to_string())),
+                ("count", Exp::Int(n)),
+            ])
+        })
+        .collect();
     let timeline = bk
         .iter()
         .zip(&tl)
@@ -670,6 +712,7 @@ pub fn messages_expect(
         ),
         ("by_type", Exp::Counts(by_type)),
         ("timeline", Exp::Arr(timeline)),
+        ("by_error", Exp::Arr(by_error)),
     ])
 }
 
@@ -747,6 +790,83 @@ pub fn chatbot_expect(f: &Facts, lo: i64, hi: i64, acc: Option<&str>, limit: usi
             ]),
         ),
     ])
+}
+
+/// The chatbot answer with `granularity`: the summary as without it, and one timeline entry
+/// per bucket, each thing counted at the conversation's or run's start, or its own time.
+pub fn chatbot_timeline_expect(
+    f: &Facts,
+    tz: &TimeZone,
+    first: Date,
+    last: Date,
+    gran: Gran,
+    acc: Option<&str>,
+) -> Exp {
+    let (bk, hi) = buckets(tz, first, last, gran);
+    let lo = start_of_day(tz, first);
+    let index = |t: i64| bk.partition_point(|b| b.1 <= t) - 1;
+    let inr = |a: &str, t: i64| acc_ok(acc, a) && t >= lo && t < hi;
+    // conversations, auto_resolved, transferred, abandoned, flows started, completed,
+    // keyword hits, AI requests, tokens, cost in micro-dollars
+    let mut rows = vec![[0i64; 10]; bk.len()];
+    for c in f.convs.iter().filter(|c| inr(&c.acc, c.start)) {
+        let r = &mut rows[index(c.start)];
+        r[0] += 1;
+        match c.outcome {
+            Some("auto_resolved") => r[1] += 1,
+            Some("transferred") => r[2] += 1,
+            Some("abandoned") => r[3] += 1,
+            _ => {}
+        }
+    }
+    for run in f.runs.iter().filter(|r| inr(&r.acc, r.start)) {
+        let r = &mut rows[index(run.start)];
+        r[4] += 1;
+        r[5] += run.completed as i64;
+    }
+    for (a, _, t) in &f.keywords {
+        if inr(a, *t) {
+            rows[index(*t)][6] += 1;
+        }
+    }
+    for x in f.ai.iter().filter(|x| inr(&x.acc, x.ts)) {
+        let r = &mut rows[index(x.ts)];
+        r[7] += 1;
+        r[8] += x.tokens;
+        r[9] += x.cost_micro;
+    }
+    let timeline = bk
+        .iter()
+        .zip(&rows)
+        .map(|((label, _), r)| {
+            Exp::Obj(vec![
+                ("date", Exp::Str(label.clone())),
+                ("conversations", Exp::Int(r[0])),
+                ("auto_resolved", Exp::Int(r[1])),
+                ("transferred", Exp::Int(r[2])),
+                ("abandoned", Exp::Int(r[3])),
+                ("flows_started", Exp::Int(r[4])),
+                ("flows_completed", Exp::Int(r[5])),
+                ("keyword_hits", Exp::Int(r[6])),
+                ("ai_requests", Exp::Int(r[7])),
+                ("ai_tokens", Exp::Int(r[8])),
+                (
+                    "ai_cost",
+                    Exp::Num(
+                        div_round(r[9], 10_000)
+                            .into_iter()
+                            .map(|c| c as f64 / 100.0)
+                            .collect(),
+                    ),
+                ),
+            ])
+        })
+        .collect();
+    let Exp::Obj(mut fields) = chatbot_expect(f, lo, hi, acc, 10) else {
+        unreachable!("chatbot_expect gives an object")
+    };
+    fields.push(("timeline", Exp::Arr(timeline)));
+    Exp::Obj(fields)
 }
 
 pub fn dashboard_expect(
@@ -1056,6 +1176,16 @@ pub fn recount_kept(
                     ),
                     serve(ok, &|| messages_expect(&f, &tz, *first, *last, gran, *acc)),
                 ));
+                // The chatbot timeline: the same buckets and rules.
+                checks.push((
+                    format!(
+                        "/api/analytics/chatbot?start_date={first}&end_date={last}&granularity={}{q}",
+                        gran.name()
+                    ),
+                    serve(ok, &|| {
+                        chatbot_timeline_expect(&f, &tz, *first, *last, gran, *acc)
+                    }),
+                ));
             }
             let (lo, hi) = (
                 start_of_day(&tz, *first),
@@ -1135,6 +1265,11 @@ pub fn compare(at: &str, got: &Value, exp: &Exp, errs: &mut Vec<String>) {
         Exp::Int(v) => {
             if got.as_i64() != Some(*v) {
                 bad(format!("got {got}, expected {v}"));
+            }
+        }
+        Exp::Null => {
+            if !got.is_null() {
+                bad(format!("got {got}, expected null"));
             }
         }
         Exp::IntOneOf(vs) => {

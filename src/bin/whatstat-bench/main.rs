@@ -414,6 +414,30 @@ async fn single_events(server: &Arc<Server>, secs: u64, now: i64) -> Result<f64,
 
 /// Signed Meta webhook POSTs of 1,000 updates each (500 messages, 500 statuses);
 /// returns p50 and p99 in ms.
+/// Live-stream clients of the benchmark's organization, each reading its events until
+/// aborted: what the stream costs ingestion is measured with them connected.
+async fn open_streams(
+    server: &Server,
+    n: usize,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, AnyError> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut r = server
+            .client
+            .get(format!("{}/api/stream", server.base))
+            .bearer_auth(&server.key)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            return Err(format!("stream refused: {}", r.status()).into());
+        }
+        out.push(tokio::spawn(async move {
+            while let Ok(Some(_)) = r.chunk().await {}
+        }));
+    }
+    Ok(out)
+}
+
 async fn webhook_posts(server: &Server, posts: usize, now: i64) -> Result<(f64, f64), AnyError> {
     use hmac::{Hmac, Mac};
     const SECRET: &str = "bench-app-secret";
@@ -644,6 +668,16 @@ async fn bench_backend(
         if si == 0 {
             single_rps = single_events(&server, single_secs, now).await?;
             eprintln!("   single-event requests: {single_rps:.0}/s");
+            let streams = open_streams(&server, whatstat::api::stream::MAX_STREAMS_PER_KEY).await?;
+            let with_streams = single_events(&server, single_secs, now).await?;
+            eprintln!(
+                "   single-event requests with {} live streams of the organization: {with_streams:.0}/s ({:+.1} %)",
+                streams.len(),
+                (with_streams - single_rps) * 100.0 / single_rps
+            );
+            for s in streams {
+                s.abort();
+            }
             webhook = webhook_posts(&server, if args.quick { 10 } else { 100 }, now).await?;
             eprintln!(
                 "   webhook 1,000-update POSTs: p50 {:.1} ms, p99 {:.1} ms",
