@@ -234,6 +234,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     tracing::info!(%addr, database = %url, "whatstat listening");
     if args.demo {
         demo::prepare_served_demo(&engine, &url, &format!("http://{addr}")).await?;
+        println!("Dashboard: http://{addr}/ (sign in with the API key above)\n");
     }
     let interval = args
         .compact_interval_secs

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod limit;
 pub mod webhook;
@@ -73,6 +74,7 @@ pub fn router(engine: Arc<Engine>, master_key: Option<String>, limits: &ApiLimit
         .route("/api/analytics/messages", get(messages))
         .route("/api/analytics/chatbot", get(chatbot))
         .route("/api/analytics/dashboard", get(dashboard))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
