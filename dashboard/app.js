@@ -27,10 +27,12 @@ const state = {
 
 const num = new Intl.NumberFormat("en-US");
 const dec = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
+const one = new Intl.NumberFormat("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 const usd = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", maximumFractionDigits: 2 });
 const fmt = {
   n: (v) => (v == null ? "–" : num.format(v)),
-  rate: (v) => (v == null ? "–" : `${dec.format(v)} %`),
+  rate: (v) => (v == null ? "–" : `${one.format(v)} %`),
+  one: (v) => (v == null ? "–" : one.format(v)),
   dec: (v) => (v == null ? "–" : dec.format(v)),
   usd: (v) => (v == null ? "–" : usd.format(v)),
   secs: (v) => {
@@ -184,7 +186,7 @@ function bars(rows, labelKey, valueKey, metric, { extra } = {}) {
   if (!rows.length) return h("p", { class: "muted empty-note" }, "Nothing in this range.");
   return h("ul", { class: "bars" }, rows.map((r) => h("li", {},
     h("span", { class: "bar-label" }, r[labelKey] ?? "unknown"),
-    h("span", { class: "bar-track", "aria-hidden": "true" }, h("span", { class: "bar-fill", style: null, "data-w": (100 * r[valueKey]) / max })),
+    h("span", { class: "bar-track", "aria-hidden": "true" }, h("span", { class: `bar-fill${r.tone ? ` tone-${r.tone}` : ""}`, "data-w": (100 * r[valueKey]) / max })),
     h("span", { class: "bar-value", "data-metric": `${metric}.${r[labelKey]}`, "data-value": r[valueKey] }, extra ? extra(r) : fmt.n(r[valueKey])))));
 }
 
@@ -226,7 +228,7 @@ function timeChart(id, rows, series, granularity) {
       scales: { x: { time: true } },
       axes: [{ ...axis, values: (u, splits) => splits.map((v) => uPlot.fmtDate(dateFmt)(uPlot.tzDate(new Date(v * 1e3), "Etc/UTC"))) }, { ...axis, size: 56, values: (u, splits) => splits.map((v) => num.format(v)) }],
       series: [{ label: "Date", value: (u, v) => (v == null ? "–" : uPlot.fmtDate(granularity === "hour" ? "{YYYY}-{MM}-{DD} {HH}:{mm}" : granularity === "month" ? "{YYYY}-{MM}" : "{YYYY}-{MM}-{DD}")(uPlot.tzDate(new Date(v * 1e3), "Etc/UTC"))) },
-        ...series.map((s, i) => ({ label: s.label, stroke: COLORS[s.key] || "#0072B2", width: 2, dash: DASHES[i % DASHES.length], points: { show: rows.length < 60 }, value: (u, v) => (v == null ? "–" : s.format ? s.format(v) : num.format(v)) }))],
+        ...series.map((s, i) => ({ label: s.label, stroke: COLORS[s.key] || "#0072B2", width: 2, dash: DASHES[i % DASHES.length], points: { show: rows.length * 14 < width }, value: (u, v) => (v == null ? "–" : s.format ? s.format(v) : num.format(v)) }))],
     }, data, holder);
     state.charts.set(id, { chart, holder, series: chart.series, granularity });
   });
@@ -499,12 +501,12 @@ function renderChatbot({ chatbot: c, q }) {
     { wide: true, csv: timeline ? { endpoint: "chatbot", table: "timeline" } : null, note: timeline ? null : "Totals for the range; a timeline needs a newer server version.",
       table: timeline ? dataTable([{ key: "date", label: "Date" }, ...OUTCOME_SERIES.map((x) => ({ ...x, format: fmt.n }))], timeline, "chatbot.timeline") : null }), "chatbot-outcomes"));
   out.push(tag(card("Conversations", h("div", { class: "kpis" },
-    kpi("Average messages", s.avg_messages_per_conversation, fmt.dec, "chatbot.avg_messages_per_conversation", c.change, "avg_messages_per_conversation"),
+    kpi("Average messages", s.avg_messages_per_conversation, fmt.one, "chatbot.avg_messages_per_conversation", c.change, "avg_messages_per_conversation"),
     kpi("Average resolution time", s.avg_resolution_time_seconds, fmt.secs, "chatbot.avg_resolution_time_seconds", c.change, "avg_resolution_time_seconds"),
     kpi("Resolution rate", s.resolution_rate, fmt.rate, "chatbot.summary.resolution_rate", c.change, "resolution_rate"))), "chatbot-averages"));
   const flows = c.by_flow || [];
   out.push(tag(card("Flows", flows.length ? flowTable(flows) : h("p", { class: "muted empty-note" }, "No flow runs in this range."),
-    { csv: { endpoint: "chatbot", table: "by_flow" } }), "chatbot-flows"));
+    { wide: true, csv: { endpoint: "chatbot", table: "by_flow" } }), "chatbot-flows"));
   const kws = c.top_keywords || [];
   out.push(tag(card("Top keywords", bars(kws, "keyword", "count", "top_keywords"),
     { csv: { endpoint: "chatbot", table: "top_keywords" }, table: dataTable([{ key: "keyword", label: "Keyword" }, { key: "count", label: "Hits", format: fmt.n }], kws, "chatbot.top_keywords") }), "chatbot-keywords"));
@@ -522,9 +524,9 @@ function renderChatbot({ chatbot: c, q }) {
 
 function outcomeBars(s) {
   return bars([
-    { outcome: "Auto-resolved", count: s.auto_resolved },
-    { outcome: "Transferred", count: s.transferred_to_agent },
-    { outcome: "Abandoned", count: s.abandoned },
+    { outcome: "Auto-resolved", count: s.auto_resolved, tone: "good" },
+    { outcome: "Transferred", count: s.transferred_to_agent, tone: "mid" },
+    { outcome: "Abandoned", count: s.abandoned, tone: "bad" },
   ], "outcome", "count", "outcomes");
 }
 
@@ -535,9 +537,10 @@ function flowTable(flows) {
       h("th", { scope: "row", "data-key": "flow_name", "data-value": f.flow_name }, f.flow_name),
       h("td", { "data-key": "conversations", "data-value": f.conversations }, fmt.n(f.conversations)),
       h("td", { "data-key": "completed", "data-value": f.completed }, fmt.n(f.completed)),
-      h("td", { "data-key": "completion_rate", "data-value": f.completion_rate, class: "completion" },
-        h("span", { class: "bar-track", "aria-hidden": "true" }, h("span", { class: "bar-fill", "data-w": f.completion_rate })),
-        fmt.rate(f.completion_rate)))))));
+      h("td", { "data-key": "completion_rate", "data-value": f.completion_rate },
+        h("span", { class: "completion" },
+          h("span", { class: "bar-track", "aria-hidden": "true" }, h("span", { class: "bar-fill", "data-w": f.completion_rate })),
+          fmt.rate(f.completion_rate))))))));
 }
 
 // ---------- live ----------

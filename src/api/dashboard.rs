@@ -1,8 +1,7 @@
 //! The web dashboard: its page at `/` and `/share/{token}`, its embedded assets, and
 //! `GET /api/org`, the organization the page is signed in to.
 //!
-//! The files live in `dashboard/` and are embedded in the binary (in debug builds they are
-//! read from that folder, so the page can be edited without a rebuild).
+//! The files live in `dashboard/` and are embedded in the binary, debug builds included.
 
 use axum::Router;
 use axum::extract::Path;

@@ -65,8 +65,8 @@ async function apiData(p, token = key) {
   return body.data;
 }
 
-async function newPage(width, { expectErrors = false } = {}) {
-  const context = await browser.newContext({ viewport: { width, height: 900 }, acceptDownloads: true });
+async function newPage(width, { expectErrors = false, colorScheme = "light" } = {}) {
+  const context = await browser.newContext({ viewport: { width, height: 900 }, acceptDownloads: true, colorScheme });
   const page = await context.newPage();
   page.on("request", (r) => requests.push(r.url()));
   page.on("console", (m) => { if (m.type() === "error" && !expectErrors) consoleErrors.push(`${m.text()} (${page.url()})`); });
@@ -301,6 +301,17 @@ test("at 375 px nothing scrolls sideways, and every view is screenshotted", asyn
     assert.ok(width <= 375, `${tab}: the page is ${width} px wide at 375 px`);
     await page.screenshot({ path: path.join(shots, `${tab.toLowerCase()}-375.png`), fullPage: true });
   }
+  await page.context().close();
+});
+
+test("the dark theme follows the system setting", async () => {
+  const page = await newPage(1440, { colorScheme: "dark" });
+  await signIn(page);
+  const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  assert.equal(bg, "rgb(18, 22, 28)");
+  await page.getByRole("tab", { name: "Messages" }).click();
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: path.join(shots, "messages-dark-1440.png"), fullPage: true });
   await page.context().close();
 });
 
