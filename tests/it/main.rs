@@ -8,6 +8,7 @@ mod recount;
 
 mod analytics;
 mod binary;
+mod dashboard;
 mod errors;
 mod ingest;
 mod postgres_instances;
