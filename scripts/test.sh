@@ -83,6 +83,16 @@ fi
     --max-time "${SCHEMATHESIS_SECONDS:-90}" --workers 2 --seed 1
 stop_server
 trap - EXIT
+step "dashboard in a real browser (Chromium, tests/browser)"
+# Debian's chromium, driven by playwright-core (pinned in tests/browser/package-lock.json);
+# the page is served by the debug binary built by the test steps above.
+if [ ! -x /usr/bin/chromium ]; then
+    echo "installing Debian's chromium"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+cargo build --bin whatstat
+(cd tests/browser && npm ci --no-audit --no-fund && npm test)
 
 step "benchmark smoke run (quick mode, no thresholds)"
 cargo run --release --bin whatstat-bench -- --quick

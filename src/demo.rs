@@ -2,6 +2,7 @@
 //! rhythm, the delivery and read funnel, failures, chatbot conversations with flows,
 //! keyword hits, AI calls and campaigns. Deterministic for a given seed.
 
+use crate::engine::keys::{Authentication, NewCredential};
 use std::path::Path;
 
 use clap::Args;
@@ -382,6 +383,40 @@ pub async fn send_to_server(
 }
 
 /// `serve --demo`: fills an empty store once, and prints a key and queries to try.
+/// The demo organization's read-only share link (`/share/<token>`): the one kept in
+/// `file`, or a new one kept there.
+async fn demo_share_link(
+    services: &Services,
+    key: &str,
+    file: &Path,
+) -> Result<String, EngineError> {
+    if let Ok(token) = std::fs::read_to_string(file) {
+        let token = token.trim();
+        if let Authentication::Valid(_) = services.tenants.authenticate(token).await? {
+            return Ok(format!("/share/{token}"));
+        }
+    }
+    let Authentication::Valid(admin) = services.tenants.authenticate(key).await? else {
+        return Err(EngineError::Internal(
+            "the saved demo key no longer works".into(),
+        ));
+    };
+    let link = services
+        .tenants
+        .create_share_link(
+            &admin.org,
+            NewCredential {
+                name: "Demo share link".into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    if let Err(e) = std::fs::write(file, &link.token) {
+        tracing::warn!(error = %e, file = %file.display(), "cannot save the demo share link");
+    }
+    Ok(link.url)
+}
+
 pub async fn prepare_served_demo(
     services: &Services,
     url: &str,
@@ -415,9 +450,13 @@ pub async fn prepare_served_demo(
             }
         }
     };
+    let share =
+        demo_share_link(services, &key, &key_file.with_file_name("demo-share-token")).await?;
     println!(
         "\nwhatstat is ready at {base} with demo data (organization in Asia/Kolkata).\n\
          API key: {key}\n\n\
+         Dashboard:  {base}/  (sign in with the API key)\n\
+         Share link: {base}{share}  (read-only, no key needed)\n\n\
          Try:\n  curl -s -H 'Authorization: Bearer {key}' '{base}/api/analytics/dashboard?period=month'\n  \
          curl -s -H 'Authorization: Bearer {key}' '{base}/api/analytics/messages?granularity=day'\n  \
          curl -s -H 'Authorization: Bearer {key}' '{base}/api/analytics/chatbot?account_id=acct-1'\n"

@@ -88,6 +88,8 @@ impl Modify for Security {
         super::accounts::delete,
         super::accounts::unrouted,
         super::accounts::delete_unrouted,
+        super::dashboard::org,
+        super::stream::stream,
         super::keys::create_key,
         super::keys::list_keys,
         super::keys::revoke_key,

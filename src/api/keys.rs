@@ -3,7 +3,7 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
@@ -203,23 +203,4 @@ pub(super) async fn share_token_valid(state: &AppState, token: &str) -> Result<b
         state.services.tenants.authenticate(token).await?,
         Authentication::Valid(c) if c.kind == CredentialKind::ShareLink
     ))
-}
-
-/// `GET /share/{token}`: the read-only page of a share link; an unknown, deleted or
-/// expired link is a 404 page.
-pub(super) async fn share_page(
-    State(state): State<AppState>,
-    Path(token): Path<String>,
-) -> Result<Response, ApiError> {
-    if !share_token_valid(&state, &token).await? {
-        return Ok((
-            StatusCode::NOT_FOUND,
-            Html("<!doctype html><title>whatstat</title><p>This share link does not exist or has expired.</p>"),
-        )
-            .into_response());
-    }
-    Ok(Html(
-        "<!doctype html><title>whatstat</title><p>This is a read-only share link of a whatstat organization. Its figures are served by the analytics API with this link's token as the key.</p>",
-    )
-    .into_response())
 }

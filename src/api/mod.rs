@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod csv;
+pub mod dashboard;
 pub mod doc;
 pub mod error;
 pub mod extract;
@@ -79,7 +80,6 @@ pub fn router(services: Services, master_key: Option<String>, limits: &ApiLimits
             "/api/share-links/{id}",
             axum::routing::delete(keys::delete_share_link),
         )
-        .route("/share/{token}", get(keys::share_page))
         .route("/api/admin/unrouted", get(accounts::unrouted))
         .route(
             "/api/admin/unrouted/{id}",
@@ -93,6 +93,7 @@ pub fn router(services: Services, master_key: Option<String>, limits: &ApiLimits
         .route("/api/analytics/chatbot", get(chatbot))
         .route("/api/analytics/dashboard", get(dashboard))
         .route("/api/stream", get(stream::stream))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

@@ -151,6 +151,10 @@ impl Connection {
     }
 }
 
+#[utoipa::path(get, path = "/api/stream", tag = "analytics",
+    security(("api_key" = []), ("bearer" = [])),
+    responses((status = 200, description = "Server-Sent Events: an `update` event with `{\"accounts\": [...]}` (or `null`: anything may have changed) within a second of a commit that changed the figures, at most one a second, a keep-alive comment every 15 s", content_type = "text/event-stream", body = String),
+        (status = "4XX", description = "Refused (429 beyond 16 open streams per key)", body = super::doc::Failure)))]
 pub async fn stream(
     State(state): State<AppState>,
     ReadKey(caller): ReadKey,

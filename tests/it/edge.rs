@@ -57,6 +57,8 @@ async fn the_description_has_every_route_with_its_methods() {
         "/api/analytics/chatbot",
         "/api/analytics/dashboard",
         "/api/keys",
+        "/api/org",
+        "/api/stream",
         "/api/keys/{id}",
         "/api/share-links",
         "/api/share-links/{id}",

@@ -609,7 +609,7 @@ async fn unknown_routes_and_wrong_methods() {
         "/api/nope",
         "/api/analytics",
         "/api/analytics/campaigns",
-        "/",
+        "/nope",
     ] {
         let (status, body) = server.get(&key, path).await;
         assert_error(status, &body, StatusCode::NOT_FOUND, &[]);

@@ -8,6 +8,7 @@ mod recount;
 
 mod analytics;
 mod binary;
+mod dashboard;
 mod dashboard_api;
 mod edge;
 mod errors;

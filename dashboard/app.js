@@ -1,0 +1,718 @@
+// The whatstat dashboard: plain ES module, no build step. Every figure comes from the
+// analytics API with the signed-in key (or the share token in the path).
+
+const $ = (id) => document.getElementById(id);
+const KEY_STORE = "whatstat.key";
+const share = location.pathname.match(/^\/share\/([^/]+)\/?$/);
+const readOnly = Boolean(share);
+
+// Okabe–Ito: told apart by colour-blind readers; lines also differ by dash.
+const COLORS = {
+  sent: "#0072B2", received: "#E69F00", delivered: "#009E73", read: "#CC79A7",
+  failed: "#D55E00", conversations: "#0072B2", auto_resolved: "#009E73",
+  transferred: "#E69F00", abandoned: "#D55E00", ai_requests: "#0072B2",
+  ai_tokens: "#CC79A7", ai_cost: "#009E73",
+};
+const DASHES = [[], [6, 3], [2, 2], [8, 3, 2, 3], [1, 3]];
+
+const state = {
+  token: share ? decodeURIComponent(share[1]) : sessionStorage.getItem(KEY_STORE),
+  org: null,
+  view: "overview",
+  data: null,
+  features: { compare: false, csv: false, stream: false },
+  charts: new Map(),
+  generation: 0,
+};
+
+const num = new Intl.NumberFormat("en-US");
+const dec = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
+const one = new Intl.NumberFormat("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+const usd = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", maximumFractionDigits: 2 });
+const fmt = {
+  n: (v) => (v == null ? "–" : num.format(v)),
+  rate: (v) => (v == null ? "–" : `${one.format(v)} %`),
+  one: (v) => (v == null ? "–" : one.format(v)),
+  dec: (v) => (v == null ? "–" : dec.format(v)),
+  usd: (v) => (v == null ? "–" : usd.format(v)),
+  secs: (v) => {
+    if (v == null) return "–";
+    if (v < 90) return `${dec.format(v)} s`;
+    if (v < 5400) return `${dec.format(v / 60)} min`;
+    return `${dec.format(v / 3600)} h`;
+  },
+};
+
+// ---------- API ----------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.message || `the server answered ${status}`);
+    this.status = status;
+    this.code = body?.code;
+  }
+}
+
+async function api(path, params = {}) {
+  const url = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(params)) if (v !== "" && v != null) url.searchParams.set(k, v);
+  const res = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` } });
+  let body = null;
+  try { body = await res.json(); } catch { /* not JSON: reported by status */ }
+  if (!res.ok || body?.status !== "success") throw new ApiError(res.status, body);
+  return body.data;
+}
+
+// Which of the newer API features this server has, from its own OpenAPI description,
+// so the page never sends a parameter the server would refuse.
+async function detectFeatures() {
+  try {
+    const res = await fetch("/api/openapi.json");
+    const text = await res.text();
+    state.features.compare = /"name"\s*:\s*"compare"/.test(text);
+    state.features.csv = /"name"\s*:\s*"format"/.test(text) || text.includes("text/csv");
+    state.features.stream = text.includes('"/api/stream"');
+  } catch { /* keep everything off */ }
+}
+
+// ---------- dates in the organization's zone ----------
+
+function todayLocal() {
+  return new Intl.DateTimeFormat("en-CA", { timeZone: state.org.timezone, year: "numeric", month: "2-digit", day: "2-digit" }).format(new Date());
+}
+const toDate = (s) => new Date(`${s}T00:00:00Z`);
+const iso = (d) => d.toISOString().slice(0, 10);
+const addDays = (s, n) => { const d = toDate(s); d.setUTCDate(d.getUTCDate() + n); return iso(d); };
+const firstOfMonth = (s, back = 0) => { const d = toDate(s); d.setUTCDate(1); d.setUTCMonth(d.getUTCMonth() - back); return iso(d); };
+const daysBetween = (a, b) => Math.round((toDate(b) - toDate(a)) / 86400000) + 1;
+
+function rangeDates(kind) {
+  const t = todayLocal();
+  switch (kind) {
+    case "today": return [t, t];
+    case "yesterday": return [addDays(t, -1), addDays(t, -1)];
+    case "7d": return [addDays(t, -6), t];
+    case "this-month": return [firstOfMonth(t), t];
+    case "last-month": return [firstOfMonth(t, 1), addDays(firstOfMonth(t), -1)];
+    case "12m": return [firstOfMonth(t, 11), t];
+    case "custom": return [$("start").value || addDays(t, -29), $("end").value || t];
+    default: return [addDays(t, -29), t];
+  }
+}
+
+function granularityFor(start, end) {
+  const days = daysBetween(start, end);
+  if (days <= 2) return "hour";
+  if (days <= 92) return "day";
+  if (days <= 400) return "month";
+  return "month";
+}
+
+// The dashboard endpoint speaks of calendar periods up to now, not of ranges.
+function periodFor(kind) {
+  return { today: "today", yesterday: "today", "7d": "week", "12m": "year" }[kind] || "month";
+}
+
+function query() {
+  const kind = $("range").value;
+  const [start, end] = rangeDates(kind);
+  return {
+    kind, start, end,
+    account: $("account").value,
+    granularity: $("granularity").value,
+    compare: state.features.compare && $("compare").checked,
+    live: end >= todayLocal(),
+  };
+}
+
+// ---------- small DOM helpers ----------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v == null || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "text") el.textContent = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c != null) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+function changeBadge(change, key) {
+  if (!change || !(key in change)) return null;
+  const v = change[key];
+  if (v == null) return h("span", { class: "change flat", title: "no previous figure to compare with" }, "new");
+  const dir = v > 0 ? "up" : v < 0 ? "down" : "flat";
+  const arrow = v > 0 ? "▲" : v < 0 ? "▼" : "■";
+  return h("span", { class: `change ${dir}`, "data-change": key, "data-value": v }, `${arrow} ${dec.format(Math.abs(v))} %`);
+}
+
+function kpi(label, value, format, metric, change, changeKey) {
+  return h("div", { class: "kpi" },
+    h("span", { class: "kpi-label" }, label),
+    h("span", { class: "kpi-value", "data-metric": metric, "data-value": value ?? "" }, format(value)),
+    changeBadge(change, changeKey));
+}
+
+function card(title, body, { csv, table, wide, note } = {}) {
+  const tools = h("div", { class: "card-tools" });
+  const status = h("span", { class: "card-status muted", role: "status" });
+  if (csv && state.features.csv) {
+    tools.append(h("button", { type: "button", class: "small", onclick: () => downloadCsv(csv, status) }, "Download CSV"));
+  }
+  const el = h("article", { class: `card${wide ? " wide" : ""}` },
+    h("header", { class: "card-head" }, h("h3", {}, title), tools),
+    note ? h("p", { class: "muted note" }, note) : null,
+    body,
+    status,
+    table ? h("details", { class: "table-view" }, h("summary", {}, "Show table"), table) : null);
+  return el;
+}
+
+function dataTable(columns, rows, name) {
+  return h("div", { class: "table-wrap" }, h("table", { "data-table": name },
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c.label)))),
+    h("tbody", {}, rows.map((r) => h("tr", {}, columns.map((c, i) => {
+      const v = r[c.key];
+      const cell = i === 0 ? "th" : "td";
+      return h(cell, { "data-key": c.key, "data-value": v ?? "", scope: i === 0 ? "row" : null }, c.format ? c.format(v) : (v ?? "–"));
+    }))))));
+}
+
+function bars(rows, labelKey, valueKey, metric, { extra } = {}) {
+  const max = Math.max(1, ...rows.map((r) => r[valueKey]));
+  if (!rows.length) return h("p", { class: "muted empty-note" }, "Nothing in this range.");
+  return h("ul", { class: "bars" }, rows.map((r) => h("li", {},
+    h("span", { class: "bar-label" }, r[labelKey] ?? "unknown"),
+    h("span", { class: "bar-track", "aria-hidden": "true" }, h("span", { class: `bar-fill${r.tone ? ` tone-${r.tone}` : ""}`, "data-w": (100 * r[valueKey]) / max })),
+    h("span", { class: "bar-value", "data-metric": `${metric}.${r[labelKey]}`, "data-value": r[valueKey] }, extra ? extra(r) : fmt.n(r[valueKey])))));
+}
+
+// Widths are set through the CSSOM: the page's policy allows no inline style attributes.
+function applyBarWidths(root) {
+  for (const el of root.querySelectorAll("[data-w]")) el.style.width = `${Math.max(0.5, Number(el.dataset.w))}%`;
+}
+
+// ---------- charts ----------
+
+function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
+
+function labelToTime(label) {
+  if (/^\d{4}-\d{2}$/.test(label)) return Date.parse(`${label}-01T00:00:00Z`) / 1000;
+  if (/^\d{4}-\d{2}-\d{2}$/.test(label)) return Date.parse(`${label}T00:00:00Z`) / 1000;
+  // Hours carry their offset; shown in the organization's wall time.
+  const m = label.match(/^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})/);
+  return m ? Date.parse(`${m[1]}Z`) / 1000 : Date.parse(label) / 1000;
+}
+
+function timeChart(id, rows, series, granularity) {
+  const holder = h("div", { class: "chart", id: `chart-${id}`, role: "img", "aria-label": `${series.map((s) => s.label).join(", ")} over time; the numbers are in the table below` });
+  const xs = rows.map((r) => labelToTime(r.date));
+  const data = [xs, ...series.map((s) => rows.map((r) => r[s.key]))];
+  const existing = state.charts.get(id);
+  if (existing && existing.series.length === series.length + 1 && existing.granularity === granularity) {
+    existing.chart.setData(data);
+    return existing.holder;
+  }
+  if (existing) existing.chart.destroy();
+  requestAnimationFrame(() => {
+    const width = Math.max(260, holder.clientWidth || 600);
+    const axis = { stroke: cssVar("--muted"), grid: { stroke: cssVar("--grid"), width: 1 }, ticks: { stroke: cssVar("--grid") } };
+    const dateFmt = granularity === "hour" ? "{HH}:{mm}\n{M}/{D}" : granularity === "month" ? "{MMM} {YYYY}" : "{MMM} {D}";
+    const chart = new uPlot({
+      width, height: 240, tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
+      legend: { live: true },
+      cursor: { focus: { prox: 16 } },
+      scales: { x: { time: true } },
+      axes: [{ ...axis, values: (u, splits) => splits.map((v) => uPlot.fmtDate(dateFmt)(uPlot.tzDate(new Date(v * 1e3), "Etc/UTC"))) }, { ...axis, size: 56, values: (u, splits) => splits.map((v) => num.format(v)) }],
+      series: [{ label: "Date", value: (u, v) => (v == null ? "–" : uPlot.fmtDate(granularity === "hour" ? "{YYYY}-{MM}-{DD} {HH}:{mm}" : granularity === "month" ? "{YYYY}-{MM}" : "{YYYY}-{MM}-{DD}")(uPlot.tzDate(new Date(v * 1e3), "Etc/UTC"))) },
+        ...series.map((s, i) => ({ label: s.label, stroke: COLORS[s.key] || "#0072B2", width: 2, dash: DASHES[i % DASHES.length], points: { show: rows.length * 14 < width }, value: (u, v) => (v == null ? "–" : s.format ? s.format(v) : num.format(v)) }))],
+    }, data, holder);
+    state.charts.set(id, { chart, holder, series: chart.series, granularity });
+  });
+  state.charts.set(id, { chart: { setData() {}, destroy() {} }, holder, series: [], granularity: null });
+  return holder;
+}
+
+function resizeCharts() {
+  for (const { chart, holder } of state.charts.values()) {
+    if (chart.setSize && holder.isConnected && holder.clientWidth) chart.setSize({ width: holder.clientWidth, height: 240 });
+  }
+}
+
+function resetCharts() {
+  for (const { chart } of state.charts.values()) chart.destroy();
+  state.charts.clear();
+}
+
+function funnel(summary) {
+  const steps = [
+    { label: "Sent", key: "total_sent", value: summary.total_sent },
+    { label: "Delivered", key: "total_delivered", value: summary.total_delivered, rate: summary.delivery_rate, rateLabel: "delivery rate" },
+    { label: "Read", key: "total_read", value: summary.total_read, rate: summary.read_rate, rateLabel: "read rate" },
+  ];
+  const max = Math.max(1, summary.total_sent);
+  const W = 300, row = 46;
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${row * steps.length}`);
+  svg.setAttribute("class", "funnel");
+  svg.setAttribute("aria-hidden", "true");
+  steps.forEach((s, i) => {
+    const w = Math.max(4, (W * s.value) / max);
+    const rect = document.createElementNS(svg.namespaceURI, "rect");
+    Object.entries({ x: (W - w) / 2, y: i * row + 4, width: w, height: row - 10, rx: 4, fill: [COLORS.sent, COLORS.delivered, COLORS.read][i] }).forEach(([k, v]) => rect.setAttribute(k, v));
+    svg.append(rect);
+  });
+  const list = h("ol", { class: "funnel-steps" }, steps.map((s) => h("li", {},
+    h("span", { class: "step-label" }, s.label),
+    h("strong", { "data-metric": `funnel.${s.key}`, "data-value": s.value }, fmt.n(s.value)),
+    s.rate != null ? h("span", { class: "muted" }, ` · ${fmt.rate(s.rate)} ${s.rateLabel}`) : null)));
+  return h("div", { class: "funnel-wrap" }, svg, list);
+}
+
+// ---------- CSV ----------
+
+async function downloadCsv({ endpoint, table }, status) {
+  const q = query();
+  status.textContent = "Preparing CSV…";
+  try {
+    const url = new URL(`/api/analytics/${endpoint}`, location.origin);
+    const params = baseParams(q, endpoint);
+    for (const [k, v] of Object.entries({ ...params, format: "csv", table })) if (v) url.searchParams.set(k, v);
+    const res = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` } });
+    if (!res.ok) {
+      let msg = `the server answered ${res.status}`;
+      try { msg = (await res.json()).message || msg; } catch { /* keep the status */ }
+      throw new Error(msg);
+    }
+    const blob = await res.blob();
+    const a = h("a", { href: URL.createObjectURL(blob), download: `whatstat-${endpoint}-${table}-${q.start}-${q.end}.csv` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    status.textContent = "";
+  } catch (e) {
+    status.textContent = `CSV not available: ${e.message}`;
+  }
+}
+
+// ---------- loading ----------
+
+function baseParams(q, endpoint) {
+  const p = { account_id: q.account };
+  if (endpoint === "dashboard") return { ...p, period: periodFor(q.kind), ...(q.compare ? { compare: "previous" } : {}) };
+  p.start_date = q.start;
+  p.end_date = q.end;
+  // The chatbot timeline (and its granularity) comes with the same API version as comparison.
+  if (endpoint === "messages" || state.features.compare) p.granularity = q.granularity;
+  if (q.compare) p.compare = "previous";
+  return p;
+}
+
+async function load({ quiet = false } = {}) {
+  const generation = ++state.generation;
+  const q = query();
+  if (!quiet) setState("loading");
+  try {
+    const [messages, chatbot, dashboard] = await Promise.all([
+      api("/api/analytics/messages", baseParams(q, "messages")),
+      api("/api/analytics/chatbot", baseParams(q, "chatbot")),
+      api("/api/analytics/dashboard", baseParams(q, "dashboard")),
+    ]);
+    if (generation !== state.generation) return;
+    // Answers with `range` come from a server that also has comparison and CSV.
+    if (messages.range && !state.features.compare) { state.features.compare = true; state.features.csv = true; showControls(); }
+    state.data = { q, messages, chatbot, dashboard };
+    setState("ready");
+    render();
+  } catch (e) {
+    if (generation !== state.generation) return;
+    if (e.status === 401) { state.data = null; setState("error", e, q); return; }
+    if (quiet && state.data) { $("notice").textContent = `Could not refresh: ${e.message}`; return; }
+    setState("error", e, q);
+  }
+}
+
+function setState(kind, error, q) {
+  const box = $("state");
+  box.replaceChildren();
+  box.removeAttribute("aria-busy");
+  $("notice").textContent = "";
+  for (const v of ["overview", "messages", "chatbot"]) $(`view-${v}`).hidden = kind !== "ready" || state.view !== v;
+  if (kind === "loading") {
+    box.setAttribute("aria-busy", "true");
+    box.append(h("div", { class: "panel state-loading", "data-state": "loading" }, h("span", { class: "spinner", "aria-hidden": "true" }), "Loading figures…"));
+  } else if (kind === "error") {
+    const actions = h("div", { class: "actions" }, h("button", { type: "button", class: "primary", onclick: () => load() }, "Try again"));
+    let title = "The figures could not be loaded";
+    let hint = null;
+    if (error.status === 401) {
+      title = readOnly ? "This share link is not valid" : "This key is not accepted";
+      hint = readOnly ? "The link may have expired or been revoked. Ask for a new one." : "Sign in again with a valid API key.";
+      if (!readOnly) actions.replaceChildren(h("button", { type: "button", class: "primary", onclick: signOut }, "Sign in again"));
+      else actions.replaceChildren();
+    } else if (error.code === "range_not_servable" || /cannot be served|hour buckets|granularity=hour/.test(error.message)) {
+      title = "This range cannot be shown at this granularity";
+      hint = "Figures at this detail are not kept for the whole range.";
+      actions.replaceChildren();
+      if (q) suggestServable(q, actions);
+    }
+    box.append(h("div", { class: "panel state-error", "data-state": "error" },
+      h("h2", {}, title),
+      h("p", { class: "api-message", "data-api-message": "" }, error.message),
+      hint ? h("p", { class: "muted" }, hint) : null, actions));
+  }
+}
+
+const COARSER = { hour: ["day", "week", "month"], day: ["week", "month"], week: ["month"], month: [] };
+
+// The nearest choice the tiers can serve: the same range at the finest coarser granularity
+// the server accepts.
+async function suggestServable(q, actions) {
+  for (const g of COARSER[q.granularity] || []) {
+    try {
+      await api("/api/analytics/messages", { ...baseParams(q, "messages"), granularity: g, compare: undefined });
+      actions.append(h("button", { type: "button", class: "primary", "data-suggest": g, onclick: () => { $("granularity").value = g; refresh(); } }, `Show by ${g} instead`));
+      return;
+    } catch (e) {
+      if (e.status !== 400) break;
+    }
+  }
+  actions.append(h("button", { type: "button", class: "primary", onclick: () => { $("range").value = "30d"; onRangeChange(); } }, "Show the last 30 days"));
+}
+
+// ---------- views ----------
+
+function isEmpty(d) {
+  const m = d.messages.summary, c = d.chatbot.summary;
+  return m.total_sent + m.total_received === 0 && c.total_conversations === 0 && d.dashboard.contacts.total === 0;
+}
+
+function onboarding() {
+  const origin = location.origin;
+  return h("article", { class: "card wide onboarding", "data-state": "empty" },
+    h("h3", {}, "No figures yet"),
+    h("p", {}, "Nothing has been recorded for this range. Send your first events, or connect your WhatsApp number's webhook."),
+    h("h4", {}, "1. Post events"),
+    h("pre", {}, h("code", {}, `curl -X POST ${origin}/api/events \\\n  -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\\n  -d '[{"type":"message","account_id":"acct-1","timestamp":"${new Date().toISOString().slice(0, 19)}Z",\n       "id":"wamid.1","direction":"outbound","message_type":"template"}]'`)),
+    h("h4", {}, "2. Or set up the Meta webhook"),
+    h("p", {}, "Register the account with its phone_number_id, verify token and app secret (POST /api/accounts), then set the callback URL in Meta's app dashboard to ", h("code", {}, `${origin}/webhooks/whatsapp`), "."));
+}
+
+function render() {
+  const d = state.data;
+  if (!d) return;
+  const views = { overview: renderOverview, messages: renderMessages, chatbot: renderChatbot };
+  for (const [name, fn] of Object.entries(views)) {
+    const el = $(`view-${name}`);
+    const scrollY = window.scrollY;
+    const open = [...el.querySelectorAll("details[open]")].map((x) => x.closest("[data-card]")?.dataset.card);
+    el.replaceChildren(...(isEmpty(d) && name === "overview" ? [onboarding()] : []), ...fn(d));
+    for (const id of open) el.querySelector(`[data-card="${id}"] details`)?.setAttribute("open", "");
+    applyBarWidths(el);
+    window.scrollTo(0, scrollY);
+  }
+}
+
+const tag = (el, id) => { el.dataset.card = id; return el; };
+
+function previousNote(data) {
+  if (data.previous === null && data.previous_unavailable) return `No comparison: ${data.previous_unavailable}`;
+  return null;
+}
+
+function renderOverview({ messages: m, chatbot: c, dashboard: db, q }) {
+  const s = m.summary, cs = c.summary;
+  const mc = m.change, cc = c.change, dc = db.change;
+  const grid = (...k) => h("div", { class: "kpis" }, k);
+  const rangeText = `${q.start} to ${q.end}`;
+  return [
+    tag(card("Messages", grid(
+      kpi("Sent", s.total_sent, fmt.n, "messages.total_sent", mc, "total_sent"),
+      kpi("Received", s.total_received, fmt.n, "messages.total_received", mc, "total_received"),
+      kpi("Delivered", s.total_delivered, fmt.n, "messages.total_delivered", mc, "total_delivered"),
+      kpi("Read", s.total_read, fmt.n, "messages.total_read", mc, "total_read"),
+      kpi("Failed", s.total_failed, fmt.n, "messages.total_failed", mc, "total_failed"),
+      kpi("Delivery rate", s.delivery_rate, fmt.rate, "messages.delivery_rate", mc, "delivery_rate"),
+      kpi("Read rate", s.read_rate, fmt.rate, "messages.read_rate", mc, "read_rate")),
+    { wide: true, note: previousNote(m) || rangeText }), "ov-messages"),
+    tag(card("Chatbot", grid(
+      kpi("Conversations", cs.total_conversations, fmt.n, "chatbot.total_conversations", cc, "total_conversations"),
+      kpi("Auto-resolved", cs.auto_resolved, fmt.n, "chatbot.auto_resolved", cc, "auto_resolved"),
+      kpi("Transferred", cs.transferred_to_agent, fmt.n, "chatbot.transferred_to_agent", cc, "transferred_to_agent"),
+      kpi("Abandoned", cs.abandoned, fmt.n, "chatbot.abandoned", cc, "abandoned"),
+      kpi("Resolution rate", cs.resolution_rate, fmt.rate, "chatbot.resolution_rate", cc, "resolution_rate")),
+    { wide: true, note: previousNote(c) }), "ov-chatbot"),
+    tag(card("Contacts", grid(
+      kpi("Total", db.contacts.total, fmt.n, "dashboard.contacts.total", dc?.contacts, "total"),
+      kpi("New today", db.contacts.new_today, fmt.n, "dashboard.contacts.new_today", dc?.contacts, "new_today"),
+      kpi("New this week", db.contacts.new_this_week, fmt.n, "dashboard.contacts.new_this_week", dc?.contacts, "new_this_week"),
+      kpi(`Growth this ${periodFor(q.kind)}`, db.contacts.growth_percent, fmt.rate, "dashboard.contacts.growth_percent", dc?.contacts, "growth_percent"))), "ov-contacts"),
+    tag(card("Campaigns", grid(
+      kpi("Total", db.campaigns.total, fmt.n, "dashboard.campaigns.total", dc?.campaigns, "total"),
+      kpi("Active", db.campaigns.active, fmt.n, "dashboard.campaigns.active", dc?.campaigns, "active"),
+      kpi("Completed this month", db.campaigns.completed_this_month, fmt.n, "dashboard.campaigns.completed_this_month", dc?.campaigns, "completed_this_month"))), "ov-campaigns"),
+    tag(card("Today", grid(
+      kpi("Messages", db.messages.today, fmt.n, "dashboard.messages.today", dc?.messages, "today"),
+      kpi("Conversations", db.chatbot.conversations_today, fmt.n, "dashboard.chatbot.conversations_today", dc?.chatbot, "conversations_today"))), "ov-today"),
+  ];
+}
+
+const MSG_SERIES = [
+  { key: "sent", label: "Sent" }, { key: "received", label: "Received" }, { key: "delivered", label: "Delivered" },
+  { key: "read", label: "Read" }, { key: "failed", label: "Failed" },
+];
+
+function renderMessages({ messages: m, q }) {
+  const timelineCols = [{ key: "date", label: "Date" }, ...MSG_SERIES.map((s) => ({ ...s, format: fmt.n }))];
+  const types = Object.entries(m.by_type || {}).map(([type, count]) => ({ type, count })).sort((a, b) => b.count - a.count);
+  const out = [
+    tag(card("Messages over time", timeChart("messages", m.timeline, MSG_SERIES, q.granularity),
+      { wide: true, csv: { endpoint: "messages", table: "timeline" }, table: dataTable(timelineCols, m.timeline, "messages.timeline") }), "messages-timeline"),
+    tag(card("Delivery funnel", funnel(m.summary)), "messages-funnel"),
+    tag(card("Messages by type", bars(types, "type", "count", "by_type"),
+      { csv: { endpoint: "messages", table: "by_type" }, table: dataTable([{ key: "type", label: "Type" }, { key: "count", label: "Messages", format: fmt.n }], types, "messages.by_type") }), "messages-types"),
+  ];
+  if (Array.isArray(m.by_error)) {
+    const rows = m.by_error.map((e) => ({ ...e, label: e.error_code == null ? e.title || "No error code" : `${e.title || "Error"} (${e.error_code})` }));
+    out.push(tag(card("Failure reasons", rows.length ? bars(rows, "label", "count", "by_error") : h("p", { class: "muted empty-note" }, "No failed messages in this range."),
+      { csv: { endpoint: "messages", table: "by_error" }, table: dataTable([{ key: "error_code", label: "Code" }, { key: "title", label: "Reason" }, { key: "count", label: "Failed", format: fmt.n }], m.by_error, "messages.by_error") }), "messages-errors"));
+  } else {
+    out.push(tag(card("Failure reasons", h("p", { class: "muted empty-note" }, `${fmt.n(m.summary.total_failed)} failed messages. Failure reasons by error code are not reported by this server version.`)), "messages-errors"));
+  }
+  return out;
+}
+
+const OUTCOME_SERIES = [
+  { key: "conversations", label: "Conversations" }, { key: "auto_resolved", label: "Auto-resolved" },
+  { key: "transferred", label: "Transferred" }, { key: "abandoned", label: "Abandoned" },
+];
+const AI_SERIES = [{ key: "ai_requests", label: "Requests" }, { key: "ai_tokens", label: "Tokens" }, { key: "ai_cost", label: "Cost (USD)", format: (v) => usd.format(v) }];
+
+function renderChatbot({ chatbot: c, q }) {
+  const s = c.summary, ai = c.ai_usage;
+  const g = c.granularity || q.granularity;
+  const out = [];
+  const timeline = Array.isArray(c.timeline) ? c.timeline : null;
+  out.push(tag(card("Conversations by outcome", timeline ? timeChart("outcomes", timeline, OUTCOME_SERIES, g) : outcomeBars(s),
+    { wide: true, csv: timeline ? { endpoint: "chatbot", table: "timeline" } : null, note: timeline ? null : "Totals for the range; a timeline needs a newer server version.",
+      table: timeline ? dataTable([{ key: "date", label: "Date" }, ...OUTCOME_SERIES.map((x) => ({ ...x, format: fmt.n }))], timeline, "chatbot.timeline") : null }), "chatbot-outcomes"));
+  out.push(tag(card("Conversations", h("div", { class: "kpis" },
+    kpi("Average messages", s.avg_messages_per_conversation, fmt.one, "chatbot.avg_messages_per_conversation", c.change, "avg_messages_per_conversation"),
+    kpi("Average resolution time", s.avg_resolution_time_seconds, fmt.secs, "chatbot.avg_resolution_time_seconds", c.change, "avg_resolution_time_seconds"),
+    kpi("Resolution rate", s.resolution_rate, fmt.rate, "chatbot.summary.resolution_rate", c.change, "resolution_rate"))), "chatbot-averages"));
+  const flows = c.by_flow || [];
+  out.push(tag(card("Flows", flows.length ? flowTable(flows) : h("p", { class: "muted empty-note" }, "No flow runs in this range."),
+    { wide: true, csv: { endpoint: "chatbot", table: "by_flow" } }), "chatbot-flows"));
+  const kws = c.top_keywords || [];
+  out.push(tag(card("Top keywords", bars(kws, "keyword", "count", "top_keywords"),
+    { csv: { endpoint: "chatbot", table: "top_keywords" }, table: dataTable([{ key: "keyword", label: "Keyword" }, { key: "count", label: "Hits", format: fmt.n }], kws, "chatbot.top_keywords") }), "chatbot-keywords"));
+  out.push(tag(card("AI usage", h("div", {},
+    h("div", { class: "kpis" },
+      kpi("Requests", ai.total_requests, fmt.n, "chatbot.ai_usage.total_requests"),
+      kpi("Tokens", ai.total_tokens, fmt.n, "chatbot.ai_usage.total_tokens"),
+      kpi("Tokens per request", ai.avg_tokens_per_request, fmt.dec, "chatbot.ai_usage.avg_tokens_per_request"),
+      kpi("Estimated cost", ai.estimated_cost, fmt.usd, "chatbot.ai_usage.estimated_cost")),
+    timeline ? timeChart("ai", timeline, AI_SERIES, g) : null),
+  { wide: true, csv: timeline ? { endpoint: "chatbot", table: "timeline" } : null,
+    table: timeline ? dataTable([{ key: "date", label: "Date" }, ...AI_SERIES.map((x) => ({ ...x, format: x.format || fmt.n }))], timeline, "chatbot.ai_timeline") : null }), "chatbot-ai"));
+  return out;
+}
+
+function outcomeBars(s) {
+  return bars([
+    { outcome: "Auto-resolved", count: s.auto_resolved, tone: "good" },
+    { outcome: "Transferred", count: s.transferred_to_agent, tone: "mid" },
+    { outcome: "Abandoned", count: s.abandoned, tone: "bad" },
+  ], "outcome", "count", "outcomes");
+}
+
+function flowTable(flows) {
+  return h("div", { class: "table-wrap" }, h("table", { class: "flows", "data-table": "chatbot.by_flow" },
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Flow"), h("th", { scope: "col" }, "Runs"), h("th", { scope: "col" }, "Completed"), h("th", { scope: "col" }, "Completion"))),
+    h("tbody", {}, flows.map((f) => h("tr", {},
+      h("th", { scope: "row", "data-key": "flow_name", "data-value": f.flow_name }, f.flow_name),
+      h("td", { "data-key": "conversations", "data-value": f.conversations }, fmt.n(f.conversations)),
+      h("td", { "data-key": "completed", "data-value": f.completed }, fmt.n(f.completed)),
+      h("td", { "data-key": "completion_rate", "data-value": f.completion_rate },
+        h("span", { class: "completion" },
+          h("span", { class: "bar-track", "aria-hidden": "true" }, h("span", { class: "bar-fill", "data-w": f.completion_rate })),
+          fmt.rate(f.completion_rate))))))));
+}
+
+// ---------- live ----------
+
+let liveTimer = null;
+let streamAbort = null;
+
+function updateLive() {
+  const q = query();
+  const el = $("live");
+  clearInterval(liveTimer);
+  liveTimer = null;
+  if (!q.live || !state.data) {
+    el.textContent = "";
+    el.className = "live";
+    el.title = "";
+    streamAbort?.abort();
+    streamAbort = null;
+    return;
+  }
+  el.textContent = "Live";
+  el.className = "live on";
+  el.title = "The range includes now: figures follow new events.";
+  if (state.features.stream) {
+    if (!streamAbort) followStream();
+  } else {
+    // Without the event stream, ask again every 2 s while the page is visible.
+    liveTimer = setInterval(() => { if (document.visibilityState === "visible") load({ quiet: true }); }, 2000);
+  }
+}
+
+async function followStream() {
+  streamAbort = new AbortController();
+  const signal = streamAbort.signal;
+  let debounce = null;
+  try {
+    const res = await fetch("/api/stream", { headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" }, signal });
+    if (!res.ok || !res.body) throw new Error(`stream answered ${res.status}`);
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        if (/^event: ?update$/m.test(block)) {
+          const account = $("account").value;
+          let accounts = null;
+          try { accounts = JSON.parse(block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n")).accounts; } catch { /* refresh anyway */ }
+          if (!account || !Array.isArray(accounts) || accounts.includes(account)) {
+            clearTimeout(debounce);
+            debounce = setTimeout(() => load({ quiet: true }), 150);
+          }
+        }
+      }
+    }
+  } catch { /* aborted or dropped: reconnect below unless aborted */ }
+  if (!signal.aborted) { streamAbort = null; setTimeout(updateLive, 2000); }
+}
+
+// ---------- controls ----------
+
+function showControls() {
+  $("controls").hidden = false;
+  $("tabs").hidden = false;
+  $("sign-out").hidden = readOnly;
+  $("compare-wrap").hidden = !state.features.compare;
+}
+
+function onRangeChange() {
+  const kind = $("range").value;
+  $("custom").hidden = kind !== "custom";
+  if (kind === "custom" && !$("start").value) {
+    const [s, e] = rangeDates("30d");
+    $("start").value = s;
+    $("end").value = e;
+  }
+  const [s, e] = rangeDates(kind);
+  $("granularity").value = kind === "12m" ? "month" : granularityFor(s, e);
+  refresh();
+}
+
+function refresh() {
+  load().then(updateLive);
+}
+
+function selectTab(name, focus = false) {
+  state.view = name;
+  for (const v of ["overview", "messages", "chatbot"]) {
+    const tab = $(`tab-${v}`);
+    tab.setAttribute("aria-selected", String(v === name));
+    tab.tabIndex = v === name ? 0 : -1;
+    if (state.data) $(`view-${v}`).hidden = v !== name;
+  }
+  if (focus) $(`tab-${name}`).focus();
+  requestAnimationFrame(resizeCharts);
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY_STORE);
+  location.href = "/";
+}
+
+async function signIn(token) {
+  state.token = token;
+  state.org = await api("/api/org");
+  $("org-name").textContent = state.org.name;
+  $("org-tz").textContent = `Time zone: ${state.org.timezone}${readOnly ? " · shared view (read-only)" : ""}`;
+  document.title = `${state.org.name} · whatstat`;
+  try {
+    const { accounts } = await api("/api/accounts");
+    for (const a of accounts) $("account").append(h("option", { value: a.account_id }, a.name && a.name !== a.account_id ? `${a.name} (${a.account_id})` : a.account_id));
+  } catch { /* a key limited to one account may not list them: "All" stays */ }
+  showControls();
+  $("sign-in").hidden = true;
+  refresh();
+}
+
+function wire() {
+  $("range").addEventListener("change", onRangeChange);
+  for (const id of ["account", "granularity", "compare", "start", "end"]) $(id).addEventListener("change", refresh);
+  $("controls").addEventListener("submit", (e) => e.preventDefault());
+  $("sign-out").addEventListener("click", signOut);
+  const tabs = ["overview", "messages", "chatbot"];
+  for (const v of tabs) {
+    $(`tab-${v}`).addEventListener("click", () => selectTab(v));
+    $(`tab-${v}`).addEventListener("keydown", (e) => {
+      const i = tabs.indexOf(v);
+      if (e.key === "ArrowRight") selectTab(tabs[(i + 1) % tabs.length], true);
+      else if (e.key === "ArrowLeft") selectTab(tabs[(i + tabs.length - 1) % tabs.length], true);
+    });
+  }
+  $("sign-in-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const key = $("key").value.trim();
+    $("sign-in-error").textContent = "";
+    try {
+      await signIn(key);
+      sessionStorage.setItem(KEY_STORE, key);
+    } catch (err) {
+      state.token = null;
+      $("sign-in-error").textContent = err.status === 401 ? "This key is not accepted. Check it and try again." : `Could not sign in: ${err.message}`;
+    }
+  });
+  let resizing = null;
+  window.addEventListener("resize", () => { clearTimeout(resizing); resizing = setTimeout(resizeCharts, 100); });
+  // Charts take their colours from the theme: redraw them when it changes.
+  matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => { resetCharts(); render(); });
+}
+
+async function start() {
+  wire();
+  await detectFeatures();
+  if (!state.token) {
+    $("sign-in").hidden = false;
+    $("key").focus();
+    return;
+  }
+  try {
+    await signIn(state.token);
+  } catch (e) {
+    if (!readOnly && e.status === 401) {
+      sessionStorage.removeItem(KEY_STORE);
+      $("sign-in").hidden = false;
+      $("sign-in-error").textContent = "The saved key is no longer accepted. Sign in again.";
+      return;
+    }
+    setState("error", e, null);
+  }
+}
+
+start();
