@@ -270,10 +270,13 @@ fn slot<'s>(
                 Some(bytes) => Some(Entity::decode(kind, bytes)?),
                 None => None,
             };
-            Ok(v.insert(Slot {
-                now: before.clone(),
-                before,
-            }))
+            let mut now = before.clone();
+            // Whatever is written back counts its failure under its error code, also when
+            // it was stored before failure reasons were.
+            if let Some(Entity::Message(m)) = &mut now {
+                m.failure_reasons = true;
+            }
+            Ok(v.insert(Slot { now, before }))
         }
     }
 }
@@ -336,6 +339,7 @@ fn apply_event(
                         error_code: None,
                         pricing_category: None,
                         conversation_id: conversation_id.clone(),
+                        failure_reasons: true,
                     }));
                     Effect::New
                 }
@@ -375,6 +379,7 @@ fn apply_event(
                     error_code: None,
                     pricing_category: None,
                     conversation_id: None,
+                    failure_reasons: true,
                 }));
             }
             let Some(Entity::Message(m)) = &mut s.now else {

@@ -79,6 +79,37 @@ pub struct MessageState {
     pub error_code: Option<String>,
     pub pricing_category: Option<String>,
     pub conversation_id: Option<String>,
+    /// Whether a failure of this state counts under its error code. States stored before
+    /// failure reasons were counted did not add one, so their old contribution must not
+    /// take one away; every state written since does (see `Entity::decode`).
+    pub failure_reasons: bool,
+}
+
+/// A message's state as stored before failure reasons were counted.
+#[derive(Deserialize)]
+struct MessageStateBeforeReasons {
+    inbound: Option<bool>,
+    message_type: String,
+    at: i64,
+    statuses: u8,
+    error_code: Option<String>,
+    pricing_category: Option<String>,
+    conversation_id: Option<String>,
+}
+
+impl From<MessageStateBeforeReasons> for MessageState {
+    fn from(s: MessageStateBeforeReasons) -> Self {
+        MessageState {
+            inbound: s.inbound,
+            message_type: s.message_type,
+            at: s.at,
+            statuses: s.statuses,
+            error_code: s.error_code,
+            pricing_category: s.pricing_category,
+            conversation_id: s.conversation_id,
+            failure_reasons: false,
+        }
+    }
 }
 
 impl MessageState {
@@ -107,8 +138,10 @@ impl MessageState {
         push(out, series::DELIVERED, "", at, i64::from(delivered));
         push(out, series::READ, "", at, i64::from(read));
         push(out, series::FAILED, "", at, i64::from(failed));
-        let code = self.error_code.as_deref().unwrap_or("");
-        push(out, series::FAILED_BY_ERROR, code, at, i64::from(failed));
+        if self.failure_reasons {
+            let code = self.error_code.as_deref().unwrap_or("");
+            push(out, series::FAILED_BY_ERROR, code, at, i64::from(failed));
+        }
     }
 }
 
@@ -306,7 +339,14 @@ impl Entity {
 
     pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Entity, String> {
         let r = match kind {
-            Kind::Message => postcard::from_bytes(bytes).map(Entity::Message),
+            // A state stored before failure reasons were counted is one field shorter.
+            Kind::Message => postcard::from_bytes(bytes)
+                .map(Entity::Message)
+                .or_else(|e| {
+                    postcard::from_bytes::<MessageStateBeforeReasons>(bytes)
+                        .map(|old| Entity::Message(old.into()))
+                        .map_err(|_| e)
+                }),
             Kind::Conversation => postcard::from_bytes(bytes).map(Entity::Conversation),
             Kind::FlowRun => postcard::from_bytes(bytes).map(Entity::FlowRun),
             Kind::Contact => postcard::from_bytes(bytes).map(Entity::Contact),
@@ -339,6 +379,7 @@ mod tests {
             error_code: None,
             pricing_category: None,
             conversation_id: None,
+            failure_reasons: true,
         })
     }
 
@@ -374,6 +415,7 @@ mod tests {
             error_code: Some("131026".into()),
             pricing_category: None,
             conversation_id: None,
+            failure_reasons: true,
         };
         let c = contributions(&Entity::Message(m.clone()));
         assert!(c.contains(&(series::FAILED_BY_ERROR, "131026".to_string(), 1)));
@@ -436,5 +478,44 @@ mod tests {
         let e = message(None, STATUS_READ | STATUS_FAILED);
         assert_eq!(Entity::decode(Kind::Message, &e.encode()), Ok(e));
         assert!(Entity::decode(Kind::Campaign, &[0xff]).is_err());
+    }
+
+    /// A failed message stored before failure reasons were counted added none, so its old
+    /// contribution takes none away; once written again it counts under its code.
+    #[test]
+    fn a_state_stored_before_failure_reasons_contributes_none_until_rewritten() {
+        #[derive(Serialize)]
+        struct Before {
+            inbound: Option<bool>,
+            message_type: String,
+            at: i64,
+            statuses: u8,
+            error_code: Option<String>,
+            pricing_category: Option<String>,
+            conversation_id: Option<String>,
+        }
+        let bytes = postcard::to_allocvec(&Before {
+            inbound: Some(false),
+            message_type: "text".into(),
+            at: 100,
+            statuses: STATUS_FAILED,
+            error_code: Some("131047".into()),
+            pricing_category: None,
+            conversation_id: None,
+        })
+        .expect("encode");
+        let Ok(Entity::Message(old)) = Entity::decode(Kind::Message, &bytes) else {
+            panic!("a state of before failure reasons must decode");
+        };
+        assert!(!old.failure_reasons);
+        let c = contributions(&Entity::Message(old.clone()));
+        assert!(has(&c, series::FAILED));
+        assert!(!c.iter().any(|(s, _, _)| *s == series::FAILED_BY_ERROR));
+        let now = MessageState {
+            failure_reasons: true,
+            ..old
+        };
+        let c = contributions(&Entity::Message(now));
+        assert!(c.contains(&(series::FAILED_BY_ERROR, "131047".to_string(), 1)));
     }
 }
