@@ -269,6 +269,20 @@ async fn run(command: Command) -> Result<(), AnyError> {
     }
 }
 
+/// The store's services and the organization of an id, for the key commands.
+async fn services_and_org(
+    store: &StoreArgs,
+    org: &str,
+) -> Result<(Services, whatstat::engine::Org), AnyError> {
+    let (services, _) = open_services(store).await?;
+    let org = services
+        .tenants
+        .by_id(org)
+        .await?
+        .ok_or_else(|| format!("no organization `{org}` in this store"))?;
+    Ok((services, org))
+}
+
 async fn key_command(command: KeyCommand) -> Result<(), AnyError> {
     match command {
         KeyCommand::Create {
@@ -279,12 +293,7 @@ async fn key_command(command: KeyCommand) -> Result<(), AnyError> {
             expires_at,
             store,
         } => {
-            let (services, _) = open_services(&store).await?;
-            let org = services
-                .tenants
-                .by_id(&org)
-                .await?
-                .ok_or_else(|| format!("no organization `{org}` in this store"))?;
+            let (services, org) = services_and_org(&store, &org).await?;
             let created = services
                 .tenants
                 .create_key(
@@ -308,24 +317,14 @@ api key: {}",
             println!("The key is shown only now; it is stored hashed.");
         }
         KeyCommand::List { org, store } => {
-            let (services, _) = open_services(&store).await?;
-            let org = services
-                .tenants
-                .by_id(&org)
-                .await?
-                .ok_or_else(|| format!("no organization `{org}` in this store"))?;
+            let (services, org) = services_and_org(&store, &org).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&services.tenants.list_keys(&org).await?)?
             );
         }
         KeyCommand::Revoke { org, id, store } => {
-            let (services, _) = open_services(&store).await?;
-            let org = services
-                .tenants
-                .by_id(&org)
-                .await?
-                .ok_or_else(|| format!("no organization `{org}` in this store"))?;
+            let (services, org) = services_and_org(&store, &org).await?;
             services
                 .tenants
                 .revoke(&org, CredentialKind::Key, &id)
