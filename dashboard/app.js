@@ -508,7 +508,11 @@ function renderMessages({ messages: m, q }) {
   const out = [
     tag(card("Messages over time", timeChart("messages", m.timeline, MSG_SERIES, q.granularity),
       { wide: true, csv: { endpoint: "messages", table: "timeline" }, table: dataTable(timelineCols, m.timeline, "messages.timeline") }), "messages-timeline"),
-    tag(card("Delivery funnel", funnel(m.summary)), "messages-funnel"),
+    tag(card("Delivery funnel", funnel(m.summary), { table: dataTable(
+      [{ key: "step", label: "Step" }, { key: "count", label: "Messages", format: fmt.n }, { key: "rate", label: "Rate", format: fmt.rate }],
+      [{ step: "Sent", count: m.summary.total_sent, rate: null },
+        { step: "Delivered", count: m.summary.total_delivered, rate: m.summary.delivery_rate },
+        { step: "Read", count: m.summary.total_read, rate: m.summary.read_rate }], "messages.funnel") }), "messages-funnel"),
     tag(card("Messages by type", bars(types, "type", "count", "by_type"),
       { csv: { endpoint: "messages", table: "by_type" }, table: dataTable([{ key: "type", label: "Type" }, { key: "count", label: "Messages", format: fmt.n }], types, "messages.by_type") }), "messages-types"),
   ];

@@ -200,6 +200,10 @@ test("the default view shows the API's figures for the last 30 days, all account
   await page.waitForTimeout(300);
   await page.screenshot({ path: path.join(shots, "messages-1440.png"), fullPage: true });
   sameRows(await tableRows(page, "messages.by_error"), m.by_error, ["error_code", "title", "count"]);
+  sameRows(await tableRows(page, "messages.funnel"), [
+    { step: "Sent", count: m.summary.total_sent, rate: null },
+    { step: "Delivered", count: m.summary.total_delivered, rate: m.summary.delivery_rate },
+    { step: "Read", count: m.summary.total_read, rate: m.summary.read_rate }], ["step", "count", "rate"]);
   await page.getByRole("tab", { name: "Chatbot" }).click();
   sameRows(await tableRows(page, "chatbot.timeline"), c.timeline, ["date", "conversations", "auto_resolved", "transferred", "abandoned"]);
   sameRows(await tableRows(page, "chatbot.ai_timeline"), c.timeline, ["date", "ai_requests", "ai_tokens", "ai_cost"]);
