@@ -398,6 +398,27 @@ test("a new event shows within 2 s without a reload, through the stream", async 
   await page.context().close();
 });
 
+test("while the stream is refused, the page asks again every 2 s and still follows new events", async () => {
+  // The browser logs the refused stream as a failed resource: expected here.
+  const page = await newPage(1440, { expectErrors: true });
+  let refused = 0;
+  await page.route("**/api/stream", (route) => { refused += 1; return route.fulfill({ status: 503, contentType: "application/json", body: '{"status":"error","code":"unavailable","message":"test"}' }); });
+  await signIn(page);
+  await page.waitForFunction(() => /every 2 s/.test(document.getElementById("live").title));
+  const before = Number(await page.locator('[data-metric="messages.total_sent"]').getAttribute("data-value"));
+  const res = await fetch(`${base}/api/events`, {
+    method: "POST", headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+    body: JSON.stringify([{ type: "message", account_id: "acct-3", timestamp: Math.floor(Date.now() / 1000) - 5, id: `poll-${Date.now()}`, direction: "outbound", message_type: "text" }]),
+  });
+  assert.equal(res.status, 200);
+  await page.waitForFunction((v) => Number(document.querySelector('[data-metric="messages.total_sent"]')?.dataset.value) >= v, before + 1, { timeout: 3000 });
+  assert.ok(refused >= 1, "the page tried the stream");
+  // The stream back: the page returns to it and stops polling.
+  await page.unroute("**/api/stream");
+  await page.waitForFunction(() => !/every 2 s/.test(document.getElementById("live").title), null, { timeout: 10000 });
+  await page.context().close();
+});
+
 test("a share link shows only its account's figures and cannot reach admin routes or other accounts", async () => {
   const res = await fetch(`${base}/api/share-links`, {
     method: "POST", headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
