@@ -20,12 +20,12 @@ const state = {
   org: null,
   view: "overview",
   data: null,
-  features: { compare: false, csv: false, stream: false },
   charts: new Map(),
   generation: 0,
 };
 
 const num = new Intl.NumberFormat("en-US");
+const compact = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 });
 const dec = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
 const one = new Intl.NumberFormat("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 const usd = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", maximumFractionDigits: 2 });
@@ -61,18 +61,6 @@ async function api(path, params = {}) {
   try { body = await res.json(); } catch { /* not JSON: reported by status */ }
   if (!res.ok || body?.status !== "success") throw new ApiError(res.status, body);
   return body.data;
-}
-
-// Which of the newer API features this server has, from its own OpenAPI description,
-// so the page never sends a parameter the server would refuse.
-async function detectFeatures() {
-  try {
-    const res = await fetch("/api/openapi.json");
-    const text = await res.text();
-    state.features.compare = /"name"\s*:\s*"compare"/.test(text);
-    state.features.csv = /"name"\s*:\s*"format"/.test(text) || text.includes("text/csv");
-    state.features.stream = text.includes('"/api/stream"');
-  } catch { /* keep everything off */ }
 }
 
 // ---------- dates in the organization's zone ----------
@@ -120,7 +108,7 @@ function query() {
     kind, start, end,
     account: $("account").value,
     granularity: $("granularity").value,
-    compare: state.features.compare && $("compare").checked,
+    compare: $("compare").checked,
     live: end >= todayLocal(),
   };
 }
@@ -140,26 +128,34 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-function changeBadge(change, key) {
+// The API gives each summary figure's change in percent of the previous figure, `null` where
+// that figure was 0 (no percentage exists); the previous figure itself goes in the tooltip.
+function changeBadge(metric, change, key, previous, format) {
   if (!change || !(key in change)) return null;
   const v = change[key];
-  if (v == null) return h("span", { class: "change flat", title: "no previous figure to compare with" }, "new");
+  const was = previous == null ? "" : `previous period: ${format(previous)}`;
+  if (v == null) {
+    return h("span", { class: "change flat", "data-change": metric, "data-value": "", title: `${was}; no percentage of 0` }, "new");
+  }
   const dir = v > 0 ? "up" : v < 0 ? "down" : "flat";
   const arrow = v > 0 ? "▲" : v < 0 ? "▼" : "■";
-  return h("span", { class: `change ${dir}`, "data-change": key, "data-value": v }, `${arrow} ${dec.format(Math.abs(v))} %`);
+  return h("span", { class: `change ${dir}`, "data-change": metric, "data-value": v, title: was },
+    h("span", { "aria-hidden": "true" }, `${arrow} `), `${v > 0 ? "+" : v < 0 ? "−" : ""}${dec.format(Math.abs(v))} %`,
+    h("span", { class: "visually-hidden" }, " against the previous period"));
 }
 
-function kpi(label, value, format, metric, change, changeKey) {
+// `cmp` is `[change, previous]` of the figure's section, both absent without comparison.
+function kpi(label, value, format, metric, cmp, changeKey) {
   return h("div", { class: "kpi" },
     h("span", { class: "kpi-label" }, label),
     h("span", { class: "kpi-value", "data-metric": metric, "data-value": value ?? "" }, format(value)),
-    changeBadge(change, changeKey));
+    cmp ? changeBadge(metric, cmp[0], changeKey, cmp[1]?.[changeKey], format) : null);
 }
 
 function card(title, body, { csv, table, wide, note } = {}) {
   const tools = h("div", { class: "card-tools" });
   const status = h("span", { class: "card-status muted", role: "status" });
-  if (csv && state.features.csv) {
+  if (csv) {
     tools.append(h("button", { type: "button", class: "small", onclick: () => downloadCsv(csv, status) }, "Download CSV"));
   }
   const el = h("article", { class: `card${wide ? " wide" : ""}` },
@@ -181,10 +177,10 @@ function dataTable(columns, rows, name) {
     }))))));
 }
 
-function bars(rows, labelKey, valueKey, metric, { extra } = {}) {
+function bars(rows, labelKey, valueKey, metric, { extra, long } = {}) {
   const max = Math.max(1, ...rows.map((r) => r[valueKey]));
   if (!rows.length) return h("p", { class: "muted empty-note" }, "Nothing in this range.");
-  return h("ul", { class: "bars" }, rows.map((r) => h("li", {},
+  return h("ul", { class: long ? "bars long" : "bars" }, rows.map((r) => h("li", {},
     h("span", { class: "bar-label" }, r[labelKey] ?? "unknown"),
     h("span", { class: "bar-track", "aria-hidden": "true" }, h("span", { class: `bar-fill${r.tone ? ` tone-${r.tone}` : ""}`, "data-w": (100 * r[valueKey]) / max })),
     h("span", { class: "bar-value", "data-metric": `${metric}.${r[labelKey]}`, "data-value": r[valueKey] }, extra ? extra(r) : fmt.n(r[valueKey])))));
@@ -217,6 +213,8 @@ function timeChart(id, rows, series, granularity) {
     return existing.holder;
   }
   if (existing) existing.chart.destroy();
+  const scales = [...new Set(series.map((s) => s.scale || "y"))];
+  const scaleFormat = Object.fromEntries(series.filter((s) => s.axisFormat).map((s) => [s.scale || "y", s.axisFormat]));
   requestAnimationFrame(() => {
     const width = Math.max(260, holder.clientWidth || 600);
     const axis = { stroke: cssVar("--muted"), grid: { stroke: cssVar("--grid"), width: 1 }, ticks: { stroke: cssVar("--grid") } };
@@ -225,10 +223,14 @@ function timeChart(id, rows, series, granularity) {
       width, height: 240, tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
       legend: { live: true },
       cursor: { focus: { prox: 16 } },
-      scales: { x: { time: true } },
-      axes: [{ ...axis, values: (u, splits) => splits.map((v) => uPlot.fmtDate(dateFmt)(uPlot.tzDate(new Date(v * 1e3), "Etc/UTC"))) }, { ...axis, size: 56, values: (u, splits) => splits.map((v) => num.format(v)) }],
+      scales: { x: { time: true }, ...Object.fromEntries(scales.map((s) => [s, { range: (u, min, max) => [0, max > 0 ? max * 1.05 : 1] }])) },
+      // One axis per scale (left, then right), labelled compactly so no label is cut off.
+      axes: [{ ...axis, values: (u, splits) => splits.map((v) => uPlot.fmtDate(dateFmt)(uPlot.tzDate(new Date(v * 1e3), "Etc/UTC"))) },
+        ...scales.map((scale, i) => ({ ...axis, scale, side: i === 0 ? 3 : 1, size: 56, grid: { ...axis.grid, show: i === 0 },
+          label: scales.length > 1 ? series.find((s) => (s.scale || "y") === scale).label : undefined, labelSize: 18,
+          values: (u, splits) => splits.map((v) => (scaleFormat[scale] || ((x) => compact.format(x)))(v)) }))],
       series: [{ label: "Date", value: (u, v) => (v == null ? "–" : uPlot.fmtDate(granularity === "hour" ? "{YYYY}-{MM}-{DD} {HH}:{mm}" : granularity === "month" ? "{YYYY}-{MM}" : "{YYYY}-{MM}-{DD}")(uPlot.tzDate(new Date(v * 1e3), "Etc/UTC"))) },
-        ...series.map((s, i) => ({ label: s.label, stroke: COLORS[s.key] || "#0072B2", width: 2, dash: DASHES[i % DASHES.length], points: { show: rows.length * 14 < width }, value: (u, v) => (v == null ? "–" : s.format ? s.format(v) : num.format(v)) }))],
+        ...series.map((s, i) => ({ label: s.label, scale: s.scale || "y", stroke: COLORS[s.key] || "#0072B2", width: 2, dash: DASHES[i % DASHES.length], points: { show: rows.length * 14 < width }, value: (u, v) => (v == null ? "–" : s.format ? s.format(v) : num.format(v)) }))],
     }, data, holder);
     state.charts.set(id, { chart, holder, series: chart.series, granularity });
   });
@@ -279,7 +281,8 @@ async function downloadCsv({ endpoint, table }, status) {
   status.textContent = "Preparing CSV…";
   try {
     const url = new URL(`/api/analytics/${endpoint}`, location.origin);
-    const params = baseParams(q, endpoint);
+    // The CSV is of the asked range only: the comparison is not part of any table.
+    const params = { ...baseParams(q, endpoint), compare: null };
     for (const [k, v] of Object.entries({ ...params, format: "csv", table })) if (v) url.searchParams.set(k, v);
     const res = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` } });
     if (!res.ok) {
@@ -306,8 +309,7 @@ function baseParams(q, endpoint) {
   if (endpoint === "dashboard") return { ...p, period: periodFor(q.kind), ...(q.compare ? { compare: "previous" } : {}) };
   p.start_date = q.start;
   p.end_date = q.end;
-  // The chatbot timeline (and its granularity) comes with the same API version as comparison.
-  if (endpoint === "messages" || state.features.compare) p.granularity = q.granularity;
+  p.granularity = q.granularity;
   if (q.compare) p.compare = "previous";
   return p;
 }
@@ -323,8 +325,6 @@ async function load({ quiet = false } = {}) {
       api("/api/analytics/dashboard", baseParams(q, "dashboard")),
     ]);
     if (generation !== state.generation) return;
-    // Answers with `range` come from a server that also has comparison and CSV.
-    if (messages.range && !state.features.compare) { state.features.compare = true; state.features.csv = true; showControls(); }
     state.data = { q, messages, chatbot, dashboard };
     setState("ready");
     render();
@@ -354,9 +354,9 @@ function setState(kind, error, q) {
       hint = readOnly ? "The link may have expired or been revoked. Ask for a new one." : "Sign in again with a valid API key.";
       if (!readOnly) actions.replaceChildren(h("button", { type: "button", class: "primary", onclick: signOut }, "Sign in again"));
       else actions.replaceChildren();
-    } else if (error.code === "range_not_servable" || /cannot be served|hour buckets|granularity=hour/.test(error.message)) {
-      title = "This range cannot be shown at this granularity";
-      hint = "Figures at this detail are not kept for the whole range.";
+    } else if (error.code === "range_not_servable") {
+      title = "This range cannot be shown as asked";
+      hint = "Figures at this detail are not kept for the whole range. The nearest choice that can be shown:";
       actions.replaceChildren();
       if (q) suggestServable(q, actions);
     }
@@ -369,19 +369,42 @@ function setState(kind, error, q) {
 
 const COARSER = { hour: ["day", "week", "month"], day: ["week", "month"], week: ["month"], month: [] };
 
-// The nearest choice the tiers can serve: the same range at the finest coarser granularity
-// the server accepts.
+// Choices near the asked one, nearest first: the same dates at a coarser granularity, then
+// the dates widened to whole months by month, then narrowed to whole months by month.
+function servableCandidates(q) {
+  const out = COARSER[q.granularity].map((g) => ({ start: q.start, end: q.end, granularity: g, label: `Show by ${g} instead` }));
+  const wide = firstOfMonth(q.start);
+  if (wide !== q.start) out.push({ start: wide, end: q.end, granularity: "month", label: `Show from ${wide}, by month` });
+  const next = firstOfMonth(addDays(firstOfMonth(q.start), 40));
+  if (next > q.start && next <= q.end) out.push({ start: next, end: q.end, granularity: "month", label: `Show from ${next}, by month` });
+  return out;
+}
+
+// The nearest choice the tiers can serve, each candidate asked of the server itself (the
+// tiers it keeps are its own business); the first that answers is offered.
 async function suggestServable(q, actions) {
-  for (const g of COARSER[q.granularity] || []) {
+  for (const c of servableCandidates(q)) {
     try {
-      await api("/api/analytics/messages", { ...baseParams(q, "messages"), granularity: g, compare: undefined });
-      actions.append(h("button", { type: "button", class: "primary", "data-suggest": g, onclick: () => { $("granularity").value = g; refresh(); } }, `Show by ${g} instead`));
-      return;
+      await api("/api/analytics/messages", { account_id: q.account, start_date: c.start, end_date: c.end, granularity: c.granularity });
     } catch (e) {
-      if (e.status !== 400) break;
+      if (e.code === "range_not_servable") continue;
+      break;
     }
+    actions.append(h("button", { type: "button", class: "primary", "data-suggest": c.granularity, "data-suggest-start": c.start, onclick: () => applyChoice(c, q) }, c.label));
+    return;
   }
-  actions.append(h("button", { type: "button", class: "primary", onclick: () => { $("range").value = "30d"; onRangeChange(); } }, "Show the last 30 days"));
+  actions.append(h("button", { type: "button", class: "primary", "data-suggest": "30d", onclick: () => { $("range").value = "30d"; onRangeChange(); } }, "Show the last 30 days"));
+}
+
+function applyChoice(c, q) {
+  if (c.start !== q.start || c.end !== q.end) {
+    $("range").value = "custom";
+    $("custom").hidden = false;
+    $("start").value = c.start;
+    $("end").value = c.end;
+  }
+  $("granularity").value = c.granularity;
+  refresh();
 }
 
 // ---------- views ----------
@@ -419,16 +442,26 @@ function render() {
 
 const tag = (el, id) => { el.dataset.card = id; return el; };
 
+const day = (instant) => instant.slice(0, 10);
+
+// What the figures are compared with, or the API's reason why they cannot be.
 function previousNote(data) {
   if (data.previous === null && data.previous_unavailable) return `No comparison: ${data.previous_unavailable}`;
+  if (data.previous?.range) {
+    const r = data.previous.range;
+    return `Compared with ${day(r.start)} up to ${r.end.slice(0, 16).replace("T", " ")} (${r.timezone})`;
+  }
   return null;
 }
 
 function renderOverview({ messages: m, chatbot: c, dashboard: db, q }) {
   const s = m.summary, cs = c.summary;
-  const mc = m.change, cc = c.change, dc = db.change;
+  const pair = (change, previous) => (change ? [change, previous] : null);
+  const mc = pair(m.change, m.previous?.summary), cc = pair(c.change, c.previous?.summary);
+  const dc = (section) => pair(db.change?.[section], db.previous?.[section]);
   const grid = (...k) => h("div", { class: "kpis" }, k);
   const rangeText = `${q.start} to ${q.end}`;
+  const figures = { endpoint: "dashboard", table: "figures" };
   return [
     tag(card("Messages", grid(
       kpi("Sent", s.total_sent, fmt.n, "messages.total_sent", mc, "total_sent"),
@@ -438,7 +471,7 @@ function renderOverview({ messages: m, chatbot: c, dashboard: db, q }) {
       kpi("Failed", s.total_failed, fmt.n, "messages.total_failed", mc, "total_failed"),
       kpi("Delivery rate", s.delivery_rate, fmt.rate, "messages.delivery_rate", mc, "delivery_rate"),
       kpi("Read rate", s.read_rate, fmt.rate, "messages.read_rate", mc, "read_rate")),
-    { wide: true, note: previousNote(m) || rangeText }), "ov-messages"),
+    { wide: true, note: [rangeText, previousNote(m)].filter(Boolean).join(" · ") }), "ov-messages"),
     tag(card("Chatbot", grid(
       kpi("Conversations", cs.total_conversations, fmt.n, "chatbot.total_conversations", cc, "total_conversations"),
       kpi("Auto-resolved", cs.auto_resolved, fmt.n, "chatbot.auto_resolved", cc, "auto_resolved"),
@@ -447,17 +480,20 @@ function renderOverview({ messages: m, chatbot: c, dashboard: db, q }) {
       kpi("Resolution rate", cs.resolution_rate, fmt.rate, "chatbot.resolution_rate", cc, "resolution_rate")),
     { wide: true, note: previousNote(c) }), "ov-chatbot"),
     tag(card("Contacts", grid(
-      kpi("Total", db.contacts.total, fmt.n, "dashboard.contacts.total", dc?.contacts, "total"),
-      kpi("New today", db.contacts.new_today, fmt.n, "dashboard.contacts.new_today", dc?.contacts, "new_today"),
-      kpi("New this week", db.contacts.new_this_week, fmt.n, "dashboard.contacts.new_this_week", dc?.contacts, "new_this_week"),
-      kpi(`Growth this ${periodFor(q.kind)}`, db.contacts.growth_percent, fmt.rate, "dashboard.contacts.growth_percent", dc?.contacts, "growth_percent"))), "ov-contacts"),
+      kpi("Total", db.contacts.total, fmt.n, "dashboard.contacts.total", dc("contacts"), "total"),
+      kpi("New today", db.contacts.new_today, fmt.n, "dashboard.contacts.new_today", dc("contacts"), "new_today"),
+      kpi("New this week", db.contacts.new_this_week, fmt.n, "dashboard.contacts.new_this_week", dc("contacts"), "new_this_week"),
+      kpi(`Growth this ${periodFor(q.kind)}`, db.contacts.growth_percent, fmt.rate, "dashboard.contacts.growth_percent", dc("contacts"), "growth_percent")),
+    { note: previousNote(db), csv: figures }), "ov-contacts"),
     tag(card("Campaigns", grid(
-      kpi("Total", db.campaigns.total, fmt.n, "dashboard.campaigns.total", dc?.campaigns, "total"),
-      kpi("Active", db.campaigns.active, fmt.n, "dashboard.campaigns.active", dc?.campaigns, "active"),
-      kpi("Completed this month", db.campaigns.completed_this_month, fmt.n, "dashboard.campaigns.completed_this_month", dc?.campaigns, "completed_this_month"))), "ov-campaigns"),
+      kpi("Total", db.campaigns.total, fmt.n, "dashboard.campaigns.total", dc("campaigns"), "total"),
+      kpi("Active", db.campaigns.active, fmt.n, "dashboard.campaigns.active", dc("campaigns"), "active"),
+      kpi("Completed this month", db.campaigns.completed_this_month, fmt.n, "dashboard.campaigns.completed_this_month", dc("campaigns"), "completed_this_month")),
+    { csv: figures }), "ov-campaigns"),
     tag(card("Today", grid(
-      kpi("Messages", db.messages.today, fmt.n, "dashboard.messages.today", dc?.messages, "today"),
-      kpi("Conversations", db.chatbot.conversations_today, fmt.n, "dashboard.chatbot.conversations_today", dc?.chatbot, "conversations_today"))), "ov-today"),
+      kpi("Messages", db.messages.today, fmt.n, "dashboard.messages.today", dc("messages"), "today"),
+      kpi("Conversations", db.chatbot.conversations_today, fmt.n, "dashboard.chatbot.conversations_today", dc("chatbot"), "conversations_today")),
+    { csv: figures }), "ov-today"),
   ];
 }
 
@@ -472,17 +508,17 @@ function renderMessages({ messages: m, q }) {
   const out = [
     tag(card("Messages over time", timeChart("messages", m.timeline, MSG_SERIES, q.granularity),
       { wide: true, csv: { endpoint: "messages", table: "timeline" }, table: dataTable(timelineCols, m.timeline, "messages.timeline") }), "messages-timeline"),
-    tag(card("Delivery funnel", funnel(m.summary)), "messages-funnel"),
+    tag(card("Delivery funnel", funnel(m.summary), { table: dataTable(
+      [{ key: "step", label: "Step" }, { key: "count", label: "Messages", format: fmt.n }, { key: "rate", label: "Rate", format: fmt.rate }],
+      [{ step: "Sent", count: m.summary.total_sent, rate: null },
+        { step: "Delivered", count: m.summary.total_delivered, rate: m.summary.delivery_rate },
+        { step: "Read", count: m.summary.total_read, rate: m.summary.read_rate }], "messages.funnel") }), "messages-funnel"),
     tag(card("Messages by type", bars(types, "type", "count", "by_type"),
       { csv: { endpoint: "messages", table: "by_type" }, table: dataTable([{ key: "type", label: "Type" }, { key: "count", label: "Messages", format: fmt.n }], types, "messages.by_type") }), "messages-types"),
   ];
-  if (Array.isArray(m.by_error)) {
-    const rows = m.by_error.map((e) => ({ ...e, label: e.error_code == null ? e.title || "No error code" : `${e.title || "Error"} (${e.error_code})` }));
-    out.push(tag(card("Failure reasons", rows.length ? bars(rows, "label", "count", "by_error") : h("p", { class: "muted empty-note" }, "No failed messages in this range."),
-      { csv: { endpoint: "messages", table: "by_error" }, table: dataTable([{ key: "error_code", label: "Code" }, { key: "title", label: "Reason" }, { key: "count", label: "Failed", format: fmt.n }], m.by_error, "messages.by_error") }), "messages-errors"));
-  } else {
-    out.push(tag(card("Failure reasons", h("p", { class: "muted empty-note" }, `${fmt.n(m.summary.total_failed)} failed messages. Failure reasons by error code are not reported by this server version.`)), "messages-errors"));
-  }
+  const errors = m.by_error.map((e) => ({ ...e, label: e.error_code == null ? e.title : `${e.title} (${e.error_code})` }));
+  out.push(tag(card("Failure reasons", errors.length ? bars(errors, "label", "count", "by_error", { long: true }) : h("p", { class: "muted empty-note" }, "No failed messages in this range."),
+    { csv: { endpoint: "messages", table: "by_error" }, table: dataTable([{ key: "error_code", label: "Code" }, { key: "title", label: "Reason" }, { key: "count", label: "Failed", format: fmt.n }], m.by_error, "messages.by_error") }), "messages-errors"));
   return out;
 }
 
@@ -490,20 +526,23 @@ const OUTCOME_SERIES = [
   { key: "conversations", label: "Conversations" }, { key: "auto_resolved", label: "Auto-resolved" },
   { key: "transferred", label: "Transferred" }, { key: "abandoned", label: "Abandoned" },
 ];
-const AI_SERIES = [{ key: "ai_requests", label: "Requests" }, { key: "ai_tokens", label: "Tokens" }, { key: "ai_cost", label: "Cost (USD)", format: (v) => usd.format(v) }];
+// Requests and tokens differ a thousandfold: each has its own axis. Cost is its own chart.
+const AI_SERIES = [{ key: "ai_tokens", label: "Tokens" }, { key: "ai_requests", label: "Requests", scale: "requests" }];
+const COST_SERIES = [{ key: "ai_cost", label: "Cost (USD)", format: (v) => usd.format(v), axisFormat: (v) => usd.format(v) }];
 
 function renderChatbot({ chatbot: c, q }) {
   const s = c.summary, ai = c.ai_usage;
-  const g = c.granularity || q.granularity;
+  const g = q.granularity;
+  const cmp = c.change ? [c.change, c.previous?.summary] : null;
   const out = [];
-  const timeline = Array.isArray(c.timeline) ? c.timeline : null;
-  out.push(tag(card("Conversations by outcome", timeline ? timeChart("outcomes", timeline, OUTCOME_SERIES, g) : outcomeBars(s),
-    { wide: true, csv: timeline ? { endpoint: "chatbot", table: "timeline" } : null, note: timeline ? null : "Totals for the range; a timeline needs a newer server version.",
-      table: timeline ? dataTable([{ key: "date", label: "Date" }, ...OUTCOME_SERIES.map((x) => ({ ...x, format: fmt.n }))], timeline, "chatbot.timeline") : null }), "chatbot-outcomes"));
+  const timeline = c.timeline || [];
+  out.push(tag(card("Conversations by outcome", timeChart("outcomes", timeline, OUTCOME_SERIES, g),
+    { wide: true, csv: { endpoint: "chatbot", table: "timeline" },
+      table: dataTable([{ key: "date", label: "Date" }, ...OUTCOME_SERIES.map((x) => ({ ...x, format: fmt.n }))], timeline, "chatbot.timeline") }), "chatbot-outcomes"));
   out.push(tag(card("Conversations", h("div", { class: "kpis" },
-    kpi("Average messages", s.avg_messages_per_conversation, fmt.one, "chatbot.avg_messages_per_conversation", c.change, "avg_messages_per_conversation"),
-    kpi("Average resolution time", s.avg_resolution_time_seconds, fmt.secs, "chatbot.avg_resolution_time_seconds", c.change, "avg_resolution_time_seconds"),
-    kpi("Resolution rate", s.resolution_rate, fmt.rate, "chatbot.summary.resolution_rate", c.change, "resolution_rate"))), "chatbot-averages"));
+    kpi("Average messages", s.avg_messages_per_conversation, fmt.one, "chatbot.avg_messages_per_conversation", cmp, "avg_messages_per_conversation"),
+    kpi("Average resolution time", s.avg_resolution_time_seconds, fmt.secs, "chatbot.avg_resolution_time_seconds", cmp, "avg_resolution_time_seconds"),
+    kpi("Resolution rate", s.resolution_rate, fmt.rate, "chatbot.summary.resolution_rate", cmp, "resolution_rate"))), "chatbot-averages"));
   const flows = c.by_flow || [];
   out.push(tag(card("Flows", flows.length ? flowTable(flows) : h("p", { class: "muted empty-note" }, "No flow runs in this range."),
     { wide: true, csv: { endpoint: "chatbot", table: "by_flow" } }), "chatbot-flows"));
@@ -516,18 +555,11 @@ function renderChatbot({ chatbot: c, q }) {
       kpi("Tokens", ai.total_tokens, fmt.n, "chatbot.ai_usage.total_tokens"),
       kpi("Tokens per request", ai.avg_tokens_per_request, fmt.dec, "chatbot.ai_usage.avg_tokens_per_request"),
       kpi("Estimated cost", ai.estimated_cost, fmt.usd, "chatbot.ai_usage.estimated_cost")),
-    timeline ? timeChart("ai", timeline, AI_SERIES, g) : null),
-  { wide: true, csv: timeline ? { endpoint: "chatbot", table: "timeline" } : null,
-    table: timeline ? dataTable([{ key: "date", label: "Date" }, ...AI_SERIES.map((x) => ({ ...x, format: x.format || fmt.n }))], timeline, "chatbot.ai_timeline") : null }), "chatbot-ai"));
+    timeChart("ai", timeline, AI_SERIES, g),
+    timeChart("ai-cost", timeline, COST_SERIES, g)),
+  { wide: true, csv: { endpoint: "chatbot", table: "timeline" },
+    table: dataTable([{ key: "date", label: "Date" }, ...[AI_SERIES[1], AI_SERIES[0], COST_SERIES[0]].map((x) => ({ ...x, format: x.format || fmt.n }))], timeline, "chatbot.ai_timeline") }), "chatbot-ai"));
   return out;
-}
-
-function outcomeBars(s) {
-  return bars([
-    { outcome: "Auto-resolved", count: s.auto_resolved, tone: "good" },
-    { outcome: "Transferred", count: s.transferred_to_agent, tone: "mid" },
-    { outcome: "Abandoned", count: s.abandoned, tone: "bad" },
-  ], "outcome", "count", "outcomes");
 }
 
 function flowTable(flows) {
@@ -545,63 +577,94 @@ function flowTable(flows) {
 
 // ---------- live ----------
 
-let liveTimer = null;
+let pollTimer = null;
 let streamAbort = null;
+let streamRetry = null;
+let streamFailures = 0;
 
+// Follow the organization's stream while the range includes now; ask again every 2 s only
+// while the stream is down, and try the stream again meanwhile.
 function updateLive() {
   const q = query();
   const el = $("live");
-  clearInterval(liveTimer);
-  liveTimer = null;
   if (!q.live || !state.data) {
     el.textContent = "";
     el.className = "live";
     el.title = "";
-    streamAbort?.abort();
-    streamAbort = null;
+    stopLive();
     return;
   }
   el.textContent = "Live";
   el.className = "live on";
-  el.title = "The range includes now: figures follow new events.";
-  if (state.features.stream) {
-    if (!streamAbort) followStream();
-  } else {
-    // Without the event stream, ask again every 2 s while the page is visible.
-    liveTimer = setInterval(() => { if (document.visibilityState === "visible") load({ quiet: true }); }, 2000);
+  el.title = pollTimer ? "The range includes now: figures are asked for again every 2 s (the live stream is unavailable)." : "The range includes now: figures follow new events.";
+  if (!streamAbort && !streamRetry) followStream();
+}
+
+function stopLive() {
+  streamAbort?.abort();
+  streamAbort = null;
+  clearTimeout(streamRetry);
+  streamRetry = null;
+  clearInterval(pollTimer);
+  pollTimer = null;
+}
+
+function startPolling() {
+  if (pollTimer) return;
+  pollTimer = setInterval(() => { if (document.visibilityState === "visible") load({ quiet: true }); }, 2000);
+}
+
+// One `update` event block of the stream: does it concern the figures on screen?
+function concernsShown(block) {
+  const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+  const account = $("account").value;
+  try {
+    const { accounts } = JSON.parse(data);
+    return !account || !Array.isArray(accounts) || accounts.includes(account);
+  } catch {
+    return true;
   }
 }
 
 async function followStream() {
-  streamAbort = new AbortController();
-  const signal = streamAbort.signal;
+  const abort = new AbortController();
+  streamAbort = abort;
   let debounce = null;
   try {
-    const res = await fetch("/api/stream", { headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" }, signal });
-    if (!res.ok || !res.body) throw new Error(`stream answered ${res.status}`);
+    const res = await fetch("/api/stream", { headers: { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" }, signal: abort.signal });
+    if (!res.ok || !res.body) throw new Error(`the stream answered ${res.status}`);
+    if (pollTimer || streamFailures) {
+      // Back on the stream: whatever happened while it was down is read once.
+      clearInterval(pollTimer);
+      pollTimer = null;
+      load({ quiet: true });
+    }
+    streamFailures = 0;
+    updateLive();
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      buffer += value;
+      buffer += value.replace(/\r\n?/g, "\n");
       let cut;
       while ((cut = buffer.indexOf("\n\n")) >= 0) {
         const block = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 2);
-        if (/^event: ?update$/m.test(block)) {
-          const account = $("account").value;
-          let accounts = null;
-          try { accounts = JSON.parse(block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n")).accounts; } catch { /* refresh anyway */ }
-          if (!account || !Array.isArray(accounts) || accounts.includes(account)) {
-            clearTimeout(debounce);
-            debounce = setTimeout(() => load({ quiet: true }), 150);
-          }
+        if (/^event: ?update$/m.test(block) && concernsShown(block)) {
+          clearTimeout(debounce);
+          debounce = setTimeout(() => load({ quiet: true }), 100);
         }
       }
     }
-  } catch { /* aborted or dropped: reconnect below unless aborted */ }
-  if (!signal.aborted) { streamAbort = null; setTimeout(updateLive, 2000); }
+  } catch { /* aborted, refused or dropped: handled below */ }
+  if (abort.signal.aborted || streamAbort !== abort) return;
+  streamAbort = null;
+  streamFailures += 1;
+  startPolling();
+  updateLive();
+  const wait = Math.min(30000, 2000 * 2 ** Math.min(streamFailures, 4));
+  streamRetry = setTimeout(() => { streamRetry = null; if (query().live) followStream(); }, wait);
 }
 
 // ---------- controls ----------
@@ -610,7 +673,6 @@ function showControls() {
   $("controls").hidden = false;
   $("tabs").hidden = false;
   $("sign-out").hidden = readOnly;
-  $("compare-wrap").hidden = !state.features.compare;
 }
 
 function onRangeChange() {
@@ -696,7 +758,6 @@ function wire() {
 
 async function start() {
   wire();
-  await detectFeatures();
   if (!state.token) {
     $("sign-in").hidden = false;
     $("key").focus();
