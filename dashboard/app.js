@@ -130,10 +130,14 @@ function h(tag, attrs = {}, ...children) {
 
 // The API gives each summary figure's change in percent of the previous figure, `null` where
 // that figure was 0 (no percentage exists); the previous figure itself goes in the tooltip.
-function changeBadge(metric, change, key, previous, format) {
+function changeBadge(metric, change, key, previous, format, current) {
   if (!change || !(key in change)) return null;
   const v = change[key];
   const was = previous == null ? "" : `previous period: ${format(previous)}`;
+  if (v == null && !current) {
+    // Nothing then and nothing now: no change, and nothing "new" either.
+    return h("span", { class: "change flat", "data-change": metric, "data-value": "", title: `${was}; none in either period` }, "–");
+  }
   if (v == null) {
     return h("span", { class: "change flat", "data-change": metric, "data-value": "", title: `${was}; no percentage of 0` }, "new");
   }
@@ -149,7 +153,7 @@ function kpi(label, value, format, metric, cmp, changeKey) {
   return h("div", { class: "kpi" },
     h("span", { class: "kpi-label" }, label),
     h("span", { class: "kpi-value", "data-metric": metric, "data-value": value ?? "" }, format(value)),
-    cmp ? changeBadge(metric, cmp[0], changeKey, cmp[1]?.[changeKey], format) : null);
+    cmp ? changeBadge(metric, cmp[0], changeKey, cmp[1]?.[changeKey], format, value) : null);
 }
 
 function card(title, body, { csv, table, wide, note } = {}) {
