@@ -355,7 +355,10 @@ async fn bad_key_requests_name_what_is_wrong_and_create_nothing() {
         st,
         &b,
         StatusCode::BAD_REQUEST,
-        &["unknown field `scope`", "allowed: name, accounts, expires_at"],
+        &[
+            "unknown field `scope`",
+            "allowed: name, accounts, expires_at",
+        ],
     );
     let (_, b) = call(&s, &admin, Method::GET, "/api/keys", None).await;
     assert_eq!(b["data"]["keys"].as_array().map(Vec::len), Some(1), "{b}");

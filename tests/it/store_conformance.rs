@@ -109,6 +109,7 @@ fn increment_seen(
             })
         }),
         progress: Some((format!("{org}-import"), 42)),
+        outbox: Vec::new(),
     };
     (job, report)
 }
@@ -150,6 +151,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
         keys: vec![key("a"), key("new")],
         transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>| Err("refused".to_string())),
         progress: Some(("o1-import".into(), 99)),
+        outbox: Vec::new(),
     };
     assert!(matches!(
         store.apply(failing).await,
@@ -179,6 +181,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
                         Err("refused".to_string())
                     }),
                     progress: Some(("o1-import".into(), 99)),
+                    outbox: Vec::new(),
                 }
             } else {
                 increment("o1", ids, Some(1_000))
@@ -209,6 +212,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
             Ok(Changes::default())
         }),
         progress: None,
+        outbox: Vec::new(),
     };
     store.apply(check).await.expect("apply");
     assert_eq!(
@@ -289,6 +293,7 @@ async fn accounts_and_unrouted_payloads(backend: Backend) {
         app_secret: Some(vec![1, 2, 3]),
         registered_at: Some(10),
         updated_at: Some(10),
+        forward_url: Some(format!("https://{acc}.example/hook")),
     };
     store
         .register_account(&reg("o1", "a1", Some("p1")))
