@@ -10,6 +10,7 @@ mod analytics;
 mod binary;
 mod edge;
 mod errors;
+mod forwarding;
 mod ingest;
 mod keys;
 mod postgres_instances;

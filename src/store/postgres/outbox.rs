@@ -205,7 +205,7 @@ impl OutboxStore for PostgresStore {
         let client = self.client().await?;
         let over = client
             .query_opt(
-                "SELECT 1 FROM outbox WHERE state = 'pending' GROUP BY org HAVING SUM(bytes) > $1 LIMIT 1",
+                "SELECT 1 FROM outbox WHERE state = 'pending' GROUP BY org HAVING SUM(bytes)::bigint > $1::bigint LIMIT 1",
                 &[&max],
             )
             .await
