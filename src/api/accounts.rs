@@ -18,7 +18,7 @@ use crate::store::credentials::CredentialKind;
 
 const TEXT: &str = "a non-empty string without control characters";
 const PHONE: &str = "a string: the Phone number ID of Meta's app dashboard";
-const FORWARD_URL: &str = "a string: an https:// URL (or null to clear it)";
+const FORWARD_URL: &str = "a string: an https:// URL with a lowercase DNS name or IPv4 host";
 
 /// `POST /api/accounts`. Text fields are not blank and hold no control characters.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -57,7 +57,7 @@ pub struct AccountBody {
     #[schema(
         min_length = 1,
         max_length = 2048,
-        pattern = "^https://[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$"
+        pattern = "^https://((([a-z0-9]+(-[a-z0-9]+)*\\.)*[a-z][a-z0-9]*(-[a-z0-9]+)*)|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*(\\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$"
     )]
     forward_url: Option<String>,
 }
@@ -101,7 +101,7 @@ pub struct AccountChange {
     app_secret: Option<Option<String>>,
     /// A new forward URL, or `null` to stop forwarding.
     #[serde(default, deserialize_with = "clearable")]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 2048, pattern = "^https://[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 2048, pattern = "^https://((([a-z0-9]+(-[a-z0-9]+)*\\.)*[a-z][a-z0-9]*(-[a-z0-9]+)*)|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*(\\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$")]
     forward_url: Option<Option<String>>,
 }
 

@@ -109,6 +109,70 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
+/// Whether what follows `https://` has the shape the API description states for
+/// `forward_url` (the pattern in src/api/accounts.rs says the same): host, port, path,
+/// query. Accepting exactly what the description allows keeps the two from drifting.
+pub fn url_shape_ok(rest: &str) -> bool {
+    const PATH: &[u8] = b"._~!$&'()*+,;=:@%-/";
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && !p.starts_with('0')
+            && p.parse::<u32>().is_ok_and(|n| (1..=65_535).contains(&n))
+    });
+    let (path, query) = match tail.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (tail, None),
+    };
+    let chars_ok = |s: &str, extra: &[u8]| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || PATH.contains(&b) || extra.contains(&b))
+    };
+    port_ok
+        && (is_ipv4_literal(host) || is_dns_name(host))
+        && chars_ok(path, b"")
+        && query.is_none_or(|q| chars_ok(q, b"?"))
+}
+
+/// Four decimal octets without leading zeros.
+fn is_ipv4_literal(host: &str) -> bool {
+    let parts: Vec<&str> = host.split('.').collect();
+    parts.len() == 4
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 3
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (p.len() == 1 || !p.starts_with('0'))
+                && p.parse::<u16>().is_ok_and(|n| n <= 255)
+        })
+}
+
+/// Lowercase labels of letters and digits joined by single hyphens, the last one
+/// starting with a letter (so that it never reads as an address).
+fn is_dns_name(host: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.split('-').all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
+    };
+    let labels: Vec<&str> = host.split('.').collect();
+    labels.iter().all(|l| label_ok(l))
+        && labels
+            .last()
+            .is_some_and(|l| l.bytes().next().is_some_and(|b| b.is_ascii_lowercase()))
+}
+
 fn deny_private_message(host: &str) -> String {
     format!(
         "field `forward_url` names `{host}`, a loopback, private or link-local address; allowed: public addresses only (the server runs with --forward-deny-private)"
@@ -258,6 +322,12 @@ impl Forwarding {
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(bad(
                 "it holds credentials, and forward URLs are shown to every reader",
+            ));
+        }
+        let rest = url.split_once("://").map_or("", |(_, r)| r);
+        if !url_shape_ok(rest) {
+            return Err(bad(
+                "the host must be a lowercase DNS name or an IPv4 address, then an optional port (1 to 65535), path and query; no fragment or IPv6 literal",
             ));
         }
         let Some(host) = parsed.host_str() else {
@@ -571,6 +641,39 @@ mod tests {
         let secs: Vec<u64> = (1..=11).map(|n| c.backoff(n).as_secs()).collect();
         assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert_eq!(c.backoff(1_000).as_secs(), 300);
+    }
+
+    #[test]
+    fn url_shapes_follow_the_described_pattern() {
+        for ok in [
+            "shop.example",
+            "hooks.platform-1.example:8443/meta/webhook?token=a-b_c&x=%20",
+            "127.0.0.1:65535/",
+            "203.0.113.7/a/b/",
+            "localhost",
+            "a",
+        ] {
+            assert!(url_shape_ok(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Shop.example",
+            "shop.example#frag",
+            "[::1]/hook",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3",
+            "shop.123",
+            "xn--zz.example",
+            "-a.example",
+            "a.example:0",
+            "a.example:65536",
+            "a.example:",
+            "a.example/with space",
+            "a..example",
+        ] {
+            assert!(!url_shape_ok(bad), "{bad}");
+        }
     }
 
     #[test]

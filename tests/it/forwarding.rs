@@ -684,7 +684,8 @@ async fn forward_urls_follow_the_scheme_and_address_rules() {
         ("not a url", "forward_url"),
         ("https://127.0.0.1/hook", "--forward-deny-private"),
         ("https://10.0.0.8/hook", "--forward-deny-private"),
-        ("https://[::1]/hook", "--forward-deny-private"),
+        ("https://[::1]/hook", "IPv6 literal"),
+        ("https://Shop.example/hook", "lowercase DNS name"),
         ("https://169.254.169.254/latest", "--forward-deny-private"),
         ("https://localhost/hook", "--forward-deny-private"),
     ] {
