@@ -1,7 +1,7 @@
 //! The domain: events, their validation, entity states, bucketing, the planner and the
 //! metrics. It knows nothing of HTTP; it talks to storage only through the store's
 //! concern traits. Its work is split into services with one job each ([`Ingest`],
-//! [`Analytics`], [`Tenants`], [`accounts::Accounts`], [`webhook::Webhook`],
+//! [`Analytics`], [`Tenants`], [`accounts::Accounts`], [`webhook::Webhook`], [`forwarding::Forwarding`],
 //! [`retention::Compaction`]), built together once as [`Services`].
 
 pub mod accounts;

@@ -1,4 +1,4 @@
-//! Storage: four traits by concern, one module per backend implementing each of them.
+//! Storage: five traits by concern, one module per backend implementing each of them.
 //! A store keeps opaque entity states and counters per bucket and series; what a state
 //! or a counter means is the engine's business.
 //!
