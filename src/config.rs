@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
+use std::time::Duration;
+
 use crate::engine::EngineConfig;
+use crate::engine::forwarding::{
+    DEFAULT_MAX_AGE_SECS, DEFAULT_MAX_BACKOFF_SECS, DEFAULT_MAX_PENDING_BYTES, ForwardConfig,
+};
 use crate::engine::webhook::{
     DEFAULT_UNROUTED_MAX_BYTES, DEFAULT_UNROUTED_MAX_PAYLOADS, SecretSource, WebhookConfig,
 };
@@ -63,6 +68,29 @@ pub struct StoreArgs {
     /// Bytes of such payloads kept at most; the oldest are dropped first. [default: 67108864]
     #[arg(long, env = "WHATSTAT_UNROUTED_MAX_BYTES")]
     pub unrouted_max_bytes: Option<usize>,
+
+    /// Allow http:// forward URLs (loopback tests, private networks); otherwise only https://.
+    #[arg(long, env = "WHATSTAT_FORWARD_ALLOW_HTTP", num_args = 0..=1, default_missing_value = "true")]
+    pub forward_allow_http: Option<bool>,
+
+    /// Refuse forward URLs whose host is or resolves to a loopback, private, link-local or
+    /// unique-local address, when saved and again at every delivery.
+    #[arg(long, env = "WHATSTAT_FORWARD_DENY_PRIVATE", num_args = 0..=1, default_missing_value = "true")]
+    pub forward_deny_private: Option<bool>,
+
+    /// Longest wait between two attempts of a webhook delivery, in seconds. [default: 300]
+    #[arg(long, env = "WHATSTAT_FORWARD_MAX_BACKOFF_SECS")]
+    pub forward_max_backoff_secs: Option<u64>,
+
+    /// How long a webhook delivery is retried before it moves to the failed list, in
+    /// seconds. [default: 604800]
+    #[arg(long, env = "WHATSTAT_FORWARD_MAX_AGE_SECS")]
+    pub forward_max_age_secs: Option<u64>,
+
+    /// Bytes of pending webhook deliveries kept per organization; beyond it the oldest move
+    /// to the failed list. [default: 268435456]
+    #[arg(long, env = "WHATSTAT_FORWARD_MAX_PENDING_BYTES")]
+    pub forward_max_pending_bytes: Option<u64>,
 }
 
 /// The same settings as read from a file.
@@ -83,6 +111,11 @@ pub struct FileConfig {
     pub secret_key: Option<String>,
     pub unrouted_max_payloads: Option<usize>,
     pub unrouted_max_bytes: Option<usize>,
+    pub forward_allow_http: Option<bool>,
+    pub forward_deny_private: Option<bool>,
+    pub forward_max_backoff_secs: Option<u64>,
+    pub forward_max_age_secs: Option<u64>,
+    pub forward_max_pending_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +204,52 @@ impl StoreArgs {
             ai_prices: parse_prices(&prices)?,
             default_ai_price_per_1k: default_price,
             webhook: self.webhook_config(file)?,
+            forward: self.forward_config(file)?,
+        })
+    }
+
+    /// The webhook tee's settings.
+    pub fn forward_config(&self, file: &FileConfig) -> Result<ForwardConfig, ConfigError> {
+        let at_least_one = |v: u64, name: &str| {
+            if v < 1 {
+                Err(ConfigError::Invalid(format!(
+                    "--{name} is {v}; allowed: 1 or more"
+                )))
+            } else {
+                Ok(v)
+            }
+        };
+        let backoff = at_least_one(
+            self.forward_max_backoff_secs
+                .or(file.forward_max_backoff_secs)
+                .unwrap_or(DEFAULT_MAX_BACKOFF_SECS),
+            "forward-max-backoff-secs",
+        )?;
+        let age = at_least_one(
+            self.forward_max_age_secs
+                .or(file.forward_max_age_secs)
+                .unwrap_or(DEFAULT_MAX_AGE_SECS),
+            "forward-max-age-secs",
+        )?;
+        let pending = at_least_one(
+            self.forward_max_pending_bytes
+                .or(file.forward_max_pending_bytes)
+                .unwrap_or(DEFAULT_MAX_PENDING_BYTES),
+            "forward-max-pending-bytes",
+        )?;
+        Ok(ForwardConfig {
+            allow_http: self
+                .forward_allow_http
+                .or(file.forward_allow_http)
+                .unwrap_or(false),
+            deny_private: self
+                .forward_deny_private
+                .or(file.forward_deny_private)
+                .unwrap_or(false),
+            max_backoff: Duration::from_secs(backoff),
+            max_age: Duration::from_secs(age),
+            max_pending_bytes: pending,
+            ..ForwardConfig::default()
         })
     }
 

@@ -390,6 +390,10 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
         });
     }
     let updates = services.updates.clone();
+    // The webhook tee's delivery worker: stopped after the server, so that a POST
+    // answered during shutdown is still attempted before the process ends.
+    let (stop_forwarding, stopped) = tokio::sync::watch::channel(false);
+    let forwarding = tokio::spawn(services.forwarding.clone().run_worker(stopped));
     let app = api::router(services, master_key, &limits);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -399,5 +403,16 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
             updates.close();
         })
         .await?;
+    let _ = stop_forwarding.send(true);
+    // An attempt in flight ends within its timeout; a pending delivery resumes at the
+    // next start.
+    if tokio::time::timeout(std::time::Duration::from_secs(30), forwarding)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "webhook forwarding did not stop in 30 s; pending deliveries resume at the next start"
+        );
+    }
     Ok(())
 }

@@ -18,6 +18,7 @@ use crate::store::credentials::CredentialKind;
 
 const TEXT: &str = "a non-empty string without control characters";
 const PHONE: &str = "a string: the Phone number ID of Meta's app dashboard";
+const FORWARD_URL: &str = "a string: an https:// URL with a lowercase DNS name or IPv4 host";
 
 /// `POST /api/accounts`. Text fields are not blank and hold no control characters.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -51,6 +52,14 @@ pub struct AccountBody {
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
     )]
     app_secret: Option<String>,
+    /// Where verified webhook POSTs naming this account are forwarded, byte for byte:
+    /// `https://` (or `http://` with --forward-allow-http).
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = "^https://((([a-z0-9]+(-[a-z0-9]+)*\\.)*[a-z][a-z0-9]*(-[a-z0-9]+)*)|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*(\\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$"
+    )]
+    forward_url: Option<String>,
 }
 
 impl BodyShape for AccountBody {
@@ -60,11 +69,13 @@ impl BodyShape for AccountBody {
         "phone_number_id",
         "verify_token",
         "app_secret",
+        "forward_url",
     ];
     const REQUIRED: &'static [&'static str] = &["account_id", "name"];
     fn allowed(name: &str) -> &'static str {
         match name {
             "phone_number_id" => PHONE,
+            "forward_url" => FORWARD_URL,
             _ => TEXT,
         }
     }
@@ -88,15 +99,25 @@ pub struct AccountChange {
     #[serde(default, deserialize_with = "clearable")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 1024, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$")]
     app_secret: Option<Option<String>>,
+    /// A new forward URL, or `null` to stop forwarding.
+    #[serde(default, deserialize_with = "clearable")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 2048, pattern = "^https://((([a-z0-9]+(-[a-z0-9]+)*\\.)*[a-z][a-z0-9]*(-[a-z0-9]+)*)|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*(\\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$")]
+    forward_url: Option<Option<String>>,
 }
 
 impl BodyShape for AccountChange {
-    const NAMES: &'static [&'static str] =
-        &["name", "phone_number_id", "verify_token", "app_secret"];
+    const NAMES: &'static [&'static str] = &[
+        "name",
+        "phone_number_id",
+        "verify_token",
+        "app_secret",
+        "forward_url",
+    ];
     const REQUIRED: &'static [&'static str] = &[];
     fn allowed(name: &str) -> &'static str {
         match name {
             "phone_number_id" => PHONE,
+            "forward_url" => FORWARD_URL,
             _ => TEXT,
         }
     }
@@ -123,6 +144,7 @@ pub(super) async fn create(
         phone_number_id: body.phone_number_id,
         verify_token: body.verify_token,
         app_secret: body.app_secret,
+        forward_url: body.forward_url,
     };
     let saved = state.services.accounts.register(&org, new).await?;
     let mut response = success(saved);
@@ -190,6 +212,7 @@ pub(super) async fn patch(
         phone_number_id: body.phone_number_id,
         verify_token: body.verify_token,
         app_secret: body.app_secret,
+        forward_url: body.forward_url,
     };
     Ok(success(
         state.services.accounts.patch(&org, &id, change).await?,

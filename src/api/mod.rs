@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod doc;
 pub mod error;
 pub mod extract;
+pub mod forwarding;
 pub mod keys;
 pub mod limit;
 pub mod stream;
@@ -69,6 +70,23 @@ pub fn router(services: Services, master_key: Option<String>, limits: &ApiLimits
             get(accounts::get_one)
                 .patch(accounts::patch)
                 .delete(accounts::delete),
+        )
+        .route("/api/accounts/{id}/forwarding", get(forwarding::status))
+        .route(
+            "/api/accounts/{id}/forwarding/failed",
+            get(forwarding::failed),
+        )
+        .route(
+            "/api/accounts/{id}/forwarding/failed/retry",
+            post(forwarding::retry_all),
+        )
+        .route(
+            "/api/accounts/{id}/forwarding/failed/{delivery_id}/retry",
+            post(forwarding::retry_one),
+        )
+        .route(
+            "/api/accounts/{id}/forwarding/failed/{delivery_id}",
+            axum::routing::delete(forwarding::delete_failed),
         )
         .route("/api/keys", get(keys::list_keys).post(keys::create_key))
         .route("/api/keys/{id}", axum::routing::delete(keys::revoke_key))

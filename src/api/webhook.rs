@@ -74,7 +74,14 @@ pub(super) async fn receive(
     let signature = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     Ok(success(
-        state.services.webhook.receive(&body, signature).await?,
+        state
+            .services
+            .webhook
+            .receive(&body, signature, content_type)
+            .await?,
     ))
 }

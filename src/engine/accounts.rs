@@ -22,6 +22,8 @@ pub struct NewAccount {
     pub phone_number_id: Option<String>,
     pub verify_token: Option<String>,
     pub app_secret: Option<String>,
+    /// Where verified webhook POSTs naming this account are forwarded.
+    pub forward_url: Option<String>,
 }
 
 /// A change: `None` leaves a field as it is; `Some(None)` clears it.
@@ -31,6 +33,7 @@ pub struct AccountPatch {
     pub phone_number_id: Option<Option<String>>,
     pub verify_token: Option<Option<String>>,
     pub app_secret: Option<Option<String>>,
+    pub forward_url: Option<Option<String>>,
 }
 
 /// An account as the API shows it: no secret, only whether one is set.
@@ -41,6 +44,8 @@ pub struct AccountView {
     pub phone_number_id: Option<String>,
     pub has_verify_token: bool,
     pub has_app_secret: bool,
+    /// Where verified webhook POSTs naming it are forwarded (not a secret).
+    pub forward_url: Option<String>,
     /// `false` for an account only seen in events.
     pub registered: bool,
     pub registered_at: Option<String>,
@@ -60,6 +65,7 @@ impl From<&AccountRecord> for AccountView {
             phone_number_id: a.phone_number_id.clone(),
             has_verify_token: a.verify_token_hash.is_some(),
             has_app_secret: a.app_secret.is_some(),
+            forward_url: a.forward_url.clone(),
             registered: a.registered_at.is_some(),
             registered_at: show(a.registered_at),
             updated_at: show(a.updated_at),
@@ -152,17 +158,26 @@ impl Accounts {
         Ok(())
     }
 
+    async fn check_forward_url(&self, url: Option<&str>) -> Result<(), EngineError> {
+        match url {
+            Some(u) => self.webhook.forwarding.check_url(u).await,
+            None => Ok(()),
+        }
+    }
+
     /// Registers an account (or fills in one so far only seen in events), then replays
     /// the kept webhook payloads of its number.
     pub async fn register(&self, org: &Org, new: NewAccount) -> Result<AccountSaved, EngineError> {
         check_text("account_id", &new.account_id, MAX_ID_LEN)?;
         check_text("name", &new.name, MAX_NAME_LEN)?;
+        self.check_forward_url(new.forward_url.as_deref()).await?;
         let now = self.clock.now();
         let mut rec = AccountRecord {
             org: org.id.clone(),
             account_id: new.account_id,
             name: Some(new.name.trim().to_string()),
             phone_number_id: new.phone_number_id,
+            forward_url: new.forward_url,
             registered_at: Some(now),
             updated_at: Some(now),
             ..Default::default()
@@ -220,6 +235,10 @@ impl Accounts {
         }
         if let Some(phone) = patch.phone_number_id {
             rec.phone_number_id = phone;
+        }
+        if let Some(url) = patch.forward_url {
+            self.check_forward_url(url.as_deref()).await?;
+            rec.forward_url = url;
         }
         self.complete(
             &mut rec,

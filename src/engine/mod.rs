@@ -1,12 +1,13 @@
 //! The domain: events, their validation, entity states, bucketing, the planner and the
 //! metrics. It knows nothing of HTTP; it talks to storage only through the store's
 //! concern traits. Its work is split into services with one job each ([`Ingest`],
-//! [`Analytics`], [`Tenants`], [`accounts::Accounts`], [`webhook::Webhook`],
+//! [`Analytics`], [`Tenants`], [`accounts::Accounts`], [`webhook::Webhook`], [`forwarding::Forwarding`],
 //! [`retention::Compaction`]), built together once as [`Services`].
 
 pub mod accounts;
 pub mod compare;
 pub mod event;
+pub mod forwarding;
 pub mod ingest;
 pub mod keys;
 pub mod meta_errors;
@@ -98,6 +99,8 @@ pub struct EngineConfig {
     pub default_ai_price_per_1k: f64,
     /// Meta webhook: the key sealing app secrets, and the bounds of kept payloads.
     pub webhook: webhook::WebhookConfig,
+    /// The webhook tee: which forward URLs are allowed and how deliveries are retried.
+    pub forward: forwarding::ForwardConfig,
 }
 
 impl Default for EngineConfig {
@@ -109,6 +112,7 @@ impl Default for EngineConfig {
             ai_prices: HashMap::new(),
             default_ai_price_per_1k: 0.002,
             webhook: webhook::WebhookConfig::default(),
+            forward: forwarding::ForwardConfig::default(),
         }
     }
 }
@@ -171,6 +175,7 @@ pub struct Services {
     pub tenants: Arc<Tenants>,
     pub accounts: Arc<accounts::Accounts>,
     pub webhook: Arc<webhook::Webhook>,
+    pub forwarding: Arc<forwarding::Forwarding>,
     pub compaction: Arc<retention::Compaction>,
     pub config: Arc<EngineConfig>,
     /// "Now" for every service; tests fix it.
@@ -197,7 +202,13 @@ impl Services {
             rollups: store.clone(),
             credentials: keys::CredentialCache::default(),
         });
+        let forwarding = Arc::new(forwarding::Forwarding::new(
+            store.clone(),
+            store.clone(),
+            config.clone(),
+        ));
         let webhook = Arc::new(webhook::Webhook {
+            forwarding: forwarding.clone(),
             accounts: store.clone(),
             unrouted: store.clone(),
             tenants: tenants.clone(),
@@ -226,6 +237,7 @@ impl Services {
             ingest,
             tenants,
             webhook,
+            forwarding,
             config,
             clock,
             updates,
@@ -406,7 +418,7 @@ impl Ingest {
         } else {
             parse()
         }?;
-        self.write(org, events, report, progress).await
+        self.write(org, events, report, progress, Vec::new()).await
     }
 
     /// Applies events already validated (the Meta webhook builds them itself), all or
@@ -416,8 +428,20 @@ impl Ingest {
         org: &Org,
         events: Vec<event::Event>,
     ) -> Result<IngestReport, EngineError> {
+        self.ingest_events_forwarded(org, events, Vec::new()).await
+    }
+
+    /// As `ingest_events`, also putting webhook deliveries into the outbox in the same
+    /// commit, so that a payload's figures and its forwarding are stored together.
+    pub async fn ingest_events_forwarded(
+        &self,
+        org: &Org,
+        events: Vec<event::Event>,
+        outbox: Vec<crate::store::OutboxDelivery>,
+    ) -> Result<IngestReport, EngineError> {
         let events = events.into_iter().enumerate().collect();
-        self.write(org, events, IngestReport::default(), None).await
+        self.write(org, events, IngestReport::default(), None, outbox)
+            .await
     }
 
     /// The position last stored under `name` with a batch (see `ingest_tracked`).
@@ -432,6 +456,7 @@ impl Ingest {
         events: Vec<(usize, event::Event)>,
         report: IngestReport,
         progress: Option<(String, i64)>,
+        outbox: Vec<crate::store::OutboxDelivery>,
     ) -> Result<IngestReport, EngineError> {
         if org.account_limit.is_some() {
             let outside: std::collections::BTreeSet<&str> = events
@@ -473,6 +498,7 @@ impl Ingest {
                 keys,
                 transition,
                 progress,
+                outbox,
             })
             .await?;
         let report = outcome

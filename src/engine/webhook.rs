@@ -709,6 +709,7 @@ fn show_time(secs: i64) -> String {
 /// Meta's webhook: the verification handshake, receiving payloads, and keeping and
 /// replaying those no account claims yet.
 pub struct Webhook {
+    pub(super) forwarding: Arc<super::forwarding::Forwarding>,
     pub(super) accounts: Arc<dyn AccountStore>,
     pub(super) unrouted: Arc<dyn UnroutedStore>,
     pub(super) tenants: Arc<Tenants>,
@@ -747,11 +748,13 @@ impl Webhook {
         }
     }
 
-    /// Receives one POST: checks, translates and applies it, keeping what no account claims.
+    /// Receives one POST: checks, translates and applies it, keeping what no account
+    /// claims, and puts it into the outbox for the forward URLs of the accounts it names.
     pub async fn receive(
         &self,
         body: &[u8],
         signature: Option<&str>,
+        content_type: Option<&str>,
     ) -> Result<WebhookReceipt, EngineError> {
         let Some(signature) = signature else {
             return Err(EngineError::MissingSignature(
@@ -807,11 +810,27 @@ impl Webhook {
                 .or_default()
                 .extend(t.events);
         }
+        // Forwarded in the commit of each organization's figures (see `forwarding`).
+        let mut deliveries = self.forwarding.deliveries_for(
+            routed.iter().map(|(_, a)| a),
+            body,
+            signature,
+            content_type,
+        );
+        let forwarded = !deliveries.is_empty();
+        for org in deliveries.keys() {
+            by_org.entry(org.clone()).or_default();
+        }
         for (org, events) in by_org {
-            let (accepted, duplicates, ignored) = self.ingest_translated(&org, events).await?;
+            let outbox = deliveries.remove(&org).unwrap_or_default();
+            let (accepted, duplicates, ignored) =
+                self.ingest_translated(&org, events, outbox).await?;
             receipt.accepted += accepted;
             receipt.duplicates += duplicates;
             receipt.ignored += ignored;
+        }
+        if forwarded {
+            self.forwarding.wake();
         }
         if !unrouted.is_empty() {
             let kept = UnroutedPayload {
@@ -842,8 +861,9 @@ impl Webhook {
         &self,
         org: &str,
         events: Vec<Event>,
+        outbox: Vec<crate::store::OutboxDelivery>,
     ) -> Result<(u64, u64, u64), EngineError> {
-        if events.is_empty() {
+        if events.is_empty() && outbox.is_empty() {
             return Ok((0, 0, 0));
         }
         let org = self
@@ -851,7 +871,10 @@ impl Webhook {
             .by_id(org)
             .await?
             .ok_or_else(|| EngineError::Internal(format!("organization {org} is gone")))?;
-        let report = self.ingest.ingest_events(&org, events).await?;
+        let report = self
+            .ingest
+            .ingest_events_forwarded(&org, events, outbox)
+            .await?;
         Ok((
             report.accepted,
             report.duplicates,
@@ -887,7 +910,12 @@ impl Webhook {
                 continue;
             };
             let t = translate(&payload, phone, &account.account_id, now);
-            match self.ingest_translated(&account.org, t.events).await {
+            // Kept payloads are counted when replayed, never forwarded: no account
+            // vouched for them when Meta sent them.
+            match self
+                .ingest_translated(&account.org, t.events, Vec::new())
+                .await
+            {
                 Ok((accepted, duplicates, ignored)) => {
                     report.payloads += 1;
                     report.accepted += accepted;

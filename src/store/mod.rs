@@ -1,4 +1,4 @@
-//! Storage: four traits by concern, one module per backend implementing each of them.
+//! Storage: five traits by concern, one module per backend implementing each of them.
 //! A store keeps opaque entity states and counters per bucket and series; what a state
 //! or a counter means is the engine's business.
 //!
@@ -7,7 +7,9 @@
 //! - [`TenantStore`]: organizations and their credentials (API keys and share links,
 //!   kept as digests);
 //! - [`AccountStore`]: accounts and their Meta webhook settings;
-//! - [`UnroutedStore`]: kept webhook payloads no account claims yet.
+//! - [`UnroutedStore`]: kept webhook payloads no account claims yet;
+//! - [`OutboxStore`]: webhook payloads waiting to be forwarded to an account's
+//!   `forward_url` (written with the payload's figures, through [`WriteJob::outbox`]).
 
 pub mod credentials;
 mod keys;
@@ -71,6 +73,69 @@ pub struct AccountRecord {
     /// When it was registered through the API; `None` for an account only seen in events.
     pub registered_at: Option<i64>,
     pub updated_at: Option<i64>,
+    /// Where verified Meta webhook POSTs naming this account are forwarded (not a secret).
+    pub forward_url: Option<String>,
+}
+
+/// Where a delivery of the outbox stands. Delivered ones leave the outbox (their count
+/// is kept per account), so only these two are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeliveryState::Pending),
+            "failed" => Some(DeliveryState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One webhook POST to forward to one URL, byte for byte. Times are Unix milliseconds
+/// of the server's wall clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxDelivery {
+    /// Sent as `X-Whatstat-Delivery`; the same on every attempt.
+    pub id: String,
+    pub org: String,
+    /// The account whose `forward_url` this is (the first the payload names, if several share it).
+    pub account: String,
+    pub forward_url: String,
+    pub body: Vec<u8>,
+    /// `X-Hub-Signature-256` as Meta sent it.
+    pub signature: Option<String>,
+    pub content_type: Option<String>,
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+    /// After this, a failed attempt moves the delivery to the failed list.
+    pub expires_at: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub state: DeliveryState,
+}
+
+/// The forwarding status of one account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardingCounts {
+    pub pending: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    /// Deliveries moved to the failed list because the organization's outbox was full.
+    pub dropped_over_bound: u64,
+    pub oldest_pending_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<i64>,
 }
 
 /// A webhook payload no account claimed yet, kept as received.
@@ -147,6 +212,10 @@ pub struct WriteJob {
     /// A named position (e.g. how far an import has read) stored in the same
     /// transaction, so that resuming never skips or repeats a committed batch.
     pub progress: Option<(String, i64)>,
+    /// Webhook deliveries to insert into the outbox in the same transaction, if the
+    /// transition succeeds: a forwarded payload is in the outbox exactly when its
+    /// figures are stored.
+    pub outbox: Vec<OutboxDelivery>,
 }
 
 /// A counter's key within one organization: account, tier, series, bucket, dimension.
@@ -161,11 +230,18 @@ pub(crate) struct OrgWrites {
     pub counters: BTreeMap<CounterKey, i64>,
     pub accounts: BTreeSet<String>,
     pub progress: BTreeMap<String, i64>,
+    pub outbox: Vec<OutboxDelivery>,
 }
 
 impl OrgWrites {
     /// Adds one job's changes.
-    pub fn absorb(&mut self, changes: Changes, progress: Option<&(String, i64)>) {
+    pub fn absorb(
+        &mut self,
+        changes: Changes,
+        progress: Option<&(String, i64)>,
+        outbox: &[OutboxDelivery],
+    ) {
+        self.outbox.extend_from_slice(outbox);
         for e in changes.entities {
             self.entities.insert(e.key.clone(), e);
         }
@@ -354,10 +430,63 @@ pub trait UnroutedStore: Send + Sync + 'static {
     async fn delete_unrouted(&self, id: i64) -> StoreResult<bool>;
 }
 
-/// A whole store: every concern, implemented by each backend.
-pub trait Store: RollupStore + TenantStore + AccountStore + UnroutedStore {}
+/// The outbox of webhook deliveries to forward. Deliveries are inserted by write jobs
+/// ([`WriteJob::outbox`]); this is the rest of their life. Times are Unix milliseconds.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Takes up to `limit` pending deliveries due at `now` that no one holds, holding each
+    /// until `lease_until` (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so that instances
+    /// sharing the outbox never take the same one while its lease lasts).
+    async fn claim_due(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxDelivery>>;
+    /// A delivery the upstream accepted: it leaves the outbox and counts as delivered.
+    async fn mark_delivered(&self, delivery: &OutboxDelivery, at: i64) -> StoreResult<()>;
+    /// A failed attempt: the delivery is due again at `next_attempt_at` (and no longer held).
+    async fn reschedule(
+        &self,
+        delivery: &OutboxDelivery,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> StoreResult<()>;
+    /// A failed attempt past the delivery's age: it moves to the failed list.
+    async fn mark_failed(&self, delivery: &OutboxDelivery, error: &str) -> StoreResult<()>;
+    /// Makes every pending delivery due at `now` (after a restart). A backend only one
+    /// process writes (SQLite) also frees held ones; on a shared one (PostgreSQL) the
+    /// leases of other instances stand, and those of a crashed one run out.
+    async fn resume_pending(&self, now: i64) -> StoreResult<u64>;
+    /// Moves the oldest pending deliveries of each organization to the failed list until
+    /// its pending bodies total at most `max_bytes`; returns (org, account, moved) per account.
+    async fn bound_pending(
+        &self,
+        max_bytes: u64,
+        error: &str,
+    ) -> StoreResult<Vec<(String, String, u64)>>;
+    async fn forwarding_counts(&self, org: &str, account: &str) -> StoreResult<ForwardingCounts>;
+    /// The account's failed deliveries, oldest first.
+    async fn failed_deliveries(&self, org: &str, account: &str)
+    -> StoreResult<Vec<OutboxDelivery>>;
+    /// Makes failed deliveries pending again, due at `now` and expiring at `expires_at`:
+    /// one (`id`) or all of the account's; returns how many.
+    async fn retry_failed(
+        &self,
+        org: &str,
+        account: &str,
+        id: Option<&str>,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<u64>;
+    /// Deletes one failed delivery (`false`: the account has no such failed delivery).
+    async fn delete_failed(&self, org: &str, account: &str, id: &str) -> StoreResult<bool>;
+}
 
-impl<T: RollupStore + TenantStore + AccountStore + UnroutedStore> Store for T {}
+/// A whole store: every concern, implemented by each backend.
+pub trait Store: RollupStore + TenantStore + AccountStore + UnroutedStore + OutboxStore {}
+
+impl<T: RollupStore + TenantStore + AccountStore + UnroutedStore + OutboxStore> Store for T {}
 
 /// Opens the backend a database URL names (`sqlite://PATH`, `postgres://...`). Called
 /// once, where the program starts; the engine's services then hold the concerns they need.

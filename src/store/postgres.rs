@@ -25,6 +25,7 @@ use tokio_postgres::error::SqlState;
 
 mod accounts;
 pub mod notify;
+mod outbox;
 mod rollups;
 mod tenants;
 mod unrouted;
@@ -148,6 +149,40 @@ UPDATE api_keys SET id = 'key_' || substr(key_hash, 1, 16) WHERE id IS NULL;
 ALTER TABLE api_keys ALTER COLUMN id SET NOT NULL;
 CREATE UNIQUE INDEX api_keys_id ON api_keys (id);
 CREATE INDEX api_keys_org_kind ON api_keys (org, kind);
+"#,
+    // The webhook tee: an account's forward URL, the outbox of deliveries to it, and
+    // per-account delivery counts (delivered ones leave the outbox).
+    r#"
+ALTER TABLE accounts ADD COLUMN forward_url TEXT;
+CREATE TABLE outbox (
+    org TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    account TEXT COLLATE "C" NOT NULL,
+    forward_url TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    bytes BIGINT NOT NULL,
+    signature TEXT,
+    content_type TEXT,
+    created_at BIGINT NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    lease_until BIGINT,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    last_error TEXT,
+    state TEXT NOT NULL,
+    PRIMARY KEY (org, id)
+);
+CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+CREATE INDEX outbox_account ON outbox (org, account, state, created_at);
+CREATE TABLE outbox_stats (
+    org TEXT COLLATE "C" NOT NULL,
+    account TEXT COLLATE "C" NOT NULL,
+    delivered BIGINT NOT NULL DEFAULT 0,
+    dropped_over_bound BIGINT NOT NULL DEFAULT 0,
+    last_success_at BIGINT,
+    last_error TEXT,
+    PRIMARY KEY (org, account)
+);
 "#,
 ];
 
@@ -438,7 +473,7 @@ async fn write_group(
                     org_states.insert(e.key.clone(), e.state.clone());
                 }
                 let w = writes.entry(p.job.org.clone()).or_default();
-                w.absorb(changes, p.job.progress.as_ref());
+                w.absorb(changes, p.job.progress.as_ref(), &p.job.outbox);
                 results.push(Ok(()));
             }
             Err(e) => results.push(Err(StoreError::Transition(e))),
@@ -614,6 +649,7 @@ async fn write_org(
             .await?;
         tx.execute(&stmt, &[&org, name, position]).await?;
     }
+    outbox::insert(tx, org, &w.outbox).await?;
     Ok(())
 }
 

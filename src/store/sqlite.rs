@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 mod accounts;
+mod outbox;
 mod rollups;
 mod tenants;
 mod unrouted;
@@ -125,6 +126,39 @@ ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
 UPDATE api_keys SET id = 'key_' || substr(key_hash, 1, 16) WHERE id IS NULL;
 CREATE UNIQUE INDEX api_keys_id ON api_keys (id);
 CREATE INDEX api_keys_org_kind ON api_keys (org, kind);
+"#,
+    // The webhook tee: an account's forward URL, the outbox of deliveries to it, and
+    // per-account delivery counts (delivered ones leave the outbox).
+    r#"
+ALTER TABLE accounts ADD COLUMN forward_url TEXT;
+CREATE TABLE outbox (
+    id TEXT PRIMARY KEY,
+    org TEXT NOT NULL,
+    account TEXT NOT NULL,
+    forward_url TEXT NOT NULL,
+    body BLOB NOT NULL,
+    bytes INTEGER NOT NULL,
+    signature TEXT,
+    content_type TEXT,
+    created_at INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    lease_until INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    state TEXT NOT NULL
+);
+CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+CREATE INDEX outbox_account ON outbox (org, account, state, created_at);
+CREATE TABLE outbox_stats (
+    org TEXT NOT NULL,
+    account TEXT NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    dropped_over_bound INTEGER NOT NULL DEFAULT 0,
+    last_success_at INTEGER,
+    last_error TEXT,
+    PRIMARY KEY (org, account)
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -449,7 +483,7 @@ fn run_job(
         }
     }
     let changes = (job.transition)(&found).map_err(StoreError::Transition)?;
-    writes.absorb(changes, job.progress.as_ref());
+    writes.absorb(changes, job.progress.as_ref(), &job.outbox);
     Ok(())
 }
 
@@ -496,6 +530,7 @@ fn write_pending(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) ->
         for (name, position) in &w.progress {
             stmt.execute(params![name, position])?;
         }
+        outbox::insert(conn, &w.outbox)?;
     }
     Ok(())
 }

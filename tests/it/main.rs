@@ -12,6 +12,7 @@ mod dashboard;
 mod dashboard_api;
 mod edge;
 mod errors;
+mod forwarding;
 mod ingest;
 mod keys;
 mod postgres_instances;

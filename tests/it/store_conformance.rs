@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use common::backend::{Backend, TestDatabase};
 use whatstat::store::credentials::{CredentialKind, CredentialRecord};
 use whatstat::store::{
-    AccountRecord, Changes, CounterDelta, CounterQuery, EntityKey, EntityKind, EntityWrite,
-    OrgRecord, Series, Store, StoreError, Tier, UnroutedPayload, WriteJob,
+    AccountRecord, Changes, CounterDelta, CounterQuery, DeliveryState, EntityKey, EntityKind,
+    EntityWrite, OrgRecord, OutboxDelivery, Series, Store, StoreError, Tier, UnroutedPayload,
+    WriteJob,
 };
 
 async fn open(backend: Backend) -> (TestDatabase, Arc<dyn Store>) {
@@ -109,6 +110,7 @@ fn increment_seen(
             })
         }),
         progress: Some((format!("{org}-import"), 42)),
+        outbox: Vec::new(),
     };
     (job, report)
 }
@@ -150,6 +152,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
         keys: vec![key("a"), key("new")],
         transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>| Err("refused".to_string())),
         progress: Some(("o1-import".into(), 99)),
+        outbox: Vec::new(),
     };
     assert!(matches!(
         store.apply(failing).await,
@@ -179,6 +182,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
                         Err("refused".to_string())
                     }),
                     progress: Some(("o1-import".into(), 99)),
+                    outbox: Vec::new(),
                 }
             } else {
                 increment("o1", ids, Some(1_000))
@@ -209,6 +213,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
             Ok(Changes::default())
         }),
         progress: None,
+        outbox: Vec::new(),
     };
     store.apply(check).await.expect("apply");
     assert_eq!(
@@ -289,6 +294,7 @@ async fn accounts_and_unrouted_payloads(backend: Backend) {
         app_secret: Some(vec![1, 2, 3]),
         registered_at: Some(10),
         updated_at: Some(10),
+        forward_url: Some(format!("https://{acc}.example/hook")),
     };
     store
         .register_account(&reg("o1", "a1", Some("p1")))
@@ -513,4 +519,178 @@ async fn sqlite_credentials() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_credentials() {
     credentials(Backend::Postgres).await;
+}
+
+fn delivery(id: &str, org: &str, at: i64, bytes: usize) -> OutboxDelivery {
+    OutboxDelivery {
+        id: id.into(),
+        org: org.into(),
+        account: "acc".into(),
+        forward_url: "https://upstream.example/hook".into(),
+        body: vec![b'x'; bytes],
+        signature: Some("sha256=00".into()),
+        content_type: Some("application/json".into()),
+        created_at: at,
+        next_attempt_at: at,
+        expires_at: at + 1_000_000,
+        attempts: 0,
+        last_error: None,
+        state: DeliveryState::Pending,
+    }
+}
+
+/// Deliveries enter the outbox with their job's commit (never without it), are claimed
+/// once per lease, and move through retries, delivery, the failed list and the bound.
+async fn outbox(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let mut job = increment("o1", &["a"], None);
+    job.outbox = vec![delivery("d1", "o1", 1_000, 10)];
+    store.apply(job).await.expect("apply");
+    let failing = WriteJob {
+        org: "o1".into(),
+        keys: vec![key("b")],
+        transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>| Err("refused".to_string())),
+        progress: None,
+        outbox: vec![delivery("d2", "o1", 1_000, 10)],
+    };
+    assert!(store.apply(failing).await.is_err());
+
+    let claimed = store.claim_due(2_000, 5_000, 10).await.expect("claim");
+    assert_eq!(claimed, vec![delivery("d1", "o1", 1_000, 10)]);
+    // Held by its lease: no one else takes it meanwhile.
+    assert!(
+        store
+            .claim_due(3_000, 9_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    store
+        .reschedule(&claimed[0], 4_000, "the upstream answered 500")
+        .await
+        .expect("reschedule");
+    assert!(
+        store
+            .claim_due(3_500, 9_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let again = store.claim_due(4_000, 9_000, 10).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+    assert_eq!(
+        again[0].last_error.as_deref(),
+        Some("the upstream answered 500")
+    );
+    let counts = store.forwarding_counts("o1", "acc").await.expect("counts");
+    assert_eq!((counts.pending, counts.delivered, counts.failed), (1, 0, 0));
+    assert_eq!(counts.oldest_pending_at, Some(1_000));
+    store
+        .mark_delivered(&again[0], 4_500)
+        .await
+        .expect("delivered");
+    let counts = store.forwarding_counts("o1", "acc").await.expect("counts");
+    assert_eq!((counts.pending, counts.delivered, counts.failed), (0, 1, 0));
+    assert_eq!(counts.last_success_at, Some(4_500));
+    assert_eq!(
+        counts.last_error.as_deref(),
+        Some("the upstream answered 500")
+    );
+
+    // Failed, listed, retried, deleted.
+    let mut job = increment("o1", &["c"], None);
+    job.outbox = vec![
+        delivery("d3", "o1", 5_000, 10),
+        delivery("d4", "o1", 5_001, 10),
+    ];
+    store.apply(job).await.expect("apply");
+    for d in store.claim_due(6_000, 7_000, 10).await.expect("claim") {
+        store.mark_failed(&d, "too old").await.expect("fail");
+    }
+    let failed = store.failed_deliveries("o1", "acc").await.expect("failed");
+    assert_eq!(
+        failed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["d3", "d4"]
+    );
+    assert!(failed.iter().all(|d| d.state == DeliveryState::Failed));
+    assert!(
+        store
+            .failed_deliveries("o2", "acc")
+            .await
+            .expect("o2")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .retry_failed("o1", "acc", Some("d3"), 8_000, 99_000)
+            .await
+            .expect("retry"),
+        1
+    );
+    assert_eq!(
+        store
+            .retry_failed("o2", "acc", Some("d4"), 8_000, 99_000)
+            .await
+            .expect("retry elsewhere"),
+        0
+    );
+    let due = store.claim_due(8_000, 9_000, 10).await.expect("claim");
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].id.as_str(), due[0].expires_at, due[0].attempts),
+        ("d3", 99_000, 0)
+    );
+    assert!(
+        store
+            .delete_failed("o1", "acc", "d4")
+            .await
+            .expect("delete")
+    );
+    assert!(!store.delete_failed("o1", "acc", "d4").await.expect("again"));
+
+    // The bound: per organization, the oldest pending move to the failed list.
+    let mut job = increment("o2", &["e"], None);
+    job.outbox = (0..4)
+        .map(|i| delivery(&format!("e{i}"), "o2", 10_000 + i, 100))
+        .collect();
+    store.apply(job).await.expect("apply");
+    let moved = store.bound_pending(250, "full").await.expect("bound");
+    assert_eq!(moved, vec![("o2".to_string(), "acc".to_string(), 2)]);
+    let failed = store.failed_deliveries("o2", "acc").await.expect("failed");
+    assert_eq!(
+        failed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["e0", "e1"]
+    );
+    let counts = store.forwarding_counts("o2", "acc").await.expect("counts");
+    assert_eq!(
+        (counts.pending, counts.failed, counts.dropped_over_bound),
+        (2, 2, 2)
+    );
+    // o1's one pending delivery (d3, held) was not touched.
+    assert!(
+        store
+            .bound_pending(250, "full")
+            .await
+            .expect("bound")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .forwarding_counts("o1", "acc")
+            .await
+            .expect("o1")
+            .pending,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_outbox() {
+    outbox(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outbox() {
+    outbox(Backend::Postgres).await;
 }

@@ -110,12 +110,16 @@ fn main() -> Result<(), AnyError> {
 /// The measured server: the real router, engine and store, in a process of its own.
 async fn child_serve(url: &str) -> Result<(), AnyError> {
     let store = whatstat::store::open(url).await?;
-    let config = whatstat::engine::EngineConfig {
+    let mut config = whatstat::engine::EngineConfig {
         hourly_retention_days: Some(30),
         daily_retention_days: Some(365),
         ..Default::default()
     };
+    // The webhook tee forwards to an upstream on loopback.
+    config.forward.allow_http = true;
     let services = whatstat::engine::Services::new(store, config);
+    let (_stop_forwarding, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(services.forwarding.clone().run_worker(stopped));
     let limits = whatstat::api::ApiLimits {
         max_body_bytes: 64 * 1024 * 1024,
         rate_per_second: 0,
@@ -456,9 +460,35 @@ async fn open_streams(
     Ok(out)
 }
 
-/// Signed Meta webhook POSTs of 1,000 updates each (500 messages, 500 statuses);
-/// returns p50 and p99 in ms.
-async fn webhook_posts(server: &Server, posts: usize, now: i64) -> Result<(f64, f64), AnyError> {
+/// An upstream for the webhook tee on loopback: answers 200 and counts what it got.
+async fn upstream() -> Result<(String, Arc<AtomicU64>), AnyError> {
+    let got = Arc::new(AtomicU64::new(0));
+    let counter = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |_: axum::body::Bytes| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, got))
+}
+
+/// Signed Meta webhook POSTs of 1,000 updates each (500 messages, 500 statuses), to a
+/// new account on `phone`, forwarded to `forward_url` when given; returns p50 and p99 in ms.
+async fn webhook_posts(
+    server: &Server,
+    posts: usize,
+    now: i64,
+    phone: &str,
+    forward_url: Option<&str>,
+) -> Result<(f64, f64), AnyError> {
     use hmac::{Hmac, Mac};
     const SECRET: &str = "bench-app-secret";
     let r = server
@@ -466,8 +496,8 @@ async fn webhook_posts(server: &Server, posts: usize, now: i64) -> Result<(f64, 
         .post(format!("{}/api/accounts", server.base))
         .bearer_auth(&server.key)
         .json(
-            &json!({"account_id":"wa-bench","name":"Webhook bench","phone_number_id":"100200300",
-            "verify_token":"bench-verify","app_secret":SECRET}),
+            &json!({"account_id":format!("wa-bench-{phone}"),"name":"Webhook bench","phone_number_id":phone,
+            "verify_token":format!("bench-verify-{phone}"),"app_secret":SECRET,"forward_url":forward_url}),
         )
         .send()
         .await?;
@@ -478,15 +508,15 @@ async fn webhook_posts(server: &Server, posts: usize, now: i64) -> Result<(f64, 
     for p in 0..posts {
         let ts = (now - 120).to_string();
         let messages: Vec<Value> = (0..500)
-            .map(|i| json!({"from":format!("91990{:05}", i),"id":format!("wamid.in.{p}.{i}"),"timestamp":ts,"type":"text","text":{"body":"where is my order?"}}))
+            .map(|i| json!({"from":format!("91990{:05}", i),"id":format!("wamid.in.{phone}.{p}.{i}"),"timestamp":ts,"type":"text","text":{"body":"where is my order?"}}))
             .collect();
         let statuses: Vec<Value> = (0..500)
-            .map(|i| json!({"id":format!("wamid.out.{p}.{i}"),"status":if i % 3 == 0 {"read"} else {"delivered"},"timestamp":ts,
+            .map(|i| json!({"id":format!("wamid.out.{phone}.{p}.{i}"),"status":if i % 3 == 0 {"read"} else {"delivered"},"timestamp":ts,
                 "recipient_id":format!("91990{:05}", i),"pricing":{"billable":true,"pricing_model":"CBP","category":"utility"}}))
             .collect();
         let body = serde_json::to_vec(
             &json!({"object":"whatsapp_business_account","entry":[{"id":"WABA1","changes":[{"field":"messages",
-            "value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"100200300"},
+            "value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":phone},
             "messages":messages,"statuses":statuses}}]}]}),
         )?;
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes())?;
@@ -524,6 +554,7 @@ struct BackendResult {
     ingest_eps: f64,
     single_rps: f64,
     webhook: (f64, f64),
+    webhook_forwarded: (f64, f64),
     stages: Vec<Stage>,
     peak_rss_mb: f64,
     tiers: String,
@@ -630,6 +661,7 @@ async fn bench_backend(
     let mut ingest_eps = f64::NAN;
     let mut single_rps = f64::NAN;
     let mut webhook = (f64::NAN, f64::NAN);
+    let mut webhook_forwarded = (f64::NAN, f64::NAN);
     let mut stages = Vec::new();
     for (si, &size) in sizes.iter().enumerate() {
         // Pre-generate the first stage so that its ingest rate is the server's, not the generator's.
@@ -698,10 +730,23 @@ async fn bench_backend(
             for s in streams {
                 s.abort();
             }
-            webhook = webhook_posts(&server, if args.quick { 10 } else { 100 }, now).await?;
+            let posts = if args.quick { 10 } else { 100 };
+            webhook = webhook_posts(&server, posts, now, "100200300", None).await?;
             eprintln!(
                 "   webhook 1,000-update POSTs: p50 {:.1} ms, p99 {:.1} ms",
                 webhook.0, webhook.1
+            );
+            let (url, got) = upstream().await?;
+            webhook_forwarded = webhook_posts(&server, posts, now, "100200301", Some(&url)).await?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while got.load(Ordering::Relaxed) < posts as u64 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            eprintln!(
+                "   webhook 1,000-update POSTs forwarded to a local upstream: p50 {:.1} ms, p99 {:.1} ms ({} of {posts} delivered)",
+                webhook_forwarded.0,
+                webhook_forwarded.1,
+                got.load(Ordering::Relaxed)
             );
         }
         let mut baselines = Vec::new();
@@ -765,6 +810,7 @@ async fn bench_backend(
         ingest_eps,
         single_rps,
         webhook,
+        webhook_forwarded,
         stages,
         peak_rss_mb,
         tiers,
@@ -870,6 +916,10 @@ fn print_report(results: &[BackendResult], sizes: &[u64], samples: usize, quick:
         println!(
             "| webhook POST of 1,000 updates, p50 / p99 | {:.1} / {:.1} ms |",
             r.webhook.0, r.webhook.1
+        );
+        println!(
+            "| the same, forwarded by the tee to a local upstream, p50 / p99 | {:.1} / {:.1} ms |",
+            r.webhook_forwarded.0, r.webhook_forwarded.1
         );
         println!("| peak RSS of the server | {:.0} MB |", r.peak_rss_mb);
         println!("| store | {} |\n", r.tiers);

@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use super::{Failure, PostgresStore, backend};
 use crate::store::{AccountRecord, AccountStore, StoreError, StoreResult};
 
-const ACCOUNT_COLUMNS: &str = "org, account_id, name, phone_number_id, verify_token_hash, app_secret, registered_at, updated_at";
+const ACCOUNT_COLUMNS: &str = "org, account_id, name, phone_number_id, verify_token_hash, app_secret, registered_at, updated_at, forward_url";
 
 fn account_row(r: &Row) -> StoreResult<AccountRecord> {
     Ok(AccountRecord {
@@ -20,6 +20,7 @@ fn account_row(r: &Row) -> StoreResult<AccountRecord> {
         app_secret: r.try_get(5).map_err(backend)?,
         registered_at: r.try_get(6).map_err(backend)?,
         updated_at: r.try_get(7).map_err(backend)?,
+        forward_url: r.try_get(8).map_err(backend)?,
     })
 }
 
@@ -97,7 +98,7 @@ impl AccountStore for PostgresStore {
             claim_phone(&tx, a).await?;
             tx.execute(
                 "UPDATE accounts SET name = $3, phone_number_id = $4, verify_token_hash = $5,
-                   app_secret = $6, registered_at = $7, updated_at = $8
+                   app_secret = $6, registered_at = $7, updated_at = $8, forward_url = $9
                  WHERE org = $1 AND account_id = $2",
                 &[
                     &a.org,
@@ -108,6 +109,7 @@ impl AccountStore for PostgresStore {
                     &a.app_secret,
                     &a.registered_at,
                     &a.updated_at,
+                    &a.forward_url,
                 ],
             )
             .await?;
@@ -142,7 +144,7 @@ impl AccountStore for PostgresStore {
             claim_phone(&tx, a).await?;
             tx.execute(
                 "UPDATE accounts SET name = $3, phone_number_id = $4, verify_token_hash = $5,
-                   app_secret = $6, updated_at = $7
+                   app_secret = $6, updated_at = $7, forward_url = $8
                  WHERE org = $1 AND account_id = $2",
                 &[
                     &a.org,
@@ -152,6 +154,7 @@ impl AccountStore for PostgresStore {
                     &a.verify_token_hash,
                     &a.app_secret,
                     &a.updated_at,
+                    &a.forward_url,
                 ],
             )
             .await?;
@@ -245,6 +248,16 @@ impl AccountStore for PostgresStore {
             .await?;
             tx.execute(
                 "DELETE FROM phone_numbers WHERE org = $1 AND account_id = $2",
+                &[&org, &account],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM outbox WHERE org = $1 AND account = $2",
+                &[&org, &account],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM outbox_stats WHERE org = $1 AND account = $2",
                 &[&org, &account],
             )
             .await?;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::SqliteStore;
 use crate::store::{AccountRecord, AccountStore, StoreError, StoreResult};
 
-const ACCOUNT_COLUMNS: &str = "org, account_id, name, phone_number_id, verify_token_hash, app_secret, registered_at, updated_at";
+const ACCOUNT_COLUMNS: &str = "org, account_id, name, phone_number_id, verify_token_hash, app_secret, registered_at, updated_at, forward_url";
 
 fn account_row(r: &Row<'_>) -> rusqlite::Result<AccountRecord> {
     Ok(AccountRecord {
@@ -21,6 +21,7 @@ fn account_row(r: &Row<'_>) -> rusqlite::Result<AccountRecord> {
         app_secret: r.get(5)?,
         registered_at: r.get(6)?,
         updated_at: r.get(7)?,
+        forward_url: r.get(8)?,
     })
 }
 
@@ -69,12 +70,12 @@ impl AccountStore for SqliteStore {
             }
             check_phone_free(&tx, &a)?;
             tx.execute(
-                "INSERT INTO accounts (org, account_id, name, phone_number_id, verify_token_hash, app_secret, registered_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO accounts (org, account_id, name, phone_number_id, verify_token_hash, app_secret, registered_at, updated_at, forward_url)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (org, account_id) DO UPDATE SET name = excluded.name,
                    phone_number_id = excluded.phone_number_id, verify_token_hash = excluded.verify_token_hash,
                    app_secret = excluded.app_secret, registered_at = excluded.registered_at,
-                   updated_at = excluded.updated_at",
+                   updated_at = excluded.updated_at, forward_url = excluded.forward_url",
                 params![
                     a.org,
                     a.account_id,
@@ -83,7 +84,8 @@ impl AccountStore for SqliteStore {
                     a.verify_token_hash,
                     a.app_secret,
                     a.registered_at,
-                    a.updated_at
+                    a.updated_at,
+                    a.forward_url
                 ],
             )?;
             tx.commit()?;
@@ -99,7 +101,7 @@ impl AccountStore for SqliteStore {
             check_phone_free(&tx, &a)?;
             let n = tx.execute(
                 "UPDATE accounts SET name = ?3, phone_number_id = ?4, verify_token_hash = ?5,
-                   app_secret = ?6, updated_at = ?7
+                   app_secret = ?6, updated_at = ?7, forward_url = ?8
                  WHERE org = ?1 AND account_id = ?2 AND registered_at IS NOT NULL",
                 params![
                     a.org,
@@ -108,7 +110,8 @@ impl AccountStore for SqliteStore {
                     a.phone_number_id,
                     a.verify_token_hash,
                     a.app_secret,
-                    a.updated_at
+                    a.updated_at,
+                    a.forward_url
                 ],
             )?;
             tx.commit()?;
@@ -187,6 +190,14 @@ impl AccountStore for SqliteStore {
                 )?;
                 conn.execute(
                     "DELETE FROM entities WHERE org = ?1 AND account = ?2",
+                    params![org, account],
+                )?;
+                conn.execute(
+                    "DELETE FROM outbox WHERE org = ?1 AND account = ?2",
+                    params![org, account],
+                )?;
+                conn.execute(
+                    "DELETE FROM outbox_stats WHERE org = ?1 AND account = ?2",
                     params![org, account],
                 )?;
                 let n = conn.execute(

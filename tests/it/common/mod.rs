@@ -20,6 +20,8 @@ pub struct TestServer {
     /// The store's rollups, for checks of what is stored.
     pub rollups: Arc<dyn RollupStore>,
     pub client: reqwest::Client,
+    /// Stops the webhook delivery worker when dropped.
+    _forwarding: tokio::sync::watch::Sender<bool>,
     _dir: backend::TestDatabase,
 }
 
@@ -49,6 +51,8 @@ impl TestServer {
             .expect("open store");
         let rollups: Arc<dyn RollupStore> = store.clone();
         let services = Services::new(store, config);
+        let (forwarding, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(services.forwarding.clone().run_worker(stopped));
         let app = api::router(services.clone(), Some(MASTER_KEY.to_string()), &limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -62,6 +66,7 @@ impl TestServer {
             services,
             rollups,
             client: reqwest::Client::new(),
+            _forwarding: forwarding,
             _dir: dir,
         }
     }
