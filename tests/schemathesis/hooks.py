@@ -1,0 +1,44 @@
+"""schemathesis hooks for the whatstat test run (loaded through schemathesis.toml).
+
+An event's `timestamp` is accepted only within a window that moves with the server's
+clock: from the state window (or 2000-01-01 with `?backfill=true`) to 5 minutes ahead.
+No schema can state a bound that moves, so the description states what is fixed (RFC 3339
+with an offset, or Unix seconds from 2000-01-01) and this hook sets the timestamp of every
+event in a *positive* (schema-valid) body of `POST /api/events` to the current time, in
+the form it was generated in. Negative bodies are sent as generated: they must be refused
+for what makes them invalid.
+"""
+
+from datetime import datetime, timezone
+
+import schemathesis
+from schemathesis.core.parameters import ParameterLocation
+
+
+def _now(generated):
+    now = datetime.now(timezone.utc)
+    if isinstance(generated, str):
+        return now.isoformat(timespec="seconds")
+    return int(now.timestamp())
+
+
+def _set_now(event):
+    if isinstance(event, dict) and isinstance(event.get("timestamp"), (str, int, float)):
+        event["timestamp"] = _now(event["timestamp"])
+
+
+@schemathesis.hook
+def map_case(context, case):
+    operation = context.operation
+    if operation is None or operation.method.upper() != "POST" or operation.path != "/api/events":
+        return case
+    meta = case.meta
+    if meta is not None and meta.is_negative_at(ParameterLocation.BODY):
+        return case
+    body = case.body
+    if isinstance(body, list):
+        for event in body:
+            _set_now(event)
+    else:
+        _set_now(body)
+    return case
