@@ -77,6 +77,11 @@ if [ ! -s "${work}/demo-api-key" ]; then
     cat "${work}/server.log" >&2
     exit 1
 fi
+# The demo organization's accounts, for the keys and share links the hook makes.
+WHATSTAT_TEST_ACCOUNTS="$(curl -sf -H "Authorization: Bearer $(cat "${work}/demo-api-key")" \
+    "http://127.0.0.1:${port}/api/accounts" \
+    | python3 -c 'import json, sys; print(",".join(a["account_id"] for a in json.load(sys.stdin)["data"]["accounts"]))')"
+export WHATSTAT_TEST_ACCOUNTS
 "$venv/bin/schemathesis" run "http://127.0.0.1:${port}/api/openapi.json" \
     --checks all --exclude-checks ignored_auth \
     --header "Authorization: Bearer $(cat "${work}/demo-api-key")" \

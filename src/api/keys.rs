@@ -34,6 +34,8 @@ pub struct KeyBody {
     /// the organization); an admin key takes none.
     #[schema(min_items = 1, max_items = 1000)]
     accounts: Option<Vec<String>>,
+    /// An RFC 3339 instant in the future; never expires when absent.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
@@ -60,6 +62,8 @@ pub struct ShareLinkBody {
     /// Limits the link to these accounts (1 to 1000, each an account of the organization).
     #[schema(min_items = 1, max_items = 1000)]
     accounts: Option<Vec<String>>,
+    /// An RFC 3339 instant in the future; never expires when absent.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 

@@ -5,11 +5,19 @@ clock: from the state window (or 2000-01-01 with `?backfill=true`) to 5 minutes 
 No schema can state a bound that moves, so the description states what is fixed (RFC 3339
 with an offset, or Unix seconds from 2000-01-01) and this hook sets the timestamp of every
 event in a *positive* (schema-valid) body of `POST /api/events` to the current time, in
-the form it was generated in. Negative bodies are sent as generated: they must be refused
-for what makes them invalid.
+the form it was generated in.
+
+Keys and share links are the same kind of rule: `accounts` must name accounts the
+organization has (stored state) and `expires_at` must be in the future (the clock). For
+schema-valid bodies of `POST /api/keys` and `POST /api/share-links`, this hook names the
+organization's accounts (`WHATSTAT_TEST_ACCOUNTS`, comma-separated, which scripts/test.sh
+reads from the demo server) and sets `expires_at` to a day from now.
+
+Negative bodies are sent as generated: they must be refused for what makes them invalid.
 """
 
-from datetime import datetime, timezone
+import os
+from datetime import datetime, timedelta, timezone
 
 import schemathesis
 from schemathesis.core.parameters import ParameterLocation
@@ -27,15 +35,31 @@ def _set_now(event):
         event["timestamp"] = _now(event["timestamp"])
 
 
+def _credential(body):
+    if not isinstance(body, dict):
+        return
+    accounts = [a for a in os.environ.get("WHATSTAT_TEST_ACCOUNTS", "").split(",") if a]
+    if isinstance(body.get("accounts"), list) and accounts:
+        body["accounts"] = [accounts[i % len(accounts)] for i in range(len(body["accounts"]))]
+    if isinstance(body.get("expires_at"), str):
+        later = datetime.now(timezone.utc) + timedelta(days=1)
+        body["expires_at"] = later.isoformat(timespec="seconds")
+
+
 @schemathesis.hook
 def map_case(context, case):
     operation = context.operation
-    if operation is None or operation.method.upper() != "POST" or operation.path != "/api/events":
+    if operation is None or operation.method.upper() != "POST":
         return case
     meta = case.meta
     if meta is not None and meta.is_negative_at(ParameterLocation.BODY):
         return case
     body = case.body
+    if operation.path in ("/api/keys", "/api/share-links"):
+        _credential(body)
+        return case
+    if operation.path != "/api/events":
+        return case
     if isinstance(body, list):
         for event in body:
             _set_now(event)
