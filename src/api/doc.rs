@@ -207,8 +207,12 @@ fn id_schema(description: &str) -> Value {
         "pattern": NO_CONTROL, "description": description})
 }
 
+/// Flat (a type list; the string keywords bind strings only), so that the schema stays
+/// shallow for tools that walk it recursively.
 fn optional_id(description: &str) -> Value {
-    json!({"anyOf": [id_schema(description), {"type": "null"}]})
+    let mut id = id_schema(description);
+    id["type"] = json!(["string", "null"]);
+    id
 }
 
 /// One event type's object: `type`, `account_id`, `timestamp` and its own fields.
@@ -260,7 +264,10 @@ fn event_schemas() -> serde_json::Map<String, Value> {
             json!({
                 "message_id": id_schema("The message"),
                 "status": {"type": "string", "description": "sent, delivered, read and failed are counted; any other status is reported back as ignored"},
-                "error_code": {"anyOf": [{"type": "number"}, id_schema("Meta's error code"), {"type": "null"}]},
+                "error_code": {
+                "type": ["string", "number", "null"], "minLength": 1, "maxLength": event::MAX_ID_LEN,
+                "pattern": NO_CONTROL, "description": "Meta's error code, a number or a string",
+            },
                 "pricing_category": optional_id("Meta's pricing category"),
             }),
         ),
@@ -329,10 +336,8 @@ fn event_schemas() -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     out.insert("Timestamp".into(), json!({
         "description": "When it happened: RFC 3339 with an offset, or Unix seconds (a fraction is cut off). From 2000-01-01 to 5 minutes after the server's clock; older than the state window only with `?backfill=true` (a `message_status` that old is reported back as ignored).",
-        "oneOf": [
-            {"type": "string", "format": "date-time"},
-            {"type": "number", "minimum": EARLIEST_SECS},
-        ],
+        // Flat: `format` binds strings only, `minimum` numbers only.
+        "type": ["string", "number"], "format": "date-time", "minimum": EARLIEST_SECS,
     }));
     out.insert(
         "Event".into(),

@@ -10,13 +10,16 @@ the form it was generated in.
 Keys and share links are the same kind of rule: `accounts` must name accounts the
 organization has (stored state) and `expires_at` must be in the future (the clock). For
 schema-valid bodies of `POST /api/keys` and `POST /api/share-links`, this hook names the
-organization's accounts (`WHATSTAT_TEST_ACCOUNTS`, comma-separated, which scripts/test.sh
-reads from the demo server) and sets `expires_at` to a day from now.
+organization's accounts as they are at the time (read with `WHATSTAT_TEST_KEY` from
+`WHATSTAT_TEST_URL`, both set by scripts/test.sh; none left: the field is left out, all
+accounts) and sets `expires_at` to a day from now.
 
 Negative bodies are sent as generated: they must be refused for what makes them invalid.
 """
 
+import json
 import os
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import schemathesis
@@ -35,12 +38,25 @@ def _set_now(event):
         event["timestamp"] = _now(event["timestamp"])
 
 
+def _accounts():
+    """The organization's accounts now (stateful tests delete some)."""
+    request = urllib.request.Request(
+        os.environ["WHATSTAT_TEST_URL"] + "/api/accounts",
+        headers={"Authorization": "Bearer " + os.environ["WHATSTAT_TEST_KEY"]},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return [a["account_id"] for a in json.load(answer)["data"]["accounts"]]
+
+
 def _credential(body):
     if not isinstance(body, dict):
         return
-    accounts = [a for a in os.environ.get("WHATSTAT_TEST_ACCOUNTS", "").split(",") if a]
-    if isinstance(body.get("accounts"), list) and accounts:
-        body["accounts"] = [accounts[i % len(accounts)] for i in range(len(body["accounts"]))]
+    if isinstance(body.get("accounts"), list):
+        accounts = _accounts()
+        if accounts:
+            body["accounts"] = [accounts[i % len(accounts)] for i in range(len(body["accounts"]))]
+        else:
+            del body["accounts"]
     if isinstance(body.get("expires_at"), str):
         later = datetime.now(timezone.utc) + timedelta(days=1)
         body["expires_at"] = later.isoformat(timespec="seconds")
