@@ -77,6 +77,10 @@ if [ ! -s "${work}/demo-api-key" ]; then
     cat "${work}/server.log" >&2
     exit 1
 fi
+# The demo organization's key and address, for the accounts the hook names in keys.
+WHATSTAT_TEST_KEY="$(cat "${work}/demo-api-key")"
+WHATSTAT_TEST_URL="http://127.0.0.1:${port}"
+export WHATSTAT_TEST_KEY WHATSTAT_TEST_URL
 "$venv/bin/schemathesis" run "http://127.0.0.1:${port}/api/openapi.json" \
     --checks all --exclude-checks ignored_auth \
     --header "Authorization: Bearer $(cat "${work}/demo-api-key")" \

@@ -13,6 +13,7 @@ use super::doc;
 use super::error::ApiError;
 use super::extract::{Body, BodyShape, Params, QueryShape, clearable};
 use super::{AppState, success};
+use crate::engine::accounts::AccountSaved;
 use crate::engine::accounts::{AccountPatch, AccountView, NewAccount};
 use crate::store::credentials::CredentialKind;
 
@@ -86,8 +87,8 @@ impl BodyShape for AccountBody {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "Support line"}))]
 pub struct AccountChange {
-    /// A new name; it cannot be cleared.
-    #[serde(default)]
+    /// A new name; it cannot be cleared (`null` is refused).
+    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = String, min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$")]
     name: Option<String>,
     #[serde(default, deserialize_with = "clearable")]
@@ -123,6 +124,11 @@ impl BodyShape for AccountChange {
     }
 }
 
+/// A field that may be absent but not `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
+}
+
 fn account_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     path.map(|Path(id)| id).map_err(|e| {
         ApiError::invalid_parameter(format!("the account id in the path is invalid: {e}"))
@@ -131,7 +137,7 @@ fn account_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiEr
 
 #[utoipa::path(post, path = "/api/accounts", tag = "accounts", request_body = AccountBody,
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 201, description = "The account, and what was replayed to it", body = doc::Success),
+    responses((status = 201, description = "The account, and what was replayed to it", body = doc::Success<AccountSaved>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -163,7 +169,7 @@ fn shown(kind: CredentialKind, a: AccountView) -> Value {
 
 #[utoipa::path(get, path = "/api/accounts", tag = "accounts",
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The organization's accounts", body = doc::Success),
+    responses((status = 200, description = "The organization's accounts", body = doc::Success<doc::AccountList>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn list(
     State(state): State<AppState>,
@@ -183,7 +189,7 @@ pub(super) async fn list(
 #[utoipa::path(get, path = "/api/accounts/{id}", tag = "accounts",
     params(("id" = String, Path, description = "The account id")),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The account", body = doc::Success),
+    responses((status = 200, description = "The account", body = doc::Success<doc::AccountShown>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn get_one(
     State(state): State<AppState>,
@@ -198,7 +204,7 @@ pub(super) async fn get_one(
 #[utoipa::path(patch, path = "/api/accounts/{id}", tag = "accounts", request_body = AccountChange,
     params(("id" = String, Path, description = "The account id")),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The changed account", body = doc::Success),
+    responses((status = 200, description = "The changed account", body = doc::Success<AccountSaved>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn patch(
     State(state): State<AppState>,
@@ -222,7 +228,7 @@ pub(super) async fn patch(
 #[utoipa::path(delete, path = "/api/accounts/{id}", tag = "accounts",
     params(("id" = String, Path, description = "The account id")),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The account was deleted", body = doc::Success),
+    responses((status = 200, description = "The account was deleted", body = doc::Success<doc::Deleted>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn delete(
     State(state): State<AppState>,
@@ -252,7 +258,7 @@ impl QueryShape for UnroutedQuery {
 
 #[utoipa::path(get, path = "/api/admin/unrouted", tag = "admin", params(UnroutedQuery),
     security(("master_key" = [])),
-    responses((status = 200, description = "Webhook payloads no account claimed", body = doc::Success),
+    responses((status = 200, description = "Webhook payloads no account claimed", body = doc::Success<doc::PayloadList>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn unrouted(
     State(state): State<AppState>,
@@ -270,7 +276,7 @@ pub(super) async fn unrouted(
 #[utoipa::path(delete, path = "/api/admin/unrouted/{id}", tag = "admin",
     params(("id" = i64, Path, description = "The kept payload's id")),
     security(("master_key" = [])),
-    responses((status = 200, description = "The payload was deleted", body = doc::Success),
+    responses((status = 200, description = "The payload was deleted", body = doc::Success<doc::DeletedPayload>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn delete_unrouted(
     State(state): State<AppState>,

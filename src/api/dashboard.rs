@@ -64,7 +64,7 @@ async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
 
 #[utoipa::path(get, path = "/api/org", tag = "accounts",
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The organization the credential belongs to: id, name and time zone", body = doc::Success),
+    responses((status = 200, description = "The organization the credential belongs to: id, name and time zone", body = doc::Success<doc::OrgView>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn org(ReadKey(caller): ReadKey) -> Response {
     let org = caller.org;

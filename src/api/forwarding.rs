@@ -29,7 +29,7 @@ fn account_and_delivery(
 #[utoipa::path(get, path = "/api/accounts/{id}/forwarding", tag = "accounts",
     params(("id" = String, Path, description = "The account id")),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "Deliveries pending, delivered and failed, the oldest pending one, the last error and the last success", body = doc::Success),
+    responses((status = 200, description = "Deliveries pending, delivered and failed, the oldest pending one, the last error and the last success", body = doc::Success<crate::engine::forwarding::ForwardingStatus>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn status(
     State(state): State<AppState>,
@@ -43,7 +43,7 @@ pub(super) async fn status(
 #[utoipa::path(get, path = "/api/accounts/{id}/forwarding/failed", tag = "accounts",
     params(("id" = String, Path, description = "The account id")),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The account's failed deliveries, oldest first", body = doc::Success),
+    responses((status = 200, description = "The account's failed deliveries, oldest first", body = doc::Success<doc::DeliveryList>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn failed(
     State(state): State<AppState>,
@@ -58,7 +58,7 @@ pub(super) async fn failed(
 #[utoipa::path(post, path = "/api/accounts/{id}/forwarding/failed/retry", tag = "accounts",
     params(("id" = String, Path, description = "The account id")),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "Every failed delivery of the account is pending again, due now", body = doc::Success),
+    responses((status = 200, description = "Every failed delivery of the account is pending again, due now", body = doc::Success<doc::Retried>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn retry_all(
     State(state): State<AppState>,
@@ -74,7 +74,7 @@ pub(super) async fn retry_all(
     params(("id" = String, Path, description = "The account id"),
         ("delivery_id" = String, Path, description = "The delivery id (`X-Whatstat-Delivery`)")),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The delivery is pending again, due now", body = doc::Success),
+    responses((status = 200, description = "The delivery is pending again, due now", body = doc::Success<doc::Retried>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn retry_one(
     State(state): State<AppState>,
@@ -94,7 +94,7 @@ pub(super) async fn retry_one(
     params(("id" = String, Path, description = "The account id"),
         ("delivery_id" = String, Path, description = "The delivery id (`X-Whatstat-Delivery`)")),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The failed delivery was deleted", body = doc::Success),
+    responses((status = 200, description = "The failed delivery was deleted", body = doc::Success<doc::Deleted>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn delete_failed(
     State(state): State<AppState>,

@@ -13,7 +13,7 @@ use super::doc;
 use super::error::ApiError;
 use super::extract::{Body, BodyShape};
 use super::{AppState, success};
-use crate::engine::keys::{Authentication, NewCredential};
+use crate::engine::keys::{Authentication, CreatedKey, CreatedShareLink, NewCredential};
 use crate::store::credentials::CredentialKind;
 
 const NAME: &str = "a non-empty string of at most 200 bytes";
@@ -30,8 +30,12 @@ pub struct KeyBody {
     /// `ingest` (only posting events), `read` (figures and accounts) or `admin`.
     #[schema(pattern = "^(ingest|read|admin)$")]
     scope: String,
-    /// Limits a `read` or `ingest` key to these accounts.
+    /// Limits a `read` or `ingest` key to these accounts (1 to 1000, each an account of
+    /// the organization); an admin key takes none.
+    #[schema(min_items = 1, max_items = 1000)]
     accounts: Option<Vec<String>>,
+    /// An RFC 3339 instant in the future; never expires when absent.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
@@ -55,8 +59,11 @@ impl BodyShape for KeyBody {
 pub struct ShareLinkBody {
     #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: String,
-    /// Limits the link to these accounts.
+    /// Limits the link to these accounts (1 to 1000, each an account of the organization).
+    #[schema(min_items = 1, max_items = 1000)]
     accounts: Option<Vec<String>>,
+    /// An RFC 3339 instant in the future; never expires when absent.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
@@ -85,7 +92,7 @@ fn id_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> 
 
 #[utoipa::path(post, path = "/api/keys", tag = "keys", request_body = KeyBody,
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 201, description = "The key, shown only in this answer", body = doc::Success),
+    responses((status = 201, description = "The key, shown only in this answer", body = doc::Success<CreatedKey>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn create_key(
     State(state): State<AppState>,
@@ -110,7 +117,7 @@ pub(super) async fn create_key(
 
 #[utoipa::path(get, path = "/api/keys", tag = "keys",
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The organization's keys, without their secrets", body = doc::Success),
+    responses((status = 200, description = "The organization's keys, without their secrets", body = doc::Success<doc::KeyList>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn list_keys(
     State(state): State<AppState>,
@@ -124,7 +131,7 @@ pub(super) async fn list_keys(
 #[utoipa::path(delete, path = "/api/keys/{id}", tag = "keys",
     params(("id" = String, Path, description = "The key's id (`key_...`)")),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The key is revoked", body = doc::Success),
+    responses((status = 200, description = "The key is revoked", body = doc::Success<doc::Revoked>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn revoke_key(
     State(state): State<AppState>,
@@ -142,7 +149,7 @@ pub(super) async fn revoke_key(
 
 #[utoipa::path(post, path = "/api/share-links", tag = "keys", request_body = ShareLinkBody,
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 201, description = "The link's token and address, shown only in this answer", body = doc::Success),
+    responses((status = 201, description = "The link's token and address, shown only in this answer", body = doc::Success<CreatedShareLink>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn create_share_link(
     State(state): State<AppState>,
@@ -167,7 +174,7 @@ pub(super) async fn create_share_link(
 
 #[utoipa::path(get, path = "/api/share-links", tag = "keys",
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The organization's share links, without their tokens", body = doc::Success),
+    responses((status = 200, description = "The organization's share links, without their tokens", body = doc::Success<doc::ShareLinkList>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn list_share_links(
     State(state): State<AppState>,
@@ -181,7 +188,7 @@ pub(super) async fn list_share_links(
 #[utoipa::path(delete, path = "/api/share-links/{id}", tag = "keys",
     params(("id" = String, Path, description = "The link's id (`share_...`)")),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The link no longer works", body = doc::Success),
+    responses((status = 200, description = "The link no longer works", body = doc::Success<doc::Deleted>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn delete_share_link(
     State(state): State<AppState>,

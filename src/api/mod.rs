@@ -28,7 +28,10 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::engine::compare::Compare;
+use crate::engine::ingest::IngestReport;
+use crate::engine::metrics::{ChatbotAnswer, DashboardAnswer, MessagesAnswer};
 use crate::engine::metrics::{Granularity, Period, RangeParams};
+use crate::engine::retention::CompactionReport;
 use crate::engine::{EventsBody, Services};
 use auth::{IngestKey, MasterKey, ReadKey};
 use csv::CsvTable;
@@ -137,7 +140,7 @@ fn success<T: Serialize>(data: T) -> Response {
 }
 
 #[utoipa::path(get, path = "/health", tag = "meta",
-    responses((status = 200, description = "The server is up", body = doc::Success)))]
+    responses((status = 200, description = "The server is up", body = doc::Success<doc::Health>)))]
 async fn health() -> Response {
     success(json!({"status": "ok"}))
 }
@@ -190,7 +193,7 @@ impl BodyShape for NewOrg {
 
 #[utoipa::path(post, path = "/api/admin/orgs", tag = "admin", request_body = NewOrg,
     security(("master_key" = [])),
-    responses((status = 201, description = "The organization and its API key, shown once", body = doc::Success),
+    responses((status = 201, description = "The organization and its API key, shown once", body = doc::Success<doc::OrgCreated>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn create_org(
     State(state): State<AppState>,
@@ -210,7 +213,7 @@ async fn create_org(
 }
 
 #[utoipa::path(post, path = "/api/admin/compact", tag = "admin", security(("master_key" = [])),
-    responses((status = 200, description = "What compaction did", body = doc::Success),
+    responses((status = 200, description = "What compaction did", body = doc::Success<CompactionReport>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn compact(State(state): State<AppState>, _: MasterKey) -> Result<Response, ApiError> {
     Ok(success(state.services.compaction.compact().await?))
@@ -238,7 +241,7 @@ impl QueryShape for IngestQuery {
     request_body(description = "A JSON array of events or one event object; or NDJSON, one event a line",
         content((doc::Events = "application/json"), (String = "application/x-ndjson"))),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The events were applied", body = doc::Success),
+    responses((status = 200, description = "The events were applied", body = doc::Success<IngestReport>),
         (status = "4XX", description = "Refused; nothing was applied", body = doc::Failure)))]
 async fn post_events(
     State(state): State<AppState>,
@@ -520,7 +523,7 @@ impl QueryShape for DashboardQuery {
 
 #[utoipa::path(get, path = "/api/analytics/messages", tag = "analytics", params(MessagesQuery),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "Summary, by_type and timeline", body = doc::Success),
+    responses((status = 200, description = "Summary, by_type and timeline", content((doc::Success<MessagesAnswer> = "application/json"), (String = "text/csv"))),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn messages(
     State(state): State<AppState>,
@@ -551,7 +554,7 @@ async fn messages(
 
 #[utoipa::path(get, path = "/api/analytics/chatbot", tag = "analytics", params(ChatbotQuery),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "Conversations, flows, keywords and AI usage", body = doc::Success),
+    responses((status = 200, description = "Conversations, flows, keywords and AI usage", content((doc::Success<ChatbotAnswer> = "application/json"), (String = "text/csv"))),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn chatbot(
     State(state): State<AppState>,
@@ -597,7 +600,7 @@ async fn chatbot(
 
 #[utoipa::path(get, path = "/api/analytics/dashboard", tag = "analytics", params(DashboardQuery),
     security(("api_key" = []), ("bearer" = [])),
-    responses((status = 200, description = "The period so far against the one before", body = doc::Success),
+    responses((status = 200, description = "The period so far against the one before", content((doc::Success<DashboardAnswer> = "application/json"), (String = "text/csv"))),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 async fn dashboard(
     State(state): State<AppState>,

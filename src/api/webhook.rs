@@ -12,6 +12,7 @@ use utoipa::IntoParams;
 use super::error::ApiError;
 use super::extract::body_bytes;
 use super::{AppState, doc, success};
+use crate::engine::webhook::WebhookReceipt;
 
 /// Meta's verification request; other parameters are ignored, as Meta may add some.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -63,7 +64,7 @@ pub(super) async fn handshake(
 #[utoipa::path(post, path = "/webhooks/whatsapp", tag = "webhook",
     request_body(content = Object, description = "Meta's update, signed with the account's app secret"),
     params(("X-Hub-Signature-256" = String, Header, description = "sha256=<HMAC-SHA256 of the body>")),
-    responses((status = 200, description = "What was applied and kept", body = doc::Success),
+    responses((status = 200, description = "What was applied and kept", body = doc::Success<WebhookReceipt>),
         (status = "4XX", description = "Refused", body = doc::Failure)))]
 pub(super) async fn receive(
     State(state): State<AppState>,

@@ -37,7 +37,7 @@ pub struct AccountPatch {
 }
 
 /// An account as the API shows it: no secret, only whether one is set.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AccountView {
     pub account_id: String,
     pub name: Option<String>,
@@ -75,7 +75,7 @@ impl From<&AccountRecord> for AccountView {
 
 /// The answer to a registration or change: the account, and what replaying kept
 /// webhook payloads for its number did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AccountSaved {
     #[serde(flatten)]
     pub account: AccountView,
@@ -101,6 +101,24 @@ fn check_phone(p: &str) -> Result<(), EngineError> {
     } else {
         Ok(())
     }
+}
+
+/// A change that sets a number carries the app secret too (re-proving who owns the
+/// number), and one that clears the secret clears the number too: rules of the body
+/// alone, which the description states as a schema, whatever is stored.
+fn check_patch_rule(patch: &AccountPatch) -> Result<(), EngineError> {
+    if matches!(patch.phone_number_id, Some(Some(_))) && !matches!(patch.app_secret, Some(Some(_)))
+    {
+        return Err(EngineError::BadRequest(
+            "field `app_secret` is required with `phone_number_id`: a change that sets the number carries the app secret its webhook payloads are verified with".into(),
+        ));
+    }
+    if matches!(patch.app_secret, Some(None)) && !matches!(patch.phone_number_id, Some(None)) {
+        return Err(EngineError::BadRequest(
+            "field `app_secret` is null: clearing the app secret needs `phone_number_id`: null too, since a number's webhook payloads are verified with it".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn conflict(e: StoreError) -> EngineError {
@@ -228,6 +246,7 @@ impl Accounts {
         id: &str,
         patch: AccountPatch,
     ) -> Result<AccountSaved, EngineError> {
+        check_patch_rule(&patch)?;
         let mut rec = self.account_record(org, id).await?;
         if let Some(name) = &patch.name {
             check_text("name", name, MAX_NAME_LEN)?;

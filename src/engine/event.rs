@@ -11,9 +11,10 @@ use serde_json::value::RawValue;
 pub const FUTURE_TOLERANCE_SECS: i64 = 300;
 /// The earliest instant accepted: nothing of WhatsApp Business predates it.
 pub const EARLIEST_SECS: i64 = 946_684_800; // 2000-01-01T00:00:00Z
-const MAX_ID_LEN: usize = 256;
-const MAX_TOKENS: u64 = 1_000_000_000;
-const MAX_COST_USD: f64 = 1_000_000.0;
+/// Identifiers are counted in characters, the limit a JSON schema's `maxLength` states.
+pub const MAX_ID_LEN: usize = 256;
+pub const MAX_TOKENS: u64 = 1_000_000_000;
+pub const MAX_COST_USD: f64 = 1_000_000.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -435,7 +436,7 @@ impl Fields<'_> {
         }
     }
 
-    /// A required identifier-like string: non-empty, at most 256 bytes.
+    /// A required identifier-like string: non-empty, at most 256 characters.
     fn id(&self, name: &str, errors: &mut Vec<String>) -> Option<String> {
         let s = self.required_str(name, errors)?;
         check_id(name, s, errors)
@@ -550,7 +551,16 @@ impl Fields<'_> {
     fn count(&self, name: &str, errors: &mut Vec<String>) -> Option<Option<u64>> {
         match self.get(name).as_ref() {
             None | Some(Value::Null) => Some(None),
-            Some(Value::Number(n)) => match n.as_u64().filter(|t| *t <= MAX_TOKENS) {
+            // A whole number written with a fraction (`12.0`) is a JSON schema `integer` too.
+            Some(Value::Number(n)) => match n
+                .as_u64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= MAX_TOKENS as f64)
+                        .map(|f| f as u64)
+                })
+                .filter(|t| *t <= MAX_TOKENS)
+            {
                 Some(t) => Some(Some(t)),
                 None => {
                     errors.push(format!(
@@ -612,9 +622,9 @@ impl Fields<'_> {
 }
 
 fn check_id(name: &str, s: String, errors: &mut Vec<String>) -> Option<String> {
-    if s.is_empty() || s.len() > MAX_ID_LEN || s.chars().any(char::is_control) {
+    if s.is_empty() || s.chars().count() > MAX_ID_LEN || s.chars().any(char::is_control) {
         errors.push(format!(
-            "field `{name}` must be a non-empty string of at most {MAX_ID_LEN} bytes without control characters"
+            "field `{name}` must be a non-empty string of at most {MAX_ID_LEN} characters without control characters"
         ));
         None
     } else {

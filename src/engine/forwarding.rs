@@ -221,7 +221,7 @@ impl reqwest::dns::Resolve for PublicOnly {
 }
 
 /// The forwarding status of one account, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ForwardingStatus {
     pub account_id: String,
     pub forward_url: Option<String>,
@@ -236,7 +236,7 @@ pub struct ForwardingStatus {
 }
 
 /// A failed delivery, as the API lists it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct FailedDelivery {
     pub id: String,
     pub forward_url: String,

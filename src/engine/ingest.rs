@@ -15,7 +15,7 @@ use super::time::{Calendar, Tier};
 use crate::store::{ALL_ACCOUNTS, Changes, CounterDelta, EntityKey, EntityWrite};
 
 /// What happened to a request's events, as the ingestion answer reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct IngestReport {
     pub accepted: u64,
     pub duplicates: u64,
@@ -25,7 +25,7 @@ pub struct IngestReport {
     pub changed_accounts: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Ignored {
     pub index: usize,
     pub reason: String,

@@ -22,7 +22,9 @@ const MAX_NAME_LEN: usize = 200;
 const MAX_ACCOUNTS: usize = 1000;
 
 /// What a credential may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Only posting events.
@@ -91,7 +93,7 @@ pub struct NewCredential {
 }
 
 /// A key as listed: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: String,
     pub name: String,
@@ -103,7 +105,7 @@ pub struct KeyView {
 }
 
 /// A key just made: the only time its secret is shown.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub view: KeyView,
@@ -111,7 +113,7 @@ pub struct CreatedKey {
 }
 
 /// A share link as listed: never its token.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ShareLinkView {
     pub id: String,
     pub name: String,
@@ -122,7 +124,7 @@ pub struct ShareLinkView {
 }
 
 /// A share link just made: the only time its token and address are shown.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct CreatedShareLink {
     #[serde(flatten)]
     pub view: ShareLinkView,

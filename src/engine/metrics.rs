@@ -142,7 +142,7 @@ pub struct RangeParams {
 /// Timeline buckets beyond this are refused: nobody reads more, and it bounds the work.
 const MAX_TIMELINE_BUCKETS: usize = 10_000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessagesAnswer {
     pub summary: MessageSummary,
     pub by_type: BTreeMap<String, i64>,
@@ -152,14 +152,16 @@ pub struct MessagesAnswer {
     pub range: AnsweredRange,
     /// Only with `compare=previous`: the same answer for the previous period, or `null`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<MessagesAnswer>, no_recursion)]
     pub previous: Option<Option<Box<MessagesAnswer>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub change: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_unavailable: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageSummary {
     pub total_sent: i64,
     pub total_received: i64,
@@ -170,7 +172,7 @@ pub struct MessageSummary {
     pub read_rate: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub date: String,
     pub sent: i64,
@@ -180,7 +182,7 @@ pub struct TimelineEntry {
     pub failed: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChatbotAnswer {
     pub summary: ChatbotSummary,
     pub by_flow: Vec<FlowFigures>,
@@ -191,14 +193,16 @@ pub struct ChatbotAnswer {
     pub timeline: Option<Vec<ChatbotTimelineEntry>>,
     pub range: AnsweredRange,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ChatbotAnswer>, no_recursion)]
     pub previous: Option<Option<Box<ChatbotAnswer>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub change: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_unavailable: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChatbotTimelineEntry {
     pub date: String,
     pub conversations: i64,
@@ -213,7 +217,7 @@ pub struct ChatbotTimelineEntry {
     pub ai_cost: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChatbotSummary {
     pub total_conversations: i64,
     pub auto_resolved: i64,
@@ -224,7 +228,7 @@ pub struct ChatbotSummary {
     pub avg_resolution_time_seconds: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FlowFigures {
     pub flow_name: String,
     pub conversations: i64,
@@ -232,13 +236,13 @@ pub struct FlowFigures {
     pub completion_rate: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeywordCount {
     pub keyword: String,
     pub count: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AiUsage {
     pub total_requests: i64,
     pub total_tokens: i64,
@@ -246,7 +250,7 @@ pub struct AiUsage {
     pub estimated_cost: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DashboardAnswer {
     pub contacts: DashboardContacts,
     pub messages: DashboardMessages,
@@ -254,14 +258,16 @@ pub struct DashboardAnswer {
     pub chatbot: DashboardChatbot,
     pub range: AnsweredRange,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<DashboardAnswer>, no_recursion)]
     pub previous: Option<Option<Box<DashboardAnswer>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub change: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_unavailable: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DashboardContacts {
     pub total: i64,
     pub new_today: i64,
@@ -269,7 +275,7 @@ pub struct DashboardContacts {
     pub growth_percent: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DashboardMessages {
     pub total: i64,
     pub sent: i64,
@@ -277,14 +283,14 @@ pub struct DashboardMessages {
     pub today: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DashboardCampaigns {
     pub total: i64,
     pub active: i64,
     pub completed_this_month: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DashboardChatbot {
     pub conversations_today: i64,
     pub auto_resolved: i64,
@@ -978,7 +984,7 @@ fn parse_point(s: &str, day: &dyn Fn(Date) -> Option<i64>) -> Option<Option<i64>
 }
 
 /// What an answer covers, in the calendar it was read in.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AnsweredRange {
     /// Local RFC 3339 instants; `end` is exclusive.
     pub start: String,
@@ -999,14 +1005,15 @@ fn answered_range(w: &Window) -> AnsweredRange {
 }
 
 /// A code as Meta sends it: a number, or (rarely) a word.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
+#[schema(as = FailureCode)]
 pub enum ErrorCode {
     Number(i64),
     Text(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FailureReason {
     /// `null` for failures that came without a code.
     pub error_code: Option<ErrorCode>,

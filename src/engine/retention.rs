@@ -20,7 +20,7 @@ use crate::store::{RollupStore, TenantStore};
 /// Rows deleted per chunk: small enough that ingestion waits at most a few milliseconds.
 const CHUNK: usize = 2_000;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CompactionReport {
     pub organizations: u64,
     pub hourly_rows_expired: u64,

@@ -651,7 +651,7 @@ pub fn translate(
 }
 
 /// What a webhook POST did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct WebhookReceipt {
     pub accepted: u64,
     pub duplicates: u64,
@@ -664,7 +664,7 @@ pub struct WebhookReceipt {
 }
 
 /// What replaying kept payloads for a newly registered number did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ReplayReport {
     /// Payloads applied (and released) for this number.
     pub payloads: u64,
@@ -679,7 +679,7 @@ pub struct ReplayReport {
 }
 
 /// An unrouted payload as the admin API lists it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct UnroutedView {
     pub id: i64,
     pub received_at: String,

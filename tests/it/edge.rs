@@ -287,3 +287,77 @@ async fn over_the_rate_is_rate_limited_with_retry_after() {
         )
     );
 }
+
+/// The number-and-secret rule is one of the body alone, as the description states it:
+/// a change that sets the number carries the secret, one that clears the secret clears
+/// the number, and `name` cannot be `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_the_number_carries_the_secret() {
+    let server = TestServer::start().await;
+    server.set_now(at(NOW));
+    let key = server.create_org("Acme", "UTC").await;
+    let send = |method: Method, path: &str, body: Value| {
+        server
+            .client
+            .request(method, format!("{}{path}", server.base))
+            .bearer_auth(&key)
+            .json(&body)
+    };
+    let (status, body) = server
+        .send(send(
+            Method::POST,
+            "/api/accounts",
+            json!({"account_id": "main", "name": "Main", "phone_number_id": "111", "app_secret": "s1"}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let refused = [
+        (json!({"phone_number_id": "222"}), "app_secret"),
+        (
+            json!({"phone_number_id": "222", "app_secret": null}),
+            "app_secret",
+        ),
+        (json!({"app_secret": null}), "phone_number_id"),
+        (json!({"name": null}), "name"),
+    ];
+    for (change, field) in refused {
+        let (status, body) = server
+            .send(send(Method::PATCH, "/api/accounts/main", change.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{change}: {body}");
+        let message = body["message"].as_str().unwrap_or("");
+        assert!(message.contains(field), "{change}: {message}");
+    }
+    // Nothing of the refused changes was applied.
+    let (_, shown) = server.get(&key, "/api/accounts/main").await;
+    assert_eq!(shown["data"]["phone_number_id"], "111");
+    assert_eq!(shown["data"]["has_app_secret"], true);
+    let (status, body) = server
+        .send(send(
+            Method::PATCH,
+            "/api/accounts/main",
+            json!({"phone_number_id": "222", "app_secret": "s2"}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["phone_number_id"], "222");
+    let (status, body) = server
+        .send(send(
+            Method::PATCH,
+            "/api/accounts/main",
+            json!({"app_secret": "s3"}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["phone_number_id"], "222");
+    let (status, body) = server
+        .send(send(
+            Method::PATCH,
+            "/api/accounts/main",
+            json!({"phone_number_id": null, "app_secret": null}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["phone_number_id"], Value::Null);
+    assert_eq!(body["data"]["has_app_secret"], false);
+}
