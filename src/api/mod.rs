@@ -287,7 +287,8 @@ const POINT: &str = "a date YYYY-MM-DD or an RFC 3339 instant such as 2024-01-01
 const ZONE: &str = "an IANA time zone name such as Asia/Kolkata or UTC";
 const COMPARE: &str = "previous, none";
 const FORMAT: &str = "json, csv";
-const TABLES: &str = "timeline, by_type, by_error, by_flow, top_keywords, figures (each route has its own; see docs/api.md)";
+const MESSAGES_TABLES: &str = "timeline, by_type, by_error";
+const CHATBOT_TABLES: &str = "timeline, by_flow, top_keywords";
 
 /// `compare=previous` adds the period of equal length before the asked one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
@@ -314,49 +315,67 @@ pub enum Format {
     Csv,
 }
 
-/// The table `format=csv` exports; the timeline when absent.
+/// The tables of `GET /api/analytics/messages` that `format=csv` exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum TableParam {
+pub enum MessagesTable {
     Timeline,
     ByType,
     ByError,
+}
+
+/// The tables of `GET /api/analytics/chatbot` that `format=csv` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatbotTable {
+    Timeline,
     ByFlow,
     TopKeywords,
+}
+
+/// The table of `GET /api/analytics/dashboard` that `format=csv` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DashboardTable {
     Figures,
 }
 
-impl TableParam {
-    fn name(self) -> &'static str {
-        match self {
-            TableParam::Timeline => "timeline",
-            TableParam::ByType => "by_type",
-            TableParam::ByError => "by_error",
-            TableParam::ByFlow => "by_flow",
-            TableParam::TopKeywords => "top_keywords",
-            TableParam::Figures => "figures",
+impl From<MessagesTable> for CsvTable {
+    fn from(t: MessagesTable) -> Self {
+        match t {
+            MessagesTable::Timeline => CsvTable::Timeline,
+            MessagesTable::ByType => CsvTable::ByType,
+            MessagesTable::ByError => CsvTable::ByError,
         }
     }
 }
 
-/// The CSV table asked for, if any: `table` needs `format=csv`, and must be one of the
-/// route's own tables.
-fn csv_table(
-    format: Option<Format>,
-    table: Option<TableParam>,
-    endpoint: &str,
-    tables: &[CsvTable],
-) -> Result<Option<CsvTable>, ApiError> {
-    match format {
-        None | Some(Format::Json) => match table {
-            Some(_) => Err(ApiError::invalid_parameter(
-                "parameter `table` needs `format=csv`",
-            )),
-            None => Ok(None),
-        },
-        Some(Format::Csv) => {
-            CsvTable::parse(table.map(TableParam::name), endpoint, tables).map(Some)
+impl From<ChatbotTable> for CsvTable {
+    fn from(t: ChatbotTable) -> Self {
+        match t {
+            ChatbotTable::Timeline => CsvTable::ChatbotTimeline,
+            ChatbotTable::ByFlow => CsvTable::ByFlow,
+            ChatbotTable::TopKeywords => CsvTable::TopKeywords,
         }
+    }
+}
+
+impl From<DashboardTable> for CsvTable {
+    fn from(_: DashboardTable) -> Self {
+        CsvTable::Figures
+    }
+}
+
+/// The CSV table asked for, if any: with `format=csv`, `table` (the first of the route's
+/// tables when absent). A JSON answer holds every table, so `table` picks nothing there.
+fn csv_table<T: Into<CsvTable>>(
+    format: Option<Format>,
+    table: Option<T>,
+    default: CsvTable,
+) -> Option<CsvTable> {
+    match format {
+        None | Some(Format::Json) => None,
+        Some(Format::Csv) => Some(table.map_or(default, Into::into)),
     }
 }
 
@@ -403,7 +422,7 @@ pub struct MessagesQuery {
     format: Option<Format>,
     /// With `format=csv`: `timeline` (default), `by_type` or `by_error`.
     #[param(inline)]
-    table: Option<TableParam>,
+    table: Option<MessagesTable>,
 }
 
 impl QueryShape for MessagesQuery {
@@ -423,7 +442,7 @@ impl QueryShape for MessagesQuery {
             "tz" => ZONE,
             "compare" => COMPARE,
             "format" => FORMAT,
-            "table" => TABLES,
+            "table" => MESSAGES_TABLES,
             _ => POINT,
         }
     }
@@ -454,7 +473,7 @@ pub struct ChatbotQuery {
     format: Option<Format>,
     /// With `format=csv`: `timeline` (default), `by_flow` or `top_keywords`.
     #[param(inline)]
-    table: Option<TableParam>,
+    table: Option<ChatbotTable>,
 }
 
 fn keyword_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
@@ -485,7 +504,7 @@ impl QueryShape for ChatbotQuery {
             "granularity" => Granularity::NAMES,
             "compare" => COMPARE,
             "format" => FORMAT,
-            "table" => TABLES,
+            "table" => CHATBOT_TABLES,
             _ => POINT,
         }
     }
@@ -506,7 +525,7 @@ pub struct DashboardQuery {
     format: Option<Format>,
     /// With `format=csv`: `figures`, the one row of the answer's numbers.
     #[param(inline)]
-    table: Option<TableParam>,
+    table: Option<DashboardTable>,
 }
 
 impl QueryShape for DashboardQuery {
@@ -515,7 +534,7 @@ impl QueryShape for DashboardQuery {
         match name {
             "compare" => COMPARE,
             "format" => FORMAT,
-            "table" => TABLES,
+            "table" => "figures",
             _ => Period::NAMES,
         }
     }
@@ -538,12 +557,7 @@ async fn messages(
         tz: q.tz,
     };
     let granularity = q.granularity.unwrap_or(Granularity::Day);
-    let csv = csv_table(
-        q.format,
-        q.table,
-        "messages",
-        &[CsvTable::Timeline, CsvTable::ByType, CsvTable::ByError],
-    )?;
+    let csv = csv_table(q.format, q.table, CsvTable::Timeline);
     let answer = state
         .services
         .analytics
@@ -568,16 +582,7 @@ async fn chatbot(
         end_date: q.end_date,
         tz: q.tz,
     };
-    let csv = csv_table(
-        q.format,
-        q.table,
-        "chatbot",
-        &[
-            CsvTable::ChatbotTimeline,
-            CsvTable::ByFlow,
-            CsvTable::TopKeywords,
-        ],
-    )?;
+    let csv = csv_table(q.format, q.table, CsvTable::ChatbotTimeline);
     // The timeline comes when asked for, and with the CSV of it (by day unless asked).
     let granularity = match (q.granularity, csv) {
         (Some(g), _) => Some(g),
@@ -609,7 +614,7 @@ async fn dashboard(
 ) -> Result<Response, ApiError> {
     let org = caller.org;
     let period = q.period.unwrap_or(Period::Month);
-    let csv = csv_table(q.format, q.table, "dashboard", &[CsvTable::Figures])?;
+    let csv = csv_table(q.format, q.table, CsvTable::Figures);
     let answer = state
         .services
         .analytics
