@@ -208,7 +208,57 @@ pub fn document() -> Value {
         account_rules(schemas);
     }
     shown_is_any_of(&mut doc);
+    range_parameters(&mut doc);
     doc
+}
+
+/// The analytics routes' range parameters as the server reads them: a start or end is a
+/// local date or an RFC 3339 instant, and `tz` is a zone of the server's time zone
+/// database (the generated types only know they are strings).
+fn range_parameters(doc: &mut Value) {
+    let zones: Vec<String> = jiff::tz::db()
+        .available()
+        .map(|name| name.as_str().to_string())
+        .filter(|name| jiff::tz::TimeZone::get(name).is_ok())
+        .collect();
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        schemas.insert(
+            "RangePoint".into(),
+            json!({"description": "A local date (YYYY-MM-DD) or an RFC 3339 instant",
+                "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}),
+        );
+        schemas.insert(
+            "TimeZoneName".into(),
+            json!({"description": "An IANA time zone name", "type": "string", "enum": zones}),
+        );
+    }
+    let Some(paths) = doc.pointer_mut("/paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with("/api/analytics/") {
+            continue;
+        }
+        let Some(params) = item
+            .pointer_mut("/get/parameters")
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        for p in params.iter_mut() {
+            let schema = match p["name"].as_str() {
+                Some("start_date" | "end_date") => {
+                    json!({"$ref": "#/components/schemas/RangePoint"})
+                }
+                Some("tz") => json!({"$ref": "#/components/schemas/TimeZoneName"}),
+                _ => continue,
+            };
+            p["schema"] = schema;
+        }
+    }
 }
 
 /// The description as committed in docs/openapi.json.

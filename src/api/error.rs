@@ -58,7 +58,7 @@ impl ErrorCode {
         (
             ErrorCode::RangeNotServable,
             400,
-            "a range the kept tiers cannot serve exactly; the message says what can be served",
+            "a range that cannot be served as asked: the kept tiers cannot serve it exactly (the message says what they can), its start is not before its end, an hourly timeline starts off the hour, or it holds more than 10000 timeline buckets",
         ),
         (
             ErrorCode::InvalidApiKey,
@@ -250,18 +250,27 @@ fn range_error(e: RangeError) -> ApiError {
                 "parameter `{name}` is `{value}`; allowed: {POINT}"
             ))
         }
-        RangeError::Empty => ApiError::invalid_parameter(
+        // The refusals of a range as a whole (not of one parameter's value) share the code of
+        // the tiers' refusal: what is asked cannot be served, and the message says why.
+        RangeError::Empty => ApiError::new(
+            ErrorCode::RangeNotServable,
             "parameter `start_date` must be before `end_date` (end_date as a date is inclusive)",
         ),
         RangeError::NotServable(message) => ApiError::new(ErrorCode::RangeNotServable, message),
-        RangeError::TooManyBuckets { limit, granularity } => ApiError::invalid_parameter(format!(
-            "the range holds more than {limit} {} buckets; narrow it or choose a coarser granularity",
-            granularity.as_str()
-        )),
-        RangeError::NotOnTheHour(start) => ApiError::invalid_parameter(format!(
-            "granularity={} needs a range that starts on the hour; `start_date` is {start}",
-            Granularity::Hour.as_str()
-        )),
+        RangeError::TooManyBuckets { limit, granularity } => ApiError::new(
+            ErrorCode::RangeNotServable,
+            format!(
+                "the range holds more than {limit} {} buckets; narrow it or choose a coarser granularity",
+                granularity.as_str()
+            ),
+        ),
+        RangeError::NotOnTheHour(start) => ApiError::new(
+            ErrorCode::RangeNotServable,
+            format!(
+                "granularity={} needs a range that starts on the hour; `start_date` is {start}",
+                Granularity::Hour.as_str()
+            ),
+        ),
     }
 }
 
