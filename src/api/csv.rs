@@ -7,8 +7,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::error::ApiError;
-
 /// Which table of an answer a CSV export holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CsvTable {
@@ -25,30 +23,6 @@ pub enum CsvTable {
 }
 
 impl CsvTable {
-    /// Parses `table=` against the tables an endpoint has; `None` picks its first.
-    pub fn parse(
-        value: Option<&str>,
-        endpoint: &str,
-        allowed: &[CsvTable],
-    ) -> Result<Self, ApiError> {
-        let Some(v) = value else {
-            return allowed.first().copied().ok_or_else(|| {
-                ApiError::invalid_parameter(format!("{endpoint} has no tables to export"))
-            });
-        };
-        allowed
-            .iter()
-            .copied()
-            .find(|t| t.name() == v)
-            .ok_or_else(|| {
-                let names: Vec<&str> = allowed.iter().map(|t| t.name()).collect();
-                ApiError::invalid_parameter(format!(
-                    "parameter `table` is `{v}`; allowed for {endpoint}: {}",
-                    names.join(", ")
-                ))
-            })
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             CsvTable::Timeline | CsvTable::ChatbotTimeline => "timeline",
@@ -234,23 +208,5 @@ mod tests {
             "error_code,title,count\r\n,No error code given,1\r\n"
         );
         assert_eq!(CsvTable::ByType.rows(&data).len(), 2);
-    }
-
-    #[test]
-    fn an_unknown_table_names_the_allowed_ones() {
-        let allowed = [CsvTable::ChatbotTimeline, CsvTable::ByFlow];
-        assert_eq!(
-            CsvTable::parse(None, "chatbot", &allowed).ok(),
-            Some(CsvTable::ChatbotTimeline)
-        );
-        assert_eq!(
-            CsvTable::parse(Some("timeline"), "chatbot", &allowed).ok(),
-            Some(CsvTable::ChatbotTimeline)
-        );
-        let Err(err) = CsvTable::parse(Some("x"), "chatbot", &allowed) else {
-            panic!("expected a refusal");
-        };
-        assert_eq!(err.code, super::super::error::ErrorCode::InvalidParameter);
-        assert!(err.message.contains("timeline, by_flow"), "{}", err.message);
     }
 }

@@ -405,6 +405,30 @@ fn json_cell(v: &Value) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_csv_table_names_the_routes_own() {
+    let (server, key) = utc_server().await;
+    for (route, allowed) in [
+        ("messages", "timeline, by_type, by_error"),
+        ("chatbot", "timeline, by_flow, top_keywords"),
+        ("dashboard", "figures"),
+    ] {
+        let (status, body) = server
+            .get(
+                &key,
+                &format!("/api/analytics/{route}?format=csv&table=by_nothing"),
+            )
+            .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::BAD_REQUEST,
+            &["`table`", allowed],
+        );
+        assert_eq!(body["code"], "invalid_parameter", "{body}");
+    }
+}
+
+#[tokio::test]
 async fn csv_equals_json_for_every_table() {
     let (server, key) = utc_server().await;
     ingest(&server, &key, &two_weeks()).await;
