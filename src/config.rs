@@ -12,6 +12,7 @@ use crate::engine::EngineConfig;
 use crate::engine::forwarding::{
     DEFAULT_MAX_AGE_SECS, DEFAULT_MAX_BACKOFF_SECS, DEFAULT_MAX_PENDING_BYTES, ForwardConfig,
 };
+use crate::engine::rates::RateCard;
 use crate::engine::webhook::{
     DEFAULT_UNROUTED_MAX_BYTES, DEFAULT_UNROUTED_MAX_PAYLOADS, SecretSource, WebhookConfig,
 };
@@ -55,6 +56,16 @@ pub struct StoreArgs {
     /// USD per 1,000 tokens for models without a price of their own. [default: 0.002]
     #[arg(long, env = "WHATSTAT_DEFAULT_AI_PRICE")]
     pub default_ai_price: Option<f64>,
+
+    /// CSV file of what Meta charges per billable message: header `category,country,price`
+    /// and an optional `effective_from` (the 1st of a month); country is ISO 3166 alpha-2
+    /// or `*`. Without it, estimated spend is 0 and billable messages count as unpriced.
+    #[arg(long, env = "WHATSTAT_RATE_CARD")]
+    pub rate_card: Option<PathBuf>,
+
+    /// Currency of the rate card's prices (ISO 4217). [default: USD]
+    #[arg(long, env = "WHATSTAT_CURRENCY")]
+    pub currency: Option<String>,
 
     /// Server secret that encrypts stored Meta app secrets (any length). Without it, a key
     /// file of random bytes is created beside the SQLite database (`secret.key`, mode 0600).
@@ -105,6 +116,8 @@ pub struct FileConfig {
     pub daily_retention_days: Option<i64>,
     pub ai_prices: Option<String>,
     pub default_ai_price: Option<f64>,
+    pub rate_card: Option<PathBuf>,
+    pub currency: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub rate_limit: Option<u32>,
     pub compact_interval_secs: Option<u64>,
@@ -205,7 +218,24 @@ impl StoreArgs {
             default_ai_price_per_1k: default_price,
             webhook: self.webhook_config(file)?,
             forward: self.forward_config(file)?,
+            rate_card: self.rate_card(file)?,
         })
+    }
+
+    /// The rate card named by --rate-card, in --currency.
+    pub fn rate_card(&self, file: &FileConfig) -> Result<RateCard, ConfigError> {
+        let currency = (self.currency.clone())
+            .or_else(|| file.currency.clone())
+            .unwrap_or_else(|| "USD".into());
+        let text = match self.rate_card.clone().or_else(|| file.rate_card.clone()) {
+            Some(path) => std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?,
+            None => "category,country,price\n".into(),
+        };
+        RateCard::parse(&text, &currency)
+            .map_err(|e| ConfigError::Invalid(format!("--rate-card / --currency: {e}")))
     }
 
     /// The webhook tee's settings.

@@ -20,12 +20,27 @@ pub enum CsvTable {
     TopKeywords,
     /// The dashboard's figures: one row, each column a dotted path such as `contacts.total`.
     Figures,
+    Campaigns,
+    Templates,
+    /// One template's timeline.
+    TemplateTimeline,
+    ByCategory,
+    ByCountry,
+    /// The costs timeline.
+    CostTimeline,
 }
 
 impl CsvTable {
     pub fn name(self) -> &'static str {
         match self {
-            CsvTable::Timeline | CsvTable::ChatbotTimeline => "timeline",
+            CsvTable::Timeline
+            | CsvTable::ChatbotTimeline
+            | CsvTable::TemplateTimeline
+            | CsvTable::CostTimeline => "timeline",
+            CsvTable::Campaigns => "campaigns",
+            CsvTable::Templates => "templates",
+            CsvTable::ByCategory => "by_category",
+            CsvTable::ByCountry => "by_country",
             CsvTable::ByType => "by_type",
             CsvTable::ByError => "by_error",
             CsvTable::ByFlow => "by_flow",
@@ -81,6 +96,57 @@ impl CsvTable {
             CsvTable::ByError => &["error_code", "title", "count"],
             CsvTable::ByFlow => &["flow_name", "conversations", "completed", "completion_rate"],
             CsvTable::TopKeywords => &["keyword", "count"],
+            CsvTable::Campaigns => &[
+                "campaign_id",
+                "status",
+                "sent",
+                "delivered",
+                "read",
+                "failed",
+                "replied",
+                "delivery_rate",
+                "read_rate",
+                "reply_rate",
+                "estimated_cost",
+            ],
+            CsvTable::Templates => &[
+                "template_name",
+                "template_language",
+                "category",
+                "sent",
+                "delivered",
+                "read",
+                "failed",
+                "replied",
+                "delivery_rate",
+                "read_rate",
+                "reply_rate",
+                "estimated_cost",
+            ],
+            CsvTable::TemplateTimeline => &[
+                "date",
+                "sent",
+                "delivered",
+                "read",
+                "failed",
+                "replied",
+                "estimated_cost",
+            ],
+            CsvTable::ByCategory => &["category", "pricing_type", "messages", "estimated_cost"],
+            CsvTable::ByCountry => &[
+                "country",
+                "billable_messages",
+                "free_messages",
+                "estimated_cost",
+            ],
+            CsvTable::CostTimeline => &[
+                "date",
+                "billable_messages",
+                "free_messages",
+                "estimated_cost",
+                "ai_cost",
+                "total_cost",
+            ],
             CsvTable::Figures => &[
                 "contacts.total",
                 "contacts.new_today",

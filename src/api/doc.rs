@@ -190,6 +190,9 @@ impl Modify for Security {
         super::messages,
         super::chatbot,
         super::dashboard,
+        super::spend::campaigns,
+        super::spend::templates,
+        super::spend::costs,
     ),
     components(schemas(Failure, EventFailure, ErrorCode)),
     modifiers(&Security)
@@ -304,6 +307,12 @@ fn event_schemas() -> serde_json::Map<String, Value> {
     let count = |d: &str| json!({"type": ["integer", "null"], "minimum": 0, "maximum": MAX_TOKENS, "description": d});
     let status =
         |d: &str, names: &[&str]| json!({"type": "string", "enum": names, "description": d});
+    let needs = |mut schema: Value, rules: Value| {
+        if let Some(o) = schema.as_object_mut() {
+            o.insert("dependentRequired".into(), rules);
+        }
+        schema
+    };
     let types = [
         event_type(
             "contact",
@@ -311,32 +320,45 @@ fn event_schemas() -> serde_json::Map<String, Value> {
             &["id"],
             json!({"id": id_schema("The contact")}),
         ),
-        event_type(
-            "message",
-            "A message sent or received",
-            &["id", "direction", "message_type"],
-            json!({
-                "id": id_schema("The message"),
-                "direction": status("Who sent it", &["inbound", "outbound"]),
-                "message_type": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$", "description": "A lowercase word, e.g. text, image, template"},
-                "conversation_id": optional_id("The conversation it belongs to"),
-                "contact_id": optional_id("The contact"),
-                "campaign_id": optional_id("The campaign that sent it"),
-            }),
+        needs(
+            event_type(
+                "message",
+                "A message sent or received",
+                &["id", "direction", "message_type"],
+                json!({
+                    "id": id_schema("The message"),
+                    "direction": status("Who sent it", &["inbound", "outbound"]),
+                    "message_type": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$", "description": "A lowercase word, e.g. text, image, template"},
+                    "conversation_id": optional_id("The conversation it belongs to"),
+                    "contact_id": optional_id("The contact"),
+                    "campaign_id": optional_id("The campaign that sent it"),
+                    "template_name": optional_id("Outbound: the template it was sent from"),
+                    "template_language": {"type": "string", "minLength": 1, "maxLength": event::MAX_ID_LEN, "pattern": NO_CONTROL, "description": "Outbound: the template's language, e.g. en_US (needs template_name)"},
+                    "template_category": {"type": "string", "enum": event::TEMPLATE_CATEGORIES, "description": "Outbound: the template's category (needs template_name)"},
+                    "recipient": {"type": ["string", "null"], "pattern": "^\\+?[0-9]{1,15}$", "description": "Outbound: the recipient's WhatsApp id, the digits of an E.164 number; its calling code gives the country"},
+                    "reply_to": optional_id("Inbound: the outbound message it answers"),
+                }),
+            ),
+            json!({"template_language": ["template_name"], "template_category": ["template_name"]}),
         ),
-        event_type(
-            "message_status",
-            "A delivery status of a message",
-            &["message_id", "status"],
-            json!({
-                "message_id": id_schema("The message"),
-                "status": {"type": "string", "description": "sent, delivered, read and failed are counted; any other status is reported back as ignored"},
-                "error_code": {
-                "type": ["string", "number", "null"], "minLength": 1, "maxLength": event::MAX_ID_LEN,
-                "pattern": NO_CONTROL, "description": "Meta's error code, a number or a string",
-            },
-                "pricing_category": optional_id("Meta's pricing category"),
-            }),
+        needs(
+            event_type(
+                "message_status",
+                "A delivery status of a message",
+                &["message_id", "status"],
+                json!({
+                    "message_id": id_schema("The message"),
+                    "status": {"type": "string", "description": "sent, delivered, read and failed are counted; any other status is reported back as ignored"},
+                    "error_code": {
+                    "type": ["string", "number", "null"], "minLength": 1, "maxLength": event::MAX_ID_LEN,
+                    "pattern": NO_CONTROL, "description": "Meta's error code, a number or a string",
+                },
+                    "pricing_category": optional_id("Meta's pricing category (marketing, utility, authentication, service, ...)"),
+                    "pricing_type": {"type": "string", "enum": ["regular", "free_customer_service", "free_entry_point"], "description": "Meta's pricing type; regular is billable (needs pricing_category; regular when only the category is given)"},
+                    "recipient": {"type": ["string", "null"], "pattern": "^\\+?[0-9]{1,15}$", "description": "The recipient's WhatsApp id, when the message did not name it"},
+                }),
+            ),
+            json!({"pricing_type": ["pricing_category"]}),
         ),
         event_type(
             "campaign",

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod forwarding;
 pub mod keys;
 pub mod limit;
+pub mod spend;
 pub mod stream;
 pub mod webhook;
 
@@ -113,6 +114,9 @@ pub fn router(services: Services, master_key: Option<String>, limits: &ApiLimits
         .route("/api/analytics/messages", get(messages))
         .route("/api/analytics/chatbot", get(chatbot))
         .route("/api/analytics/dashboard", get(dashboard))
+        .route("/api/analytics/campaigns", get(spend::campaigns))
+        .route("/api/analytics/templates", get(spend::templates))
+        .route("/api/analytics/costs", get(spend::costs))
         .route("/api/stream", get(stream::stream))
         .merge(dashboard::routes())
         .fallback(not_found)

@@ -41,6 +41,17 @@ pub enum CampaignStatus {
 }
 
 impl CampaignStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignStatus::Created => "created",
+            CampaignStatus::Scheduled => "scheduled",
+            CampaignStatus::Running => "running",
+            CampaignStatus::Completed => "completed",
+            CampaignStatus::Cancelled => "cancelled",
+            CampaignStatus::Failed => "failed",
+        }
+    }
+
     pub const ALL: [CampaignStatus; 6] = [
         CampaignStatus::Created,
         CampaignStatus::Scheduled,
@@ -65,6 +76,67 @@ pub enum FlowStatus {
     Completed,
 }
 
+/// How Meta priced a message (its `pricing` object; `billable` is deprecated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pricing {
+    pub category: String,
+    pub kind: PricingType,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum PricingType {
+    Regular,
+    FreeCustomerService,
+    FreeEntryPoint,
+}
+
+impl PricingType {
+    pub const ALL: [PricingType; 3] = [
+        PricingType::Regular,
+        PricingType::FreeCustomerService,
+        PricingType::FreeEntryPoint,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PricingType::Regular => "regular",
+            PricingType::FreeCustomerService => "free_customer_service",
+            PricingType::FreeEntryPoint => "free_entry_point",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PricingType> {
+        PricingType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    pub fn billable(self) -> bool {
+        self == PricingType::Regular
+    }
+}
+
+pub const TEMPLATE_CATEGORIES: [&str; 4] = ["marketing", "utility", "authentication", "service"];
+
+/// The template an outbound message was sent from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Template {
+    pub name: String,
+    /// "" when not given.
+    pub language: String,
+    /// One of `TEMPLATE_CATEGORIES`, or "" when not given.
+    pub category: String,
+}
+
+/// The optional facts of an outbound message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outbound {
+    pub campaign_id: Option<String>,
+    pub template: Option<Template>,
+    /// The country of the recipient's calling code (`unknown` when none matches).
+    pub country: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventBody {
     Contact {
@@ -75,12 +147,18 @@ pub enum EventBody {
         direction: Direction,
         message_type: String,
         conversation_id: Option<String>,
+        /// What an outbound message was sent for and to; empty for inbound ones.
+        outbound: Outbound,
+        /// The outbound message an inbound one answers.
+        reply_to: Option<String>,
     },
     MessageStatus {
         message_id: String,
         status: DeliveryStatus,
         error_code: Option<String>,
-        pricing_category: Option<String>,
+        pricing: Option<Pricing>,
+        /// The recipient's country, when the status names the recipient.
+        country: Option<String>,
     },
     Campaign {
         id: String,
@@ -118,6 +196,8 @@ pub struct Event {
 
 /// What validation makes of one valid event.
 #[derive(Debug, Clone, PartialEq)]
+// Nearly every event is counted: boxing them to shrink the rare `Ignored` would allocate per event.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     Event(Event),
     /// Well-formed but outside what whatstat counts (e.g. a `played` status).
@@ -167,6 +247,18 @@ struct RawEvent<'a> {
     #[serde(borrow)]
     pricing_category: Option<&'a RawValue>,
     #[serde(borrow)]
+    pricing_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    template_name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    template_language: Option<&'a RawValue>,
+    #[serde(borrow)]
+    template_category: Option<&'a RawValue>,
+    #[serde(borrow)]
+    recipient: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reply_to: Option<&'a RawValue>,
+    #[serde(borrow)]
     flow_name: Option<&'a RawValue>,
     #[serde(borrow)]
     keyword: Option<&'a RawValue>,
@@ -198,6 +290,12 @@ impl RawEvent<'_> {
             "status" => self.status,
             "error_code" => self.error_code,
             "pricing_category" => self.pricing_category,
+            "pricing_type" => self.pricing_type,
+            "template_name" => self.template_name,
+            "template_language" => self.template_language,
+            "template_category" => self.template_category,
+            "recipient" => self.recipient,
+            "reply_to" => self.reply_to,
             "flow_name" => self.flow_name,
             "keyword" => self.keyword,
             "tokens" => self.tokens,
@@ -289,18 +387,28 @@ fn parse_body(kind: &str, f: &Fields, errors: &mut Vec<String>) -> Option<Body> 
             let message_type = f.message_type(errors);
             let conversation_id = f.optional_id("conversation_id", errors);
             f.optional_id("contact_id", errors);
-            f.optional_id("campaign_id", errors);
+            let campaign_id = f.optional_id("campaign_id", errors);
+            let template = f.template(errors);
+            let country = f.recipient_country(errors);
+            let reply_to = f.optional_id("reply_to", errors);
             EventBody::Message {
                 id: id?,
                 direction: direction?,
                 message_type: message_type?,
                 conversation_id: conversation_id?,
+                outbound: Outbound {
+                    campaign_id: campaign_id?,
+                    template: template?,
+                    country: country?,
+                },
+                reply_to: reply_to?,
             }
         }
         "message_status" => {
             let message_id = f.id("message_id", errors);
             let error_code = f.optional_code("error_code", errors);
-            let pricing_category = f.optional_id("pricing_category", errors);
+            let pricing = f.pricing(errors);
+            let country = f.recipient_country(errors);
             let status = f.required_str("status", errors);
             let status = match status.as_deref() {
                 Some("sent") => DeliveryStatus::Sent,
@@ -319,7 +427,8 @@ fn parse_body(kind: &str, f: &Fields, errors: &mut Vec<String>) -> Option<Body> 
                 message_id: message_id?,
                 status,
                 error_code: error_code?,
-                pricing_category: pricing_category?,
+                pricing: pricing?,
+                country: country?,
             }
         }
         "campaign" => {
@@ -475,6 +584,83 @@ impl Fields<'_> {
                 ));
                 None
             }
+        }
+    }
+
+    /// `template_name` with its optional language and category.
+    fn template(&self, errors: &mut Vec<String>) -> Option<Option<Template>> {
+        let name = self.optional_id("template_name", errors);
+        let language = self.optional_id("template_language", errors);
+        let category = match self.optional_id("template_category", errors) {
+            Some(Some(c)) if !TEMPLATE_CATEGORIES.contains(&c.as_str()) => {
+                errors.push(format!(
+                    "field `template_category` is `{c}`; allowed: {}",
+                    TEMPLATE_CATEGORIES.join(", ")
+                ));
+                None
+            }
+            other => other,
+        };
+        let (name, language, category) = (name?, language?, category?);
+        match name {
+            Some(name) => Some(Some(Template {
+                name,
+                language: language.unwrap_or_default(),
+                category: category.unwrap_or_default(),
+            })),
+            None if language.is_some() || category.is_some() => {
+                errors.push(
+                    "field `template_language` or `template_category` needs `template_name`".into(),
+                );
+                None
+            }
+            None => Some(None),
+        }
+    }
+
+    /// `recipient`, a WhatsApp id (the digits of an E.164 number), as its country.
+    fn recipient_country(&self, errors: &mut Vec<String>) -> Option<Option<String>> {
+        let Some(wa_id) = self.optional_id("recipient", errors)? else {
+            return Some(None);
+        };
+        let digits = wa_id.strip_prefix('+').unwrap_or(&wa_id);
+        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            errors.push(format!(
+                "field `recipient` is `{wa_id}`; allowed: the digits of an E.164 number (at most 15, an optional leading +)"
+            ));
+            return None;
+        }
+        Some(Some(super::country::of_wa_id(digits).to_string()))
+    }
+
+    /// `pricing_category` with `pricing_type`; a category alone is `regular`, as Meta's
+    /// statuses before `type` existed were billed unless they said otherwise.
+    fn pricing(&self, errors: &mut Vec<String>) -> Option<Option<Pricing>> {
+        let category = self.optional_id("pricing_category", errors);
+        let kind = match self.optional_id("pricing_type", errors) {
+            Some(Some(t)) => match PricingType::parse(&t) {
+                Some(k) => Some(Some(k)),
+                None => {
+                    let allowed: Vec<&str> = PricingType::ALL.map(PricingType::as_str).to_vec();
+                    errors.push(format!(
+                        "field `pricing_type` is `{t}`; allowed: {}",
+                        allowed.join(", ")
+                    ));
+                    None
+                }
+            },
+            other => other.map(|_| None),
+        };
+        match (category?, kind?) {
+            (Some(category), kind) => Some(Some(Pricing {
+                category,
+                kind: kind.unwrap_or(PricingType::Regular),
+            })),
+            (None, Some(_)) => {
+                errors.push("field `pricing_type` needs `pricing_category`".into());
+                None
+            }
+            (None, None) => Some(None),
         }
     }
 

@@ -40,11 +40,15 @@ pub fn keys_of(events: &[(usize, Event)]) -> Vec<EntityKey> {
             EventBody::Message {
                 id,
                 conversation_id,
+                reply_to,
                 ..
             } => {
                 keys.push(key(Kind::Message, account, id));
                 if let Some(c) = conversation_id {
                     keys.push(key(Kind::Conversation, account, c));
+                }
+                if let Some(r) = reply_to {
+                    keys.push(key(Kind::Message, account, r));
                 }
             }
             _ => keys.extend(entity_key(e)),
@@ -161,13 +165,13 @@ impl Batch<'_> {
             }
             let mut scratch = Vec::new();
             if let Some(b) = &slot.before {
-                b.contribute(&mut scratch);
+                b.contribute(&mut scratch, &key.id);
                 for c in scratch.iter_mut() {
                     c.value = -c.value;
                 }
             }
             if let Some(n) = &slot.now {
-                n.contribute(&mut scratch);
+                n.contribute(&mut scratch, &key.id);
                 entities.push(EntityWrite {
                     keep_until: n.window_anchor().map(|a| a + self.state_window_secs),
                     state: n.encode(),
@@ -178,7 +182,7 @@ impl Batch<'_> {
             for c in scratch {
                 let hour = self.calendar.hour_start(c.at);
                 *hourly
-                    .entry((account, c.series, names.id(c.dim), hour))
+                    .entry((account, c.series, names.id(&c.dim), hour))
                     .or_default() += c.value;
             }
         }
@@ -281,6 +285,16 @@ fn slot<'s>(
     }
 }
 
+/// An outbound message's campaign, template and recipient country.
+fn take_outbound(m: &mut MessageState, inbound: bool, outbound: &super::event::Outbound) {
+    if inbound {
+        return;
+    }
+    m.campaign_id = outbound.campaign_id.clone();
+    m.template = outbound.template.clone();
+    m.country = outbound.country.clone();
+}
+
 fn status_bit(s: DeliveryStatus) -> u8 {
     match s {
         DeliveryStatus::Sent => STATUS_SENT,
@@ -317,6 +331,8 @@ fn apply_event(
             direction,
             message_type,
             conversation_id,
+            outbound,
+            reply_to,
         } => {
             let s = slot(slots, stored, key(Kind::Message, account, id))?;
             let inbound = *direction == super::event::Direction::Inbound;
@@ -328,19 +344,16 @@ fn apply_event(
                     m.message_type = message_type.clone();
                     m.at = at;
                     m.conversation_id = conversation_id.clone();
+                    take_outbound(m, inbound, outbound);
                     Effect::New
                 }
                 _ => {
-                    s.now = Some(Entity::Message(MessageState {
-                        inbound: Some(inbound),
-                        message_type: message_type.clone(),
-                        at,
-                        statuses: 0,
-                        error_code: None,
-                        pricing_category: None,
-                        conversation_id: conversation_id.clone(),
-                        failure_reasons: true,
-                    }));
+                    let mut m = MessageState::placeholder(at);
+                    m.inbound = Some(inbound);
+                    m.message_type = message_type.clone();
+                    m.conversation_id = conversation_id.clone();
+                    take_outbound(&mut m, inbound, outbound);
+                    s.now = Some(Entity::Message(m));
                     Effect::New
                 }
             };
@@ -358,38 +371,58 @@ fn apply_event(
                     }
                 }
             }
+            // A reply marks the message it answers, which may not have arrived yet.
+            if let (Effect::New, true, Some(answered)) = (&effect, inbound, reply_to)
+                && answered != id
+            {
+                let s = slot(slots, stored, key(Kind::Message, account, answered))?;
+                match &mut s.now {
+                    Some(Entity::Message(m)) => m.replied = true,
+                    _ => {
+                        let mut m = MessageState::placeholder(at);
+                        m.replied = true;
+                        s.now = Some(Entity::Message(m));
+                    }
+                }
+            }
             effect
         }
         EventBody::MessageStatus {
             message_id,
             status,
             error_code,
-            pricing_category,
+            pricing,
+            country,
         } => {
             let s = slot(slots, stored, key(Kind::Message, account, message_id))?;
             let bit = status_bit(*status);
             if !matches!(s.now, Some(Entity::Message(_))) {
                 // A status before its message: an outbound message of unknown type, sent
                 // no later than its earliest status, until the message itself arrives.
-                s.now = Some(Entity::Message(MessageState {
-                    inbound: None,
-                    message_type: String::new(),
-                    at,
-                    statuses: 0,
-                    error_code: None,
-                    pricing_category: None,
-                    conversation_id: None,
-                    failure_reasons: true,
-                }));
+                s.now = Some(Entity::Message(MessageState::placeholder(at)));
             }
             let Some(Entity::Message(m)) = &mut s.now else {
                 return Err("message state lost".into());
             };
             if m.is_placeholder() {
-                m.at = m.at.min(at);
+                // Until a status is known, the time is a reply's, which says nothing.
+                m.at = if m.statuses == 0 { at } else { m.at.min(at) };
             }
-            if m.pricing_category.is_none() {
-                m.pricing_category = pricing_category.clone();
+            if let Some(p) = pricing {
+                let priced = PricedAs {
+                    step: bit,
+                    category: p.category.clone(),
+                    kind: p.kind,
+                };
+                if m.pricing.as_ref().is_none_or(|cur| priced < *cur) {
+                    m.pricing = Some(priced);
+                }
+            }
+            // Statuses may disagree on the recipient: the least country wins.
+            if let Some(c) = country
+                && m.status_country.as_ref().is_none_or(|cur| c < cur)
+            {
+                m.status_country = Some(c.clone());
             }
             if m.statuses & bit != 0 {
                 Effect::Duplicate

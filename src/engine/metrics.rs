@@ -38,7 +38,7 @@ impl Totals {
             .filter(|(_, v)| *v != 0)
     }
 
-    fn add(&mut self, series: Series, dim: &str, value: i64) {
+    pub(crate) fn add(&mut self, series: Series, dim: &str, value: i64) {
         let dims = self.0.entry(series).or_default();
         // Most rows add to a dimension already there: look up before allocating a key.
         match dims.get_mut(dim) {
@@ -57,7 +57,7 @@ impl Totals {
         }
     }
 
-    fn merge(&mut self, other: &Totals) {
+    pub(crate) fn merge(&mut self, other: &Totals) {
         for (s, dims) in &other.0 {
             for (d, v) in dims {
                 self.add(*s, d, *v);
@@ -307,7 +307,7 @@ pub fn rate(part: i64, whole: i64) -> f64 {
     }
 }
 
-fn round_to(x: f64, decimals: i32) -> f64 {
+pub(crate) fn round_to(x: f64, decimals: i32) -> f64 {
     let f = 10f64.powi(decimals);
     (x * f).round() / f
 }
@@ -329,6 +329,7 @@ const MESSAGE_SERIES: &[Series] = &[
     series::BY_TYPE,
     series::FAILED_BY_ERROR,
 ];
+pub(crate) const AI_COST_SERIES: &[Series] = &[series::AI_COST_MICROS, series::AI_UNPRICED_TOKENS];
 const CHATBOT_SERIES: &[Series] = &[
     series::CONVERSATIONS,
     series::AUTO_RESOLVED,
@@ -363,7 +364,7 @@ impl Analytics {
         }
     }
 
-    fn window(&self, org: &Org, p: &RangeParams) -> Result<Window, EngineError> {
+    pub(crate) fn window(&self, org: &Org, p: &RangeParams) -> Result<Window, EngineError> {
         let view = self.view_calendar(org, p.tz.as_deref())?;
         let today = view.zoned(self.now_ts()).date();
         let bad = |bound: Bound, v: &str| RangeError::InvalidBound {
@@ -404,7 +405,11 @@ impl Analytics {
         Ok(Window { start, end, view })
     }
 
-    async fn check_account(&self, org: &Org, account: Option<&str>) -> Result<(), EngineError> {
+    pub(crate) async fn check_account(
+        &self,
+        org: &Org,
+        account: Option<&str>,
+    ) -> Result<(), EngineError> {
         // An account outside the credential's limit is as unknown as one never seen.
         if let Some(a) = account
             && (!org.may_use(a) || !self.store.account_exists(&org.id, a).await?)
@@ -417,7 +422,7 @@ impl Analytics {
     }
 
     /// Sums the given series over each of `parts`, each a range `[start, end)`.
-    async fn totals(
+    pub(crate) async fn totals(
         &self,
         org: &Org,
         account: Option<&str>,
@@ -633,7 +638,7 @@ impl Analytics {
     }
 
     /// Known AI cost plus the tokens that came without one, priced per model.
-    fn ai_cost(&self, t: &Totals) -> f64 {
+    pub(crate) fn ai_cost(&self, t: &Totals) -> f64 {
         let estimated: f64 = t
             .by_dim(series::AI_UNPRICED_TOKENS)
             .map(|(model, tokens)| tokens as f64 * self.config.ai_price_per_1k(model) / 1000.0)
@@ -955,7 +960,7 @@ impl Analytics {
     }
 
     /// Sums over all time: the monthly tier is kept forever and holds everything.
-    async fn all_time(
+    pub(crate) async fn all_time(
         &self,
         org: &Org,
         account: Option<&str>,
@@ -992,7 +997,7 @@ pub struct AnsweredRange {
     pub timezone: String,
 }
 
-fn answered_range(w: &Window) -> AnsweredRange {
+pub(crate) fn answered_range(w: &Window) -> AnsweredRange {
     let show = |s: i64| {
         Timestamp::from_second(s)
             .map_or_else(|_| s.to_string(), |t| local_rfc3339(&w.view.zoned(t)))
@@ -1023,8 +1028,12 @@ pub struct FailureReason {
 
 /// Failed messages per error code, most first (ties by code, no code last).
 fn failure_reasons(t: &Totals) -> Vec<FailureReason> {
-    let mut out: Vec<FailureReason> = t
-        .by_dim(series::FAILED_BY_ERROR)
+    reasons(t.by_dim(series::FAILED_BY_ERROR))
+}
+
+/// Failure reasons from (error code, count) pairs, most first.
+pub(crate) fn reasons<'a>(counts: impl Iterator<Item = (&'a str, i64)>) -> Vec<FailureReason> {
+    let mut out: Vec<FailureReason> = counts
         .map(|(code, count)| FailureReason {
             error_code: match code {
                 "" => None,
@@ -1050,13 +1059,16 @@ fn failure_reasons(t: &Totals) -> Vec<FailureReason> {
     out
 }
 
-struct TimelineBucket {
-    label: String,
-    start: i64,
-    end: i64,
+pub(crate) struct TimelineBucket {
+    pub(crate) label: String,
+    pub(crate) start: i64,
+    pub(crate) end: i64,
 }
 
-fn timeline_buckets(w: &Window, g: Granularity) -> Result<Vec<TimelineBucket>, EngineError> {
+pub(crate) fn timeline_buckets(
+    w: &Window,
+    g: Granularity,
+) -> Result<Vec<TimelineBucket>, EngineError> {
     let cal = &w.view;
     let internal = || EngineError::Internal("calendar arithmetic failed".into());
     let mut out = Vec::new();

@@ -6,6 +6,8 @@
 
 pub mod accounts;
 pub mod compare;
+pub mod costs;
+pub mod country;
 pub mod event;
 pub mod forwarding;
 pub mod ingest;
@@ -13,6 +15,7 @@ pub mod keys;
 pub mod meta_errors;
 pub mod metrics;
 pub mod plan;
+pub mod rates;
 pub mod retention;
 pub mod state;
 pub mod time;
@@ -101,6 +104,8 @@ pub struct EngineConfig {
     pub webhook: webhook::WebhookConfig,
     /// The webhook tee: which forward URLs are allowed and how deliveries are retried.
     pub forward: forwarding::ForwardConfig,
+    /// What billable messages cost, for the estimated spend.
+    pub rate_card: rates::RateCard,
 }
 
 impl Default for EngineConfig {
@@ -113,6 +118,7 @@ impl Default for EngineConfig {
             default_ai_price_per_1k: 0.002,
             webhook: webhook::WebhookConfig::default(),
             forward: forwarding::ForwardConfig::default(),
+            rate_card: rates::RateCard::default(),
         }
     }
 }

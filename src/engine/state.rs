@@ -5,9 +5,11 @@
 //! so an event only changes a state, and the rollups change by the new contribution
 //! minus the old one. Arrival order, duplicates and late events then cannot matter.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
-use super::event::{CampaignStatus, ConversationStatus};
+use super::event::{CampaignStatus, ConversationStatus, PricingType, Template};
 
 pub use crate::store::{EntityKind as Kind, Series};
 
@@ -39,23 +41,57 @@ pub mod series {
     pub const AI_TOKENS: Series = Series::AiTokens;
     pub const AI_COST_MICROS: Series = Series::AiCostMicros;
     pub const AI_UNPRICED_TOKENS: Series = Series::AiUnpricedTokens;
+    pub const REPLIED: Series = Series::Replied;
+    pub const PRICED: Series = Series::Priced;
+    pub const CAMPAIGN_STATUS: Series = Series::CampaignStatus;
+    pub const CAMPAIGN_SENT: Series = Series::CampaignSent;
+    pub const CAMPAIGN_DELIVERED: Series = Series::CampaignDelivered;
+    pub const CAMPAIGN_READ: Series = Series::CampaignRead;
+    pub const CAMPAIGN_FAILED: Series = Series::CampaignFailed;
+    pub const CAMPAIGN_REPLIED: Series = Series::CampaignReplied;
+    pub const CAMPAIGN_FAILED_BY_ERROR: Series = Series::CampaignFailedByError;
+    pub const CAMPAIGN_BILLABLE: Series = Series::CampaignBillable;
+    pub const TEMPLATE_SENT: Series = Series::TemplateSent;
+    pub const TEMPLATE_DELIVERED: Series = Series::TemplateDelivered;
+    pub const TEMPLATE_READ: Series = Series::TemplateRead;
+    pub const TEMPLATE_FAILED: Series = Series::TemplateFailed;
+    pub const TEMPLATE_REPLIED: Series = Series::TemplateReplied;
+    pub const TEMPLATE_BILLABLE: Series = Series::TemplateBillable;
+}
+
+/// Joins the parts of a dimension made of several (a campaign and an error code, say).
+/// Identifiers never hold control characters, so the separator cannot be forged.
+pub const DIM_SEPARATOR: char = '\u{1f}';
+
+pub fn join_dim(parts: &[&str]) -> String {
+    parts.join("\u{1f}")
+}
+
+pub fn split_dim(dim: &str) -> Vec<&str> {
+    dim.split(DIM_SEPARATOR).collect()
 }
 
 /// One unit of what a state adds to the rollups: `value` of `series`/`dim` at `at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contribution<'a> {
     pub series: Series,
-    /// Borrowed from the state: contributions are summed right away, never kept.
-    pub dim: &'a str,
+    /// Borrowed from the state where it can be: contributions are summed right away.
+    pub dim: Cow<'a, str>,
     pub at: i64,
     pub value: i64,
 }
 
-fn push<'a>(out: &mut Vec<Contribution<'a>>, series: Series, dim: &'a str, at: i64, value: i64) {
+fn push<'a>(
+    out: &mut Vec<Contribution<'a>>,
+    series: Series,
+    dim: impl Into<Cow<'a, str>>,
+    at: i64,
+    value: i64,
+) {
     if value != 0 {
         out.push(Contribution {
             series,
-            dim,
+            dim: dim.into(),
             at,
             value,
         });
@@ -67,6 +103,17 @@ pub const STATUS_DELIVERED: u8 = 2;
 pub const STATUS_READ: u8 = 4;
 pub const STATUS_FAILED: u8 = 8;
 
+/// How a message was priced, from whichever of its statuses carried pricing. Statuses
+/// may disagree; the one of the earliest delivery step wins (ties by category and type),
+/// so the choice never depends on arrival order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PricedAs {
+    /// The `STATUS_*` bit of the status that carried it.
+    pub step: u8,
+    pub category: String,
+    pub kind: PricingType,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageState {
     /// `None` until the message event itself arrives: a status came first.
@@ -77,12 +124,33 @@ pub struct MessageState {
     /// Bits of the delivery statuses seen (`STATUS_*`).
     pub statuses: u8,
     pub error_code: Option<String>,
-    pub pricing_category: Option<String>,
     pub conversation_id: Option<String>,
     /// Whether a failure of this state counts under its error code. States stored before
     /// failure reasons were counted did not add one, so their old contribution must not
     /// take one away; every state written since does (see `Entity::decode`).
     pub failure_reasons: bool,
+    pub campaign_id: Option<String>,
+    pub template: Option<Template>,
+    /// The recipient's country as the message named it.
+    pub country: Option<String>,
+    /// The least country the statuses named; counts when the message names none.
+    pub status_country: Option<String>,
+    /// Whether an inbound message answered it (counted once however many do).
+    pub replied: bool,
+    pub pricing: Option<PricedAs>,
+}
+
+/// A message's state as stored before campaigns, templates, replies and pricing counted.
+#[derive(Deserialize)]
+struct MessageStateBeforeCosts {
+    inbound: Option<bool>,
+    message_type: String,
+    at: i64,
+    statuses: u8,
+    error_code: Option<String>,
+    _pricing_category: Option<String>,
+    conversation_id: Option<String>,
+    failure_reasons: bool,
 }
 
 /// A message's state as stored before failure reasons were counted.
@@ -93,32 +161,78 @@ struct MessageStateBeforeReasons {
     at: i64,
     statuses: u8,
     error_code: Option<String>,
-    pricing_category: Option<String>,
+    _pricing_category: Option<String>,
     conversation_id: Option<String>,
 }
 
-impl From<MessageStateBeforeReasons> for MessageState {
-    fn from(s: MessageStateBeforeReasons) -> Self {
+impl From<MessageStateBeforeCosts> for MessageState {
+    // The old pricing category contributed nothing, so it is dropped: keeping it would
+    // take away counts the old state never added.
+    fn from(s: MessageStateBeforeCosts) -> Self {
         MessageState {
             inbound: s.inbound,
             message_type: s.message_type,
             at: s.at,
             statuses: s.statuses,
             error_code: s.error_code,
-            pricing_category: s.pricing_category,
             conversation_id: s.conversation_id,
-            failure_reasons: false,
+            failure_reasons: s.failure_reasons,
+            campaign_id: None,
+            template: None,
+            country: None,
+            status_country: None,
+            replied: false,
+            pricing: None,
         }
     }
 }
 
+impl From<MessageStateBeforeReasons> for MessageState {
+    fn from(s: MessageStateBeforeReasons) -> Self {
+        MessageStateBeforeCosts {
+            inbound: s.inbound,
+            message_type: s.message_type,
+            at: s.at,
+            statuses: s.statuses,
+            error_code: s.error_code,
+            _pricing_category: None,
+            conversation_id: s.conversation_id,
+            failure_reasons: false,
+        }
+        .into()
+    }
+}
+
 impl MessageState {
+    /// A message known only from what was said about it (statuses, replies).
+    pub fn placeholder(at: i64) -> MessageState {
+        MessageState {
+            inbound: None,
+            message_type: String::new(),
+            at,
+            statuses: 0,
+            error_code: None,
+            conversation_id: None,
+            failure_reasons: true,
+            campaign_id: None,
+            template: None,
+            country: None,
+            status_country: None,
+            replied: false,
+            pricing: None,
+        }
+    }
+
     pub fn is_placeholder(&self) -> bool {
         self.inbound.is_none()
     }
 
     pub fn contribute<'a>(&'a self, out: &mut Vec<Contribution<'a>>) {
         let at = self.at;
+        // Known only from replies: nothing says it was sent through this account yet.
+        if self.is_placeholder() && self.statuses == 0 {
+            return;
+        }
         let message_type = if self.is_placeholder() {
             "unknown"
         } else {
@@ -134,13 +248,74 @@ impl MessageState {
         let read = self.statuses & STATUS_READ != 0;
         let delivered = read || self.statuses & STATUS_DELIVERED != 0;
         let failed = !delivered && self.statuses & STATUS_FAILED != 0;
+        let replied = self.replied;
         push(out, series::SENT, "", at, 1);
         push(out, series::DELIVERED, "", at, i64::from(delivered));
         push(out, series::READ, "", at, i64::from(read));
         push(out, series::FAILED, "", at, i64::from(failed));
+        push(out, series::REPLIED, "", at, i64::from(replied));
+        let code = self.error_code.as_deref().unwrap_or("");
         if self.failure_reasons {
-            let code = self.error_code.as_deref().unwrap_or("");
             push(out, series::FAILED_BY_ERROR, code, at, i64::from(failed));
+        }
+        let country = (self.country.as_deref())
+            .or(self.status_country.as_deref())
+            .unwrap_or(super::country::UNKNOWN);
+        let billable = self.pricing.as_ref().filter(|p| p.kind.billable());
+        if let Some(p) = &self.pricing {
+            let dim = join_dim(&[&p.category, p.kind.as_str(), country]);
+            push(out, series::PRICED, dim, at, 1);
+        }
+        if let Some(c) = self.campaign_id.as_deref() {
+            push(out, series::CAMPAIGN_SENT, c, at, 1);
+            push(out, series::CAMPAIGN_DELIVERED, c, at, i64::from(delivered));
+            push(out, series::CAMPAIGN_READ, c, at, i64::from(read));
+            push(out, series::CAMPAIGN_FAILED, c, at, i64::from(failed));
+            push(out, series::CAMPAIGN_REPLIED, c, at, i64::from(replied));
+            if failed {
+                let dim = join_dim(&[code, c]);
+                push(out, series::CAMPAIGN_FAILED_BY_ERROR, dim, at, 1);
+            }
+            if let Some(p) = billable {
+                let dim = join_dim(&[&p.category, country, c]);
+                push(out, series::CAMPAIGN_BILLABLE, dim, at, 1);
+            }
+        }
+        if let Some(t) = &self.template {
+            let name = join_dim(&[&t.name, &t.language, &t.category]);
+            if let Some(p) = billable {
+                let dim = join_dim(&[&p.category, country, &name]);
+                push(out, series::TEMPLATE_BILLABLE, dim, at, 1);
+            }
+            push(
+                out,
+                series::TEMPLATE_DELIVERED,
+                name.clone(),
+                at,
+                i64::from(delivered),
+            );
+            push(
+                out,
+                series::TEMPLATE_READ,
+                name.clone(),
+                at,
+                i64::from(read),
+            );
+            push(
+                out,
+                series::TEMPLATE_FAILED,
+                name.clone(),
+                at,
+                i64::from(failed),
+            );
+            push(
+                out,
+                series::TEMPLATE_REPLIED,
+                name.clone(),
+                at,
+                i64::from(replied),
+            );
+            push(out, series::TEMPLATE_SENT, name, at, 1);
         }
     }
 }
@@ -267,9 +442,15 @@ impl CampaignState {
             .max()
     }
 
-    pub fn contribute<'a>(&'a self, out: &mut Vec<Contribution<'a>>) {
+    pub fn contribute<'a>(&'a self, out: &mut Vec<Contribution<'a>>, id: &'a str) {
         if let Some(first) = self.first_seen() {
             push(out, series::CAMPAIGNS, "", first, 1);
+            // The current status, at the first sighting: summed over all time, each
+            // campaign has exactly one.
+            if let Some((_, status)) = self.current() {
+                let dim = join_dim(&[status.as_str(), id]);
+                push(out, series::CAMPAIGN_STATUS, dim, first, 1);
+            }
         }
         match self.current() {
             Some((at, CampaignStatus::Running)) => push(out, series::CAMPAIGNS_RUNNING, "", at, 1),
@@ -300,13 +481,14 @@ pub enum Entity {
 }
 
 impl Entity {
-    pub fn contribute<'a>(&'a self, out: &mut Vec<Contribution<'a>>) {
+    /// What the state adds to the rollups; `id` is the entity's own id.
+    pub fn contribute<'a>(&'a self, out: &mut Vec<Contribution<'a>>, id: &'a str) {
         match self {
             Entity::Message(s) => s.contribute(out),
             Entity::Conversation(s) => s.contribute(out),
             Entity::FlowRun(s) => s.contribute(out),
             Entity::Contact(s) => s.contribute(out),
-            Entity::Campaign(s) => s.contribute(out),
+            Entity::Campaign(s) => s.contribute(out, id),
             // Their counts are recorded once, when first seen; the marker only dedups.
             Entity::Keyword(_) | Entity::AiRequest(_) => {}
         }
@@ -339,12 +521,16 @@ impl Entity {
 
     pub fn decode(kind: Kind, bytes: &[u8]) -> Result<Entity, String> {
         let r = match kind {
-            // A state stored before failure reasons were counted is one field shorter.
+            // States stored before failure reasons, or before costs, were shorter.
             Kind::Message => postcard::from_bytes(bytes)
                 .map(Entity::Message)
                 .or_else(|e| {
-                    postcard::from_bytes::<MessageStateBeforeReasons>(bytes)
+                    postcard::from_bytes::<MessageStateBeforeCosts>(bytes)
                         .map(|old| Entity::Message(old.into()))
+                        .or_else(|_| {
+                            postcard::from_bytes::<MessageStateBeforeReasons>(bytes)
+                                .map(|old| Entity::Message(old.into()))
+                        })
                         .map_err(|_| e)
                 }),
             Kind::Conversation => postcard::from_bytes(bytes).map(Entity::Conversation),
@@ -364,7 +550,7 @@ mod tests {
 
     fn contributions(e: &Entity) -> Vec<(Series, String, i64)> {
         let mut out = Vec::new();
-        e.contribute(&mut out);
+        e.contribute(&mut out, "c1");
         out.into_iter()
             .map(|c| (c.series, c.dim.to_string(), c.value))
             .collect()
@@ -377,9 +563,7 @@ mod tests {
             at: 100,
             statuses,
             error_code: None,
-            pricing_category: None,
-            conversation_id: None,
-            failure_reasons: true,
+            ..MessageState::placeholder(100)
         })
     }
 
@@ -413,9 +597,7 @@ mod tests {
             at: 100,
             statuses: STATUS_FAILED,
             error_code: Some("131026".into()),
-            pricing_category: None,
-            conversation_id: None,
-            failure_reasons: true,
+            ..MessageState::placeholder(100)
         };
         let c = contributions(&Entity::Message(m.clone()));
         assert!(c.contains(&(series::FAILED_BY_ERROR, "131026".to_string(), 1)));

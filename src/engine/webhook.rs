@@ -213,8 +213,10 @@ mod meta {
             ))
         }
 
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(Lenient(None))
+        fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+            Ok(Lenient(
+                T::deserialize(IntoDeserializer::<E>::into_deserializer(b)).ok(),
+            ))
         }
 
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
@@ -399,6 +401,15 @@ mod meta {
         pub timestamp: Lenient<Scalar<'a>>,
         #[serde(borrow, default, rename = "type")]
         pub kind: Text<'a>,
+        /// What the customer answered (a reply quotes the message it answers).
+        #[serde(borrow, default)]
+        pub context: Lenient<Context<'a>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct Context<'a> {
+        #[serde(borrow, default)]
+        pub id: Text<'a>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -419,6 +430,8 @@ mod meta {
         pub errors: List<StatusError<'a>>,
         #[serde(borrow, default)]
         pub pricing: Lenient<Pricing<'a>>,
+        #[serde(borrow, default)]
+        pub recipient_id: Text<'a>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -431,6 +444,12 @@ mod meta {
     pub struct Pricing<'a> {
         #[serde(borrow, default)]
         pub category: Text<'a>,
+        /// `regular`, `free_customer_service` or `free_entry_point` (per-message pricing).
+        #[serde(borrow, default, rename = "type")]
+        pub kind: Text<'a>,
+        /// Deprecated by Meta; read only when `type` is absent.
+        #[serde(default)]
+        pub billable: Lenient<bool>,
     }
 }
 
@@ -585,6 +604,13 @@ pub fn translate(
                     direction: Direction::Inbound,
                     message_type: message_type(meta::text(&m.kind)),
                     conversation_id: None,
+                    outbound: Default::default(),
+                    reply_to: m
+                        .context
+                        .get()
+                        .and_then(|c| meta::text(&c.id))
+                        .filter(|id| valid_id(id))
+                        .map(str::to_string),
                 },
             ));
         }
@@ -627,19 +653,19 @@ pub fn translate(
             } else {
                 None
             };
-            let pricing_category = s
-                .pricing
-                .get()
-                .and_then(|p| meta::text(&p.category))
-                .filter(|c| valid_id(c))
-                .map(str::to_string);
+            let pricing = s.pricing.get().and_then(pricing);
+            let country = meta::text(&s.recipient_id)
+                .map(|r| r.strip_prefix('+').unwrap_or(r))
+                .filter(|r| !r.is_empty() && r.len() <= 15 && r.bytes().all(|b| b.is_ascii_digit()))
+                .map(|r| super::country::of_wa_id(r).to_string());
             out.events.push(event(
                 at,
                 EventBody::MessageStatus {
                     message_id: id.to_string(),
                     status,
                     error_code,
-                    pricing_category,
+                    pricing,
+                    country,
                 },
             ));
         }
@@ -648,6 +674,22 @@ pub fn translate(
         out.events.push(event(at, EventBody::Contact { id: wa_id }));
     }
     out
+}
+
+/// A status's `pricing`: its `type` when Meta gives one; before per-message pricing, the
+/// deprecated `billable: false` meant free (as customer service) and anything else regular.
+fn pricing(p: &meta::Pricing) -> Option<super::event::Pricing> {
+    use super::event::PricingType;
+    let category = meta::text(&p.category).filter(|c| valid_id(c))?;
+    let kind = match meta::text(&p.kind) {
+        Some(t) => PricingType::parse(t).unwrap_or(PricingType::Regular),
+        None if p.billable.get() == Some(&false) => PricingType::FreeCustomerService,
+        None => PricingType::Regular,
+    };
+    Some(super::event::Pricing {
+        category: category.to_string(),
+        kind,
+    })
 }
 
 /// What a webhook POST did.
@@ -1068,7 +1110,8 @@ mod tests {
                 message_id: "m1".into(),
                 status: DeliveryStatus::Failed,
                 error_code: Some("131026".into()),
-                pricing_category: None,
+                pricing: None,
+                country: None,
             }
         );
         assert_eq!(
@@ -1077,7 +1120,11 @@ mod tests {
                 message_id: "m2".into(),
                 status: DeliveryStatus::Delivered,
                 error_code: None,
-                pricing_category: Some("marketing".into()),
+                pricing: Some(crate::engine::event::Pricing {
+                    category: "marketing".into(),
+                    kind: crate::engine::event::PricingType::Regular,
+                }),
+                country: None,
             }
         );
         assert_eq!(t.skipped.len(), 3, "{:?}", t.skipped);

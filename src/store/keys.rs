@@ -133,6 +133,30 @@ series! {
     AiCostMicros = "ai_cost_micros",
     /// Tokens of requests that came without a cost, per model, priced at query time.
     AiUnpricedTokens = "ai_unpriced_tokens",
+    /// Outbound messages an inbound message answered, at the send time.
+    Replied = "replied",
+    /// Messages some status priced, per category, pricing type and country (joined).
+    Priced = "priced",
+    /// Campaigns per current status and id (joined), at their first event.
+    CampaignStatus = "campaign_status",
+    /// Per campaign id, at the send time, as their overall series count.
+    CampaignSent = "campaign_sent",
+    CampaignDelivered = "campaign_delivered",
+    CampaignRead = "campaign_read",
+    CampaignFailed = "campaign_failed",
+    CampaignReplied = "campaign_replied",
+    /// Per error code and campaign id (joined).
+    CampaignFailedByError = "campaign_failed_by_error",
+    /// Billable messages per category, country and campaign id (joined), for its cost.
+    CampaignBillable = "campaign_billable",
+    /// Per template (name, language and category, joined), at the send time.
+    TemplateSent = "template_sent",
+    TemplateDelivered = "template_delivered",
+    TemplateRead = "template_read",
+    TemplateFailed = "template_failed",
+    TemplateReplied = "template_replied",
+    /// Billable messages per category, country and template (joined), for its cost.
+    TemplateBillable = "template_billable",
 }
 
 #[cfg(test)]

@@ -18,5 +18,6 @@ mod keys;
 mod postgres_instances;
 mod property;
 mod retention;
+mod spend;
 mod store_conformance;
 mod webhook;
