@@ -18,6 +18,9 @@ use crate::engine::webhook::{
 };
 use crate::secrets::{SecretKey, key_file_for};
 
+/// The example card shipped in docs/, with illustrative prices.
+pub const EXAMPLE_RATE_CARD: &str = include_str!("../docs/rate-card.example.csv");
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./whatstat-data/whatstat.db";
 
@@ -66,6 +69,10 @@ pub struct StoreArgs {
     /// Currency of the rate card's prices (ISO 4217). [default: USD]
     #[arg(long, env = "WHATSTAT_CURRENCY")]
     pub currency: Option<String>,
+
+    /// Price with the shipped example card when no rate card is given (the demo does).
+    #[arg(skip)]
+    pub example_rate_card: bool,
 
     /// Server secret that encrypts stored Meta app secrets (any length). Without it, a key
     /// file of random bytes is created beside the SQLite database (`secret.key`, mode 0600).
@@ -228,10 +235,10 @@ impl StoreArgs {
             .or_else(|| file.currency.clone())
             .unwrap_or_else(|| "USD".into());
         let text = match self.rate_card.clone().or_else(|| file.rate_card.clone()) {
-            Some(path) => std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-                path: path.display().to_string(),
-                source,
+            Some(path) => std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::Invalid(format!("--rate-card {}: {e}", path.display()))
             })?,
+            None if self.example_rate_card => EXAMPLE_RATE_CARD.into(),
             None => "category,country,price\n".into(),
         };
         RateCard::parse(&text, &currency)

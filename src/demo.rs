@@ -61,6 +61,29 @@ const OUTBOUND_TYPES: &[(&str, u32)] = &[
     ("document", 3),
     ("interactive", 1),
 ];
+/// Templates: (name, language, category), weighted.
+type TemplateChoice = (&'static str, &'static str, &'static str);
+const CAMPAIGN_TEMPLATES: &[(TemplateChoice, u32)] = &[
+    (("spring_sale", "en", "marketing"), 60),
+    (("new_arrivals", "en", "marketing"), 30),
+    (("oferta_semana", "es", "marketing"), 10),
+];
+const SERVICE_TEMPLATES: &[(TemplateChoice, u32)] = &[
+    (("order_update", "en_US", "utility"), 55),
+    (("delivery_notice", "en", "utility"), 30),
+    (("login_code", "en", "authentication"), 15),
+];
+/// Recipients' number prefixes (mobile ranges of each country), weighted; 12 digits in all.
+const RECIPIENTS: &[(&str, u32)] = &[
+    ("91987", 30),
+    ("55119", 20),
+    ("49151", 12),
+    ("1415", 10),
+    ("44740", 8),
+    ("34612", 8),
+    ("52155", 7),
+    ("62812", 5),
+];
 const FLOWS: &[(&str, u32)] = &[
     ("Order Status", 40),
     ("FAQ", 30),
@@ -90,12 +113,12 @@ const HOURLY: [u32; 24] = [
     2, 1, 1, 1, 1, 2, 4, 7, 10, 13, 15, 15, 14, 12, 11, 11, 12, 14, 16, 16, 13, 9, 6, 3,
 ];
 
-fn pick<'a>(rng: &mut StdRng, table: &[(&'a str, u32)]) -> &'a str {
+fn pick<T: Copy>(rng: &mut StdRng, table: &[(T, u32)]) -> T {
     let total: u32 = table.iter().map(|(_, w)| w).sum();
     let mut r = rng.random_range(0..total);
     for (v, w) in table {
         if r < *w {
-            return v;
+            return *v;
         }
         r -= w;
     }
@@ -229,14 +252,54 @@ pub fn day_events(
             continue;
         }
         let mut v = json!({"type":"message","id":id,"direction":"outbound","message_type":pick(rng, OUTBOUND_TYPES)});
-        if rng.random_bool(0.3) {
-            v["campaign_id"] = json!(format!("{account}-camp{}", day % 4));
-        }
+        let prefix = pick(rng, RECIPIENTS);
+        let digits = 12usize.saturating_sub(prefix.len());
+        let suffix: u64 = rng.random_range(0..10u64.pow(digits as u32));
+        v["recipient"] = json!(format!("{prefix}{suffix:0digits$}"));
+        // Campaign messages belong to this week's campaign (created on Monday).
+        let campaign = rng.random_bool(0.3);
+        let template = if campaign {
+            let monday = day - i64::from((weekday + 6) % 7);
+            v["campaign_id"] = json!(format!("{account}-campaign-{monday}"));
+            Some(pick(rng, CAMPAIGN_TEMPLATES))
+        } else if v["message_type"] == "template" {
+            Some(pick(rng, SERVICE_TEMPLATES))
+        } else {
+            None
+        };
+        // Meta's pricing: templates are billed by their category; a utility template
+        // inside an open customer-service window and a free-form reply are free.
+        let pricing = match template {
+            Some((name, language, category)) => {
+                v["message_type"] = json!("template");
+                v["template_name"] = json!(name);
+                v["template_language"] = json!(language);
+                v["template_category"] = json!(category);
+                let free = category == "utility" && rng.random_bool(0.4);
+                (
+                    category,
+                    if free {
+                        "free_customer_service"
+                    } else {
+                        "regular"
+                    },
+                )
+            }
+            None => ("service", "free_customer_service"),
+        };
         push(t, v);
         push(
             t + 1,
-            json!({"type":"message_status","message_id":id,"status":"sent"}),
+            json!({"type":"message_status","message_id":id,"status":"sent",
+                   "pricing_category":pricing.0,"pricing_type":pricing.1}),
         );
+        if rng.random_bool(if campaign { 0.12 } else { 0.05 }) {
+            push(
+                t + rng.random_range(300..5400),
+                json!({"type":"message","id":format!("{id}-reply"),"direction":"inbound",
+                       "message_type":"text","reply_to":id}),
+            );
+        }
         if rng.random_bool(0.03) {
             push(
                 t + 3,

@@ -351,7 +351,10 @@ async fn relay_updates(services: &Services, url: &str) -> Result<(), AnyError> {
 
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let file = args.store.file()?;
-    let (services, url) = open_services(&args.store).await?;
+    let mut store_args = args.store.clone();
+    // The demo shows costs: the example card prices them unless a card is given.
+    store_args.example_rate_card = args.demo;
+    let (services, url) = open_services(&store_args).await?;
     relay_updates(&services, &url).await?;
     let listen = args
         .listen

@@ -610,6 +610,71 @@ mod tests {
     }
 
     #[test]
+    fn a_message_known_only_from_a_reply_counts_nothing_until_it_or_a_status_arrives() {
+        let mut m = MessageState::placeholder(100);
+        m.replied = true;
+        assert!(contributions(&Entity::Message(m.clone())).is_empty());
+        m.statuses = STATUS_DELIVERED;
+        let c = contributions(&Entity::Message(m));
+        assert!(has(&c, series::SENT) && has(&c, series::REPLIED));
+    }
+
+    #[test]
+    fn campaign_template_and_billing_follow_the_ladder_and_the_country() {
+        let m = MessageState {
+            inbound: Some(false),
+            message_type: "template".into(),
+            statuses: STATUS_FAILED,
+            error_code: Some("131026".into()),
+            campaign_id: Some("c1".into()),
+            template: Some(Template {
+                name: "sale".into(),
+                language: "en".into(),
+                category: "marketing".into(),
+            }),
+            status_country: Some("DE".into()),
+            pricing: Some(PricedAs {
+                step: STATUS_SENT,
+                category: "marketing".into(),
+                kind: PricingType::Regular,
+            }),
+            ..MessageState::placeholder(100)
+        };
+        let c = contributions(&Entity::Message(m.clone()));
+        let dim = |parts: &[&str]| join_dim(parts);
+        assert!(c.contains(&(series::CAMPAIGN_FAILED, "c1".into(), 1)));
+        assert!(c.contains(&(series::CAMPAIGN_FAILED_BY_ERROR, dim(&["131026", "c1"]), 1)));
+        assert!(c.contains(&(
+            series::CAMPAIGN_BILLABLE,
+            dim(&["marketing", "DE", "c1"]),
+            1
+        )));
+        assert!(c.contains(&(
+            series::TEMPLATE_FAILED,
+            dim(&["sale", "en", "marketing"]),
+            1
+        )));
+        assert!(c.contains(&(series::PRICED, dim(&["marketing", "regular", "DE"]), 1)));
+        // The message's own recipient wins over what statuses said; free is not billable.
+        let free = MessageState {
+            country: Some("IN".into()),
+            pricing: Some(PricedAs {
+                step: STATUS_SENT,
+                category: "utility".into(),
+                kind: PricingType::FreeCustomerService,
+            }),
+            ..m
+        };
+        let c = contributions(&Entity::Message(free));
+        assert!(c.contains(&(
+            series::PRICED,
+            dim(&["utility", "free_customer_service", "IN"]),
+            1
+        )));
+        assert!(!c.iter().any(|(s, _, _)| *s == series::CAMPAIGN_BILLABLE));
+    }
+
+    #[test]
     fn placeholder_counts_as_unknown_outbound() {
         let c = contributions(&message(None, STATUS_DELIVERED));
         assert!(c.contains(&(series::BY_TYPE, "unknown".to_string(), 1)));

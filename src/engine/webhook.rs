@@ -1089,6 +1089,30 @@ mod tests {
     }
 
     #[test]
+    fn pricing_reads_the_type_and_else_the_deprecated_billable() {
+        use crate::engine::event::PricingType::*;
+        let read = |v: Value| -> Option<(String, crate::engine::event::PricingType)> {
+            let text = v.to_string();
+            let p: meta::Pricing = serde_json::from_str(&text).ok()?;
+            pricing(&p).map(|p| (p.category, p.kind))
+        };
+        let pmp = json!({"billable": false, "pricing_model": "PMP", "category": "utility", "type": "free_entry_point"});
+        assert_eq!(read(pmp), Some(("utility".into(), FreeEntryPoint)));
+        let old_free = json!({"billable": false, "pricing_model": "CBP", "category": "service"});
+        assert_eq!(
+            read(old_free),
+            Some(("service".into(), FreeCustomerService))
+        );
+        let old_paid = json!({"billable": true, "pricing_model": "CBP", "category": "marketing"});
+        assert_eq!(read(old_paid), Some(("marketing".into(), Regular)));
+        assert_eq!(
+            read(json!({"type": "regular"})),
+            None,
+            "no category, no pricing"
+        );
+    }
+
+    #[test]
     fn statuses_keep_error_code_and_pricing_and_skip_others() {
         let p = payload(json!({
             "metadata": meta("111"),
@@ -1111,7 +1135,7 @@ mod tests {
                 status: DeliveryStatus::Failed,
                 error_code: Some("131026".into()),
                 pricing: None,
-                country: None,
+                country: Some("unknown".into()),
             }
         );
         assert_eq!(
@@ -1124,7 +1148,7 @@ mod tests {
                     category: "marketing".into(),
                     kind: crate::engine::event::PricingType::Regular,
                 }),
-                country: None,
+                country: Some("unknown".into()),
             }
         );
         assert_eq!(t.skipped.len(), 3, "{:?}", t.skipped);
