@@ -608,7 +608,7 @@ async fn unknown_routes_and_wrong_methods() {
     for path in [
         "/api/nope",
         "/api/analytics",
-        "/api/analytics/campaigns",
+        "/api/analytics/flows",
         "/nope",
     ] {
         let (status, body) = server.get(&key, path).await;

@@ -29,12 +29,13 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use recount::{
-    CAMPAIGN_STATUSES, DAY, Ev, Kind, OUTCOMES, Retention, Tokens, ZONES, check_all, facts, kept,
-    local_date, recount, recount_kept, recount_spans, start_of_day, to_json,
+    CAMPAIGN_STATUSES, DAY, Ev, Kind, OUTCOMES, RATE_CARD, Retention, Tokens, ZONES, check_all,
+    facts, kept, local_date, recount, recount_kept, recount_spans, start_of_day, to_json,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
 use whatstat::engine::EngineConfig;
+use whatstat::engine::rates::RateCard;
 use whatstat::engine::retention::CompactionReport;
 
 /// Events lie within this many days before "now" (inside the 35-day state window).
@@ -298,6 +299,19 @@ fn generate(g: &mut Gen, scale: usize) -> Vec<Ev> {
         if inbound {
             continue;
         }
+        // Replies: some answered twice, some told before the message (or its only trace).
+        for j in 0..g.rng.random_range(0..3) {
+            if g.chance(0.4) {
+                let t = if g.chance(0.3) {
+                    g.ts()
+                } else {
+                    g.after(base, DAY)
+                };
+                let reply = format!("wamid.r{i}-{j}");
+                let to = id.clone();
+                out.push(ev(&acc, t, Kind::Reply { id: reply, to }));
+            }
+        }
         for status in ["sent", "delivered", "read", "failed"] {
             let p = match status {
                 "sent" => 0.7,
@@ -555,7 +569,11 @@ fn run_case(seed: u64, scale: usize) -> Result<(), String> {
         .build()
         .expect("rt");
     runtime.block_on(async {
-        let server = TestServer::start().await;
+        let server = TestServer::start_with(EngineConfig {
+            rate_card: RateCard::parse(RATE_CARD, "USD").expect("the recount's card"),
+            ..EngineConfig::default()
+        })
+        .await;
         server.set_now(now);
         let mut errs = Vec::new();
         for zone in zones {
@@ -607,7 +625,8 @@ fn run_case(seed: u64, scale: usize) -> Result<(), String> {
             let expected = recount(&posted, now, zone, &ranges);
             // 4 account filters x (2 ranges x (4 granularities x (messages + chatbot timeline)
             // + chatbot) + 1 + 4 periods).
-            assert_eq!(expected.checks.len(), 92, "the recount covers every query");
+            // + campaigns, templates and costs per range.
+            assert_eq!(expected.checks.len(), 116, "the recount covers every query");
             for e in check_all(&server, &key, &expected).await {
                 errs.push(format!("{zone}: {e}"));
             }
@@ -634,7 +653,7 @@ fn expected_accepted(posted: &[Ev]) -> i64 {
     for e in posted {
         let key = match &e.kind {
             Kind::Contact { id } => format!("contact/{id}"),
-            Kind::Message { id, .. } => format!("message/{id}"),
+            Kind::Message { id, .. } | Kind::Reply { id, .. } => format!("message/{id}"),
             Kind::Status { status, .. } if *status == "played" || *status == "deleted" => continue,
             Kind::Status { msg, status } => format!("status/{msg}/{status}"),
             Kind::Campaign { id, status } => format!("campaign/{id}/{status}"),
@@ -688,6 +707,10 @@ fn prefix_ids(events: &mut [Ev], p: &str) {
                 conv.iter_mut().for_each(pre);
             }
             Kind::Status { msg, .. } => pre(msg),
+            Kind::Reply { id, to } => {
+                pre(id);
+                pre(to);
+            }
             Kind::Conversation { id, .. } => pre(id),
             Kind::Flow { id, conv, .. }
             | Kind::Keyword {
@@ -1019,6 +1042,7 @@ fn run_compaction_case(seed: u64, scale: usize) -> Result<(), String> {
             hourly_retention_days: Some(HOURLY_DAYS),
             daily_retention_days: Some(DAILY_DAYS),
             state_window_secs: WINDOW,
+            rate_card: RateCard::parse(RATE_CARD, "USD").expect("the recount's card"),
             ..EngineConfig::default()
         })
         .await;

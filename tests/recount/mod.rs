@@ -71,6 +71,11 @@ pub enum Kind {
         msg: String,
         status: &'static str,
     },
+    /// An inbound text message answering the outbound message `to`.
+    Reply {
+        id: String,
+        to: String,
+    },
     Campaign {
         id: String,
         status: &'static str,
@@ -128,6 +133,109 @@ pub fn error_code_of(msg: &str) -> Option<i64> {
     [Some(131_026), Some(131_047), None][(h % 3) as usize]
 }
 
+fn hash(s: &str) -> u32 {
+    s.bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(131).wrapping_add(u32::from(b)))
+}
+
+/// The campaign an outbound message was sent for (a function of its id, like its error code).
+pub fn campaign_of(msg: &str) -> Option<String> {
+    match hash(msg) % 5 {
+        0 | 1 => None,
+        n => Some(format!("camp{}", n - 2)),
+    }
+}
+
+/// The template (name, language, category) it was sent from; "" where not given.
+pub fn template_of(msg: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    [
+        None,
+        Some(("t_sale", "en", "marketing")),
+        Some(("t_sale", "es", "marketing")),
+        Some(("t_order", "en_US", "utility")),
+        Some(("t_otp", "", "")),
+    ][(hash(msg) / 5 % 5) as usize]
+}
+
+/// Recipients and their countries (hand-checked numbers of each country).
+const RECIPIENTS: [(&str, &str); 4] = [
+    ("4915112345678", "DE"),
+    ("14155550123", "US"),
+    ("919876543210", "IN"),
+    ("999123", "unknown"),
+];
+
+/// The recipient a message names itself, if any.
+pub fn recipient_of(msg: &str) -> Option<(&'static str, &'static str)> {
+    match hash(msg) / 25 % 6 {
+        n @ 0..4 => Some(RECIPIENTS[n as usize]),
+        _ => None,
+    }
+}
+
+/// The recipient its statuses name (the same on every status of it), if any.
+pub fn status_recipient_of(msg: &str) -> Option<(&'static str, &'static str)> {
+    match hash(msg) / 150 % 5 {
+        n @ 0..4 => Some(RECIPIENTS[n as usize]),
+        _ => None,
+    }
+}
+
+/// How Meta priced it (category, type), if its statuses say; which of its statuses carry
+/// the pricing depends on the status too (`pricing_on`).
+pub fn pricing_of(msg: &str) -> Option<(&'static str, &'static str)> {
+    [
+        None,
+        Some(("marketing", "regular")),
+        Some(("utility", "regular")),
+        Some(("utility", "free_customer_service")),
+        Some(("service", "free_entry_point")),
+        Some(("authentication", "regular")),
+    ][(hash(msg) / 750 % 6) as usize]
+}
+
+pub fn pricing_on(msg: &str, status: &str) -> bool {
+    hash(&format!("{msg}/{status}")) % 2 == 0
+}
+
+/// The rate card the property test's server prices with: Germany's marketing price
+/// changes on the 1st of the months the test's clocks sit in; authentication is unpriced.
+pub const RATE_CARD: &str = "category,country,price,effective_from\n\
+    marketing,*,0.05,\n\
+    marketing,DE,0.10,\n\
+    marketing,DE,0.20,2024-03-01\n\
+    marketing,DE,0.30,2024-04-01\n\
+    marketing,DE,0.40,2024-11-01\n\
+    marketing,DE,0.50,2024-12-01\n\
+    marketing,DE,0.60,2025-01-01\n\
+    marketing,DE,0.70,2025-03-01\n\
+    utility,*,0.01,\n";
+
+/// The price in micro-units of one billable message sent on local `day`, as the card says.
+pub fn price_micros(category: &str, country: &str, day: Date) -> Option<i64> {
+    match (category, country) {
+        ("marketing", "DE") => {
+            let changes = [
+                (Date::constant(2025, 3, 1), 700_000),
+                (Date::constant(2025, 1, 1), 600_000),
+                (Date::constant(2024, 12, 1), 500_000),
+                (Date::constant(2024, 11, 1), 400_000),
+                (Date::constant(2024, 4, 1), 300_000),
+                (Date::constant(2024, 3, 1), 200_000),
+            ];
+            Some(
+                changes
+                    .iter()
+                    .find(|(d, _)| day >= *d)
+                    .map_or(100_000, |c| c.1),
+            )
+        }
+        ("marketing", _) => Some(50_000),
+        ("utility", _) => Some(10_000),
+        _ => None,
+    }
+}
+
 /// Meta's titles of the codes `error_code_of` gives (from Meta's error-code reference).
 pub fn error_title(code: Option<i64>) -> &'static str {
     match code {
@@ -162,6 +270,30 @@ pub fn to_json(ev: &Ev, style: usize) -> Value {
             if let Some(c) = conv {
                 m.insert("conversation_id".into(), json!(c));
             }
+            if !*inbound {
+                if let Some(c) = campaign_of(id) {
+                    m.insert("campaign_id".into(), json!(c));
+                }
+                if let Some((name, language, category)) = template_of(id) {
+                    m.insert("template_name".into(), json!(name));
+                    if !language.is_empty() {
+                        m.insert("template_language".into(), json!(language));
+                    }
+                    if !category.is_empty() {
+                        m.insert("template_category".into(), json!(category));
+                    }
+                }
+                if let Some((number, _)) = recipient_of(id) {
+                    m.insert("recipient".into(), json!(number));
+                }
+            }
+            "message"
+        }
+        Kind::Reply { id, to } => {
+            m.insert("id".into(), json!(id));
+            m.insert("direction".into(), json!("inbound"));
+            m.insert("message_type".into(), json!("text"));
+            m.insert("reply_to".into(), json!(to));
             "message"
         }
         Kind::Status { msg, status } => {
@@ -171,6 +303,16 @@ pub fn to_json(ev: &Ev, style: usize) -> Value {
                 && let Some(code) = error_code_of(msg)
             {
                 m.insert("error_code".into(), json!(code));
+            }
+            if let Some((category, kind)) = pricing_of(msg).filter(|_| pricing_on(msg, status)) {
+                m.insert("pricing_category".into(), json!(category));
+                // A category alone is `regular`.
+                if kind != "regular" || pricing_on(msg, "type") {
+                    m.insert("pricing_type".into(), json!(kind));
+                }
+            }
+            if let Some((number, _)) = status_recipient_of(msg) {
+                m.insert("recipient".into(), json!(number));
             }
             "message_status"
         }
@@ -257,6 +399,14 @@ pub struct Msg {
     pub failed: bool,
     /// The code of its failure (meaningful when `failed`).
     pub error_code: Option<i64>,
+    pub campaign: Option<String>,
+    pub template: Option<(&'static str, &'static str, &'static str)>,
+    /// The recipient's country: the message's own, else its statuses', else `unknown`.
+    pub country: &'static str,
+    /// Whether an inbound message answered it.
+    pub replied: bool,
+    /// (category, type), when one of its counted statuses carried pricing.
+    pub pricing: Option<(&'static str, &'static str)>,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +438,7 @@ pub struct AiCall {
 #[derive(Debug, Clone)]
 pub struct Camp {
     pub acc: String,
+    pub id: String,
     pub current: &'static str,
     pub current_ts: i64,
 }
@@ -319,6 +470,7 @@ pub fn facts(events: &[Ev]) -> Facts {
     let mut run_done: BTreeSet<Key> = BTreeSet::new();
     let mut kw_ids: BTreeSet<Key> = BTreeSet::new();
     let mut ai_ids: BTreeSet<Key> = BTreeSet::new();
+    let mut replied: BTreeSet<Key> = BTreeSet::new();
     let mut f = Facts::default();
 
     let min_into = |m: &mut BTreeMap<&'static str, i64>, s: &'static str, t: i64| {
@@ -344,6 +496,13 @@ pub fn facts(events: &[Ev]) -> Facts {
                     mtype.clone(),
                     conv.clone(),
                 ));
+            }
+            Kind::Reply { id, to } => {
+                let key = (acc.clone(), id.clone());
+                if !msgs.contains_key(&key) && to != id {
+                    replied.insert((acc, to.clone()));
+                }
+                msgs.entry(key).or_insert((e.ts, true, "text".into(), None));
             }
             Kind::Status { msg, status } => {
                 if ["sent", "delivered", "read", "failed"].contains(status) {
@@ -429,6 +588,12 @@ pub fn facts(events: &[Ev]) -> Facts {
         let read = st.contains_key("read");
         let delivered = read || st.contains_key("delivered");
         let failed = !delivered && st.contains_key("failed");
+        let sent_as_message = msgs.contains_key(&k) && !inbound;
+        let country = recipient_of(&k.1)
+            .filter(|_| sent_as_message)
+            .or(status_recipient_of(&k.1).filter(|_| !st.is_empty()))
+            .map_or("unknown", |r| r.1);
+        let pricing = pricing_of(&k.1).filter(|_| st.keys().any(|s| pricing_on(&k.1, s)));
         f.messages.push(Msg {
             acc: k.0.clone(),
             ts,
@@ -438,6 +603,11 @@ pub fn facts(events: &[Ev]) -> Facts {
             read,
             failed,
             error_code: error_code_of(&k.1),
+            campaign: campaign_of(&k.1).filter(|_| sent_as_message),
+            template: template_of(&k.1).filter(|_| sent_as_message),
+            country,
+            replied: replied.contains(&k),
+            pricing,
         });
     }
 
@@ -483,6 +653,7 @@ pub fn facts(events: &[Ev]) -> Facts {
             .expect("a status");
         f.campaigns.push(Camp {
             acc: k.0,
+            id: k.1,
             current: status,
             current_ts: ts,
         });
@@ -713,6 +884,276 @@ pub fn messages_expect(
         ("by_type", Exp::Counts(by_type)),
         ("timeline", Exp::Arr(timeline)),
         ("by_error", Exp::Arr(by_error)),
+    ])
+}
+
+/// Millionths as money rounded to 4 decimals: both neighbours when exactly half-way.
+pub fn money_exp(micros: i64) -> Vec<f64> {
+    div_round(micros, 100)
+        .into_iter()
+        .map(|v| v as f64 / 10_000.0)
+        .collect()
+}
+
+/// The funnel of a group of outbound messages: sent, delivered, read, failed, replied.
+fn funnel(ms: &[&Msg]) -> [i64; 5] {
+    let mut r = [0; 5];
+    for m in ms {
+        r[0] += 1;
+        r[1] += m.delivered as i64;
+        r[2] += m.read as i64;
+        r[3] += m.failed as i64;
+        r[4] += m.replied as i64;
+    }
+    r
+}
+
+fn funnel_exp(r: [i64; 5]) -> Vec<(&'static str, Exp)> {
+    vec![
+        ("sent", Exp::Int(r[0])),
+        ("delivered", Exp::Int(r[1])),
+        ("read", Exp::Int(r[2])),
+        ("failed", Exp::Int(r[3])),
+        ("replied", Exp::Int(r[4])),
+        ("delivery_rate", rate(r[1], r[0])),
+        ("read_rate", rate(r[2], r[1])),
+        ("reply_rate", rate(r[4], r[1])),
+    ]
+}
+
+/// What Meta charges for one message by the rate card, in millionths; `None` when it is
+/// free or not priced at all, `Some(None)` when billable but the card has no price.
+fn charge(tz: &TimeZone, m: &Msg) -> Option<Option<i64>> {
+    let (category, kind) = m.pricing?;
+    if kind != "regular" {
+        return None;
+    }
+    Some(price_micros(category, m.country, local_date(tz, m.ts)))
+}
+
+fn outbound_in<'a>(f: &'a Facts, lo: i64, hi: i64, acc: Option<&str>) -> Vec<&'a Msg> {
+    f.messages
+        .iter()
+        .filter(|m| m.outbound && acc_ok(acc, &m.acc) && m.ts >= lo && m.ts < hi)
+        .collect()
+}
+
+pub fn campaigns_expect(f: &Facts, tz: &TimeZone, lo: i64, hi: i64, acc: Option<&str>) -> Exp {
+    let mut groups: BTreeMap<&str, Vec<&Msg>> = BTreeMap::new();
+    for m in outbound_in(f, lo, hi, acc) {
+        if let Some(c) = &m.campaign {
+            groups.entry(c.as_str()).or_default().push(m);
+        }
+    }
+    let mut rows: Vec<(i64, &str, Exp)> = groups
+        .into_iter()
+        .map(|(id, ms)| {
+            let r = funnel(&ms);
+            // The furthest along of the current statuses of the campaign's accounts.
+            let status = f
+                .campaigns
+                .iter()
+                .filter(|c| c.id == id && acc_ok(acc, &c.acc))
+                .map(|c| rank(&CAMPAIGN_STATUSES, c.current))
+                .max()
+                .map_or("unknown", |i| CAMPAIGN_STATUSES[i]);
+            let cost: i64 = ms.iter().filter_map(|m| charge(tz, m).flatten()).sum();
+            let mut by_error: BTreeMap<Option<i64>, i64> = BTreeMap::new();
+            for m in ms.iter().filter(|m| m.failed) {
+                *by_error.entry(m.error_code).or_default() += 1;
+            }
+            let mut by_error: Vec<(Option<i64>, i64)> = by_error.into_iter().collect();
+            by_error.sort_by_key(|(code, n)| (-n, code.is_none(), *code));
+            let mut fields = vec![
+                ("campaign_id", Exp::Str(id.to_string())),
+                ("status", Exp::Str(status.to_string())),
+            ];
+            fields.extend(funnel_exp(r));
+            fields.push(("estimated_cost", Exp::Num(money_exp(cost))));
+            fields.push((
+                "by_error",
+                Exp::Arr(
+                    by_error
+                        .into_iter()
+                        .map(|(code, n)| {
+                            Exp::Obj(vec![
+                                ("error_code", code.map_or(Exp::Null, Exp::Int)),
+                                ("count", Exp::Int(n)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ));
+            (r[0], id, Exp::Obj(fields))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    Exp::Obj(vec![(
+        "campaigns",
+        Exp::Arr(rows.into_iter().map(|r| r.2).collect()),
+    )])
+}
+
+pub fn templates_expect(f: &Facts, tz: &TimeZone, lo: i64, hi: i64, acc: Option<&str>) -> Exp {
+    type T = (&'static str, &'static str, &'static str);
+    let mut groups: BTreeMap<T, Vec<&Msg>> = BTreeMap::new();
+    for m in outbound_in(f, lo, hi, acc) {
+        if let Some(t) = m.template {
+            groups.entry(t).or_default().push(m);
+        }
+    }
+    let mut rows: Vec<(i64, T, Exp)> = groups
+        .into_iter()
+        .map(|(t, ms)| {
+            let r = funnel(&ms);
+            let cost: i64 = ms.iter().filter_map(|m| charge(tz, m).flatten()).sum();
+            let mut fields = vec![
+                ("template_name", Exp::Str(t.0.to_string())),
+                ("template_language", Exp::Str(t.1.to_string())),
+                ("category", Exp::Str(t.2.to_string())),
+            ];
+            fields.extend(funnel_exp(r));
+            fields.push(("estimated_cost", Exp::Num(money_exp(cost))));
+            (r[0], t, Exp::Obj(fields))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    Exp::Obj(vec![(
+        "templates",
+        Exp::Arr(rows.into_iter().map(|r| r.2).collect()),
+    )])
+}
+
+/// The costs answer with its timeline by day.
+pub fn costs_expect(f: &Facts, tz: &TimeZone, first: Date, last: Date, acc: Option<&str>) -> Exp {
+    let (bk, hi) = buckets(tz, first, last, Gran::Day);
+    let lo = start_of_day(tz, first);
+    let ms = outbound_in(f, lo, hi, acc);
+    let (mut billable, mut free, mut unpriced, mut cost) = (0, 0, 0, 0i64);
+    let mut by_category: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
+    let mut by_country: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
+    let mut tl = vec![(0i64, 0i64, 0i64); bk.len()];
+    for m in &ms {
+        let Some((category, kind)) = m.pricing else {
+            continue;
+        };
+        let i = bk.partition_point(|b| b.1 <= m.ts) - 1;
+        let charged = charge(tz, m);
+        let micros = charged.flatten().unwrap_or(0);
+        let c = by_category.entry((category, kind)).or_default();
+        c.0 += 1;
+        c.1 += micros;
+        let k = by_country.entry(m.country).or_default();
+        if kind == "regular" {
+            billable += 1;
+            k.0 += 1;
+            tl[i].0 += 1;
+            unpriced += i64::from(charged == Some(None));
+        } else {
+            free += 1;
+            k.1 += 1;
+            tl[i].1 += 1;
+        }
+        k.2 += micros;
+        tl[i].2 += micros;
+        cost += micros;
+    }
+    let delivered = ms.iter().filter(|m| m.delivered).count() as i64;
+    let read = ms.iter().filter(|m| m.read).count() as i64;
+    let per = |n: i64| {
+        if n == 0 {
+            Exp::Num(vec![0.0])
+        } else {
+            Exp::Num(
+                div_round(cost, 100 * n)
+                    .into_iter()
+                    .map(|v| v as f64 / 10_000.0)
+                    .collect(),
+            )
+        }
+    };
+    let mut by_category: Vec<((&str, &str), (i64, i64))> = by_category.into_iter().collect();
+    by_category.sort_by_key(|(k, v)| (-v.0, *k));
+    let mut by_country: Vec<(&str, (i64, i64, i64))> = by_country.into_iter().collect();
+    by_country.sort_by_key(|(k, v)| (-v.2, -(v.0 + v.1), *k));
+    let ai: i64 =
+        f.ai.iter()
+            .filter(|a| acc_ok(acc, &a.acc) && a.ts >= lo && a.ts < hi)
+            .map(|a| a.cost_micro)
+            .sum();
+    let spend = money_exp(cost);
+    let ai_cost = money_exp(ai);
+    let totals: Vec<f64> = spend
+        .iter()
+        .flat_map(|s| {
+            ai_cost
+                .iter()
+                .map(move |a| ((s + a) * 10_000.0).round() / 10_000.0)
+        })
+        .collect();
+    Exp::Obj(vec![
+        (
+            "summary",
+            Exp::Obj(vec![
+                ("billable_messages", Exp::Int(billable)),
+                ("free_messages", Exp::Int(free)),
+                ("unpriced_messages", Exp::Int(unpriced)),
+                ("estimated_cost", Exp::Num(spend)),
+                ("currency", Exp::Str("USD".into())),
+                ("ai_cost", Exp::Num(ai_cost)),
+                ("total_cost", Exp::Num(totals)),
+                ("cost_per_delivered", per(delivered)),
+                ("cost_per_read", per(read)),
+            ]),
+        ),
+        (
+            "by_category",
+            Exp::Arr(
+                by_category
+                    .into_iter()
+                    .map(|((c, k), (n, micros))| {
+                        Exp::Obj(vec![
+                            ("category", Exp::Str(c.to_string())),
+                            ("pricing_type", Exp::Str(k.to_string())),
+                            ("messages", Exp::Int(n)),
+                            ("estimated_cost", Exp::Num(money_exp(micros))),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "by_country",
+            Exp::Arr(
+                by_country
+                    .into_iter()
+                    .map(|(c, (b, fr, micros))| {
+                        Exp::Obj(vec![
+                            ("country", Exp::Str(c.to_string())),
+                            ("billable_messages", Exp::Int(b)),
+                            ("free_messages", Exp::Int(fr)),
+                            ("estimated_cost", Exp::Num(money_exp(micros))),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "timeline",
+            Exp::Arr(
+                bk.iter()
+                    .zip(&tl)
+                    .map(|((label, _), (b, fr, micros))| {
+                        Exp::Obj(vec![
+                            ("date", Exp::Str(label.clone())),
+                            ("billable_messages", Exp::Int(*b)),
+                            ("free_messages", Exp::Int(*fr)),
+                            ("estimated_cost", Exp::Num(money_exp(*micros))),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
     ])
 }
 
@@ -1195,6 +1636,24 @@ pub fn recount_kept(
             checks.push((
                 format!("/api/analytics/chatbot?start_date={first}&end_date={last}{q}"),
                 serve(ok, &|| chatbot_expect(&f, lo, hi, *acc, 10)),
+            ));
+            checks.push((
+                format!("/api/analytics/campaigns?start_date={first}&end_date={last}{q}"),
+                serve(ok, &|| campaigns_expect(&f, &tz, lo, hi, *acc)),
+            ));
+            checks.push((
+                format!("/api/analytics/templates?start_date={first}&end_date={last}{q}"),
+                serve(ok, &|| templates_expect(&f, &tz, lo, hi, *acc)),
+            ));
+            // Its timeline is by day: each day must be servable.
+            let (bk, _) = buckets(&tz, *first, *last, Gran::Day);
+            let days_ok = bk.iter().enumerate().all(|(j, (_, s))| {
+                let e = bk.get(j + 1).map_or(hi, |b| b.1);
+                days_servable(&tz, *s, e, &k)
+            });
+            checks.push((
+                format!("/api/analytics/costs?start_date={first}&end_date={last}{q}"),
+                serve(days_ok, &|| costs_expect(&f, &tz, *first, *last, *acc)),
             ));
             if i == 0 {
                 checks.push((
