@@ -195,7 +195,7 @@ pub fn pricing_of(msg: &str) -> Option<(&'static str, &'static str)> {
 }
 
 pub fn pricing_on(msg: &str, status: &str) -> bool {
-    hash(&format!("{msg}/{status}")) % 2 == 0
+    hash(&format!("{msg}/{status}")).is_multiple_of(2)
 }
 
 /// The rate card the property test's server prices with: Germany's marketing price
@@ -1072,7 +1072,8 @@ pub fn costs_expect(f: &Facts, tz: &TimeZone, first: Date, last: Date, acc: Opti
             )
         }
     };
-    let mut by_category: Vec<((&str, &str), (i64, i64))> = by_category.into_iter().collect();
+    type CategoryRow<'a> = ((&'a str, &'a str), (i64, i64));
+    let mut by_category: Vec<CategoryRow> = by_category.into_iter().collect();
     by_category.sort_by_key(|(k, v)| (-v.0, *k));
     let mut by_country: Vec<(&str, (i64, i64, i64))> = by_country.into_iter().collect();
     by_country.sort_by_key(|(k, v)| (-v.2, -(v.0 + v.1), *k));
