@@ -11,9 +11,13 @@ const COLORS = {
   sent: "#0072B2", received: "#E69F00", delivered: "#009E73", read: "#CC79A7",
   failed: "#D55E00", conversations: "#0072B2", auto_resolved: "#009E73",
   transferred: "#E69F00", abandoned: "#D55E00", ai_requests: "#0072B2",
-  ai_tokens: "#CC79A7", ai_cost: "#009E73",
+  ai_tokens: "#CC79A7", ai_cost: "#009E73", replied: "#E69F00",
+  estimated_cost: "#0072B2", total_cost: "#CC79A7",
 };
 const DASHES = [[], [6, 3], [2, 2], [8, 3, 2, 3], [1, 3]];
+const VIEWS = ["overview", "messages", "chatbot", "campaigns", "templates", "costs"];
+// Views whose answers are asked only while they are shown (the overview's three always are).
+const SPEND = ["campaigns", "templates", "costs"];
 
 const state = {
   token: share ? decodeURIComponent(share[1]) : sessionStorage.getItem(KEY_STORE),
@@ -22,6 +26,8 @@ const state = {
   data: null,
   charts: new Map(),
   generation: 0,
+  // The template whose timeline was chosen; kept across ranges while the list holds it.
+  template: null,
 };
 
 const num = new Intl.NumberFormat("en-US");
@@ -42,6 +48,27 @@ const fmt = {
     return `${dec.format(v / 3600)} h`;
   },
 };
+
+// Money in the answer's currency: cents, and four decimals below one cent (where a message's
+// price would otherwise read as 0.00) and for a price per message (`unit`: 0.0138 is not 0.01).
+const moneyFormats = new Map();
+function money(v, currency = "USD", unit = false) {
+  if (v == null) return "–";
+  const digits = v !== 0 && (unit || Math.abs(v) < 0.01) ? 4 : 2;
+  const k = `${currency}|${digits}`;
+  if (!moneyFormats.has(k)) {
+    let f;
+    try {
+      f = new Intl.NumberFormat("en-US", { style: "currency", currency, minimumFractionDigits: 2, maximumFractionDigits: digits });
+    } catch {
+      // Not an ISO 4217 code Intl knows: the number and the code as the server gave it.
+      const n = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: digits });
+      f = { format: (x) => `${n.format(x)} ${currency}` };
+    }
+    moneyFormats.set(k, f);
+  }
+  return moneyFormats.get(k).format(v);
+}
 
 // ---------- API ----------
 
@@ -280,13 +307,13 @@ function funnel(summary) {
 
 // ---------- CSV ----------
 
-async function downloadCsv({ endpoint, table }, status) {
+async function downloadCsv({ endpoint, table, params: extra }, status) {
   const q = query();
   status.textContent = "Preparing CSV…";
   try {
     const url = new URL(`/api/analytics/${endpoint}`, location.origin);
     // The CSV is of the asked range only: the comparison is not part of any table.
-    const params = { ...baseParams(q, endpoint), compare: null };
+    const params = { ...baseParams(q, endpoint), compare: null, ...(typeof extra === "function" ? extra() : extra) };
     for (const [k, v] of Object.entries({ ...params, format: "csv", table })) if (v) url.searchParams.set(k, v);
     const res = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` } });
     if (!res.ok) {
@@ -295,7 +322,8 @@ async function downloadCsv({ endpoint, table }, status) {
       throw new Error(msg);
     }
     const blob = await res.blob();
-    const a = h("a", { href: URL.createObjectURL(blob), download: `whatstat-${endpoint}-${table}-${q.start}-${q.end}.csv` });
+    const named = params.template ? `-${params.template.replace(/[^\w.-]+/g, "_")}` : "";
+    const a = h("a", { href: URL.createObjectURL(blob), download: `whatstat-${endpoint}-${table}${named}-${q.start}-${q.end}.csv` });
     document.body.append(a);
     a.click();
     a.remove();
@@ -313,8 +341,11 @@ function baseParams(q, endpoint) {
   if (endpoint === "dashboard") return { ...p, period: periodFor(q.kind), ...(q.compare ? { compare: "previous" } : {}) };
   p.start_date = q.start;
   p.end_date = q.end;
+  // Campaigns have no timeline, and no spend answer compares periods: the routes refuse
+  // parameters they do not know.
+  if (endpoint === "campaigns") return p;
   p.granularity = q.granularity;
-  if (q.compare) p.compare = "previous";
+  if (q.compare && !SPEND.includes(endpoint)) p.compare = "previous";
   return p;
 }
 
@@ -323,15 +354,18 @@ async function load({ quiet = false } = {}) {
   const q = query();
   if (!quiet) setState("loading");
   try {
-    const [messages, chatbot, dashboard] = await Promise.all([
+    const [messages, chatbot, dashboard, extra] = await Promise.all([
       api("/api/analytics/messages", baseParams(q, "messages")),
       api("/api/analytics/chatbot", baseParams(q, "chatbot")),
       api("/api/analytics/dashboard", baseParams(q, "dashboard")),
+      EXTRA[state.view] ? EXTRA[state.view](q) : {},
     ]);
     if (generation !== state.generation) return;
-    state.data = { q, messages, chatbot, dashboard };
+    state.data = { q, messages, chatbot, dashboard, ...extra };
     setState("ready");
     render();
+    // The tab may have changed while the figures were asked for.
+    loadView(state.view);
   } catch (e) {
     if (generation !== state.generation) return;
     if (e.status === 401) { state.data = null; setState("error", e, q); return; }
@@ -340,12 +374,73 @@ async function load({ quiet = false } = {}) {
   }
 }
 
+// Each spend view's answers for the query `q`, as fields of `state.data`.
+const EXTRA = {
+  campaigns: async (q) => ({ campaigns: await api("/api/analytics/campaigns", baseParams(q, "campaigns")) }),
+  costs: async (q) => ({ costs: await api("/api/analytics/costs", baseParams(q, "costs")) }),
+  // The list, and beside it the chosen template's timeline (the list narrowed to that
+  // template is not used); without a choice, or one the range does not hold, the most sent.
+  templates: async (q) => {
+    const params = baseParams(q, "templates");
+    const one = (name) => api("/api/analytics/templates", { ...params, template: name }).then((d) => ({ name, timeline: d.timeline || [] }));
+    const wanted = state.template;
+    const early = wanted ? one(wanted) : null;
+    early?.catch(() => { /* awaited below when used */ });
+    const templates = await api("/api/analytics/templates", params);
+    const names = templates.templates.map((t) => t.template_name).filter(Boolean);
+    const chosen = names.includes(wanted) ? wanted : (names[0] ?? null);
+    const template = chosen == null ? null : chosen === wanted ? await early : await one(chosen);
+    return { templates, template };
+  },
+};
+
+// Asks for a spend view's answers when they are not among the figures shown.
+async function loadView(view) {
+  const d = state.data;
+  if (!d || !EXTRA[view] || view in d) return;
+  d.pending ??= new Set();
+  if (d.pending.has(view)) return;
+  d.pending.add(view);
+  try {
+    const extra = await EXTRA[view](d.q);
+    // Newer figures replaced these meanwhile: their load asks for the view itself.
+    if (state.data !== d) return;
+    Object.assign(d, extra);
+    render();
+  } catch (e) {
+    if (state.data !== d) return;
+    setState("error", e, d.q);
+  } finally {
+    d.pending.delete(view);
+  }
+}
+
+// A template picked in the table or the list: only its timeline is asked for.
+async function chooseTemplate(name, reveal = false) {
+  state.template = name;
+  const d = state.data;
+  if (!d?.templates || d.template?.name === name) return;
+  const box = document.querySelector('[data-card="templates-timeline"] .card-status');
+  if (box) box.textContent = `Loading ${name}…`;
+  try {
+    const answer = await api("/api/analytics/templates", { ...baseParams(d.q, "templates"), template: name });
+    if (state.data !== d || state.template !== name) return;
+    d.template = { name, timeline: answer.timeline || [] };
+    render();
+    if (reveal) document.querySelector('[data-card="templates-timeline"]')?.scrollIntoView({ block: "nearest", behavior: matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth" });
+  } catch (e) {
+    if (state.data !== d) return;
+    if (e.status === 401) setState("error", e, d.q);
+    else if (box?.isConnected) box.textContent = `Could not load ${name}: ${e.message}`;
+  }
+}
+
 function setState(kind, error, q) {
   const box = $("state");
   box.replaceChildren();
   box.removeAttribute("aria-busy");
   $("notice").textContent = "";
-  for (const v of ["overview", "messages", "chatbot"]) $(`view-${v}`).hidden = kind !== "ready" || state.view !== v;
+  for (const v of VIEWS) $(`view-${v}`).hidden = kind !== "ready" || state.view !== v;
   if (kind === "loading") {
     box.setAttribute("aria-busy", "true");
     box.append(h("div", { class: "panel state-loading", "data-state": "loading" }, h("span", { class: "spinner", "aria-hidden": "true" }), "Loading figures…"));
@@ -432,7 +527,9 @@ function onboarding() {
 function render() {
   const d = state.data;
   if (!d) return;
-  const views = { overview: renderOverview, messages: renderMessages, chatbot: renderChatbot };
+  const views = { overview: renderOverview, messages: renderMessages, chatbot: renderChatbot, campaigns: renderCampaigns, templates: renderTemplates, costs: renderCosts };
+  // A control re-drawn by new figures keeps the keyboard's focus.
+  const focused = document.activeElement?.dataset?.focus;
   for (const [name, fn] of Object.entries(views)) {
     const el = $(`view-${name}`);
     const scrollY = window.scrollY;
@@ -442,6 +539,7 @@ function render() {
     applyBarWidths(el);
     window.scrollTo(0, scrollY);
   }
+  if (focused) document.querySelector(`[data-focus="${CSS.escape(focused)}"]`)?.focus({ preventScroll: true });
 }
 
 const tag = (el, id) => { el.dataset.card = id; return el; };
@@ -579,6 +677,207 @@ function flowTable(flows) {
           fmt.rate(f.completion_rate))))))));
 }
 
+// ---------- campaigns, templates, costs ----------
+
+const STATUS_LABEL = { created: "Created", scheduled: "Scheduled", running: "Running", completed: "Completed", cancelled: "Cancelled", failed: "Failed", unknown: "Unknown" };
+
+function statusBadge(status) {
+  const known = status in STATUS_LABEL ? status : "unknown";
+  return h("span", { class: `badge status-${known}`, title: status === "unknown" ? "No campaign event has told this campaign's status" : null }, STATUS_LABEL[status] ?? status);
+}
+
+// Sent, delivered, read and replied as bars of the row's sent.
+function miniFunnel(r) {
+  const max = Math.max(1, r.sent);
+  return h("span", { class: "mini-funnel", "aria-hidden": "true" },
+    ["sent", "delivered", "read", "replied"].map((k) => h("span", { class: `mf mf-${k}`, "data-w": (100 * r[k]) / max })));
+}
+
+// A cell's count with its rate beneath (the rate's base is in the card's note).
+function stepCell(r, key, metric, rateKey, rateLabel) {
+  return h("td", { "data-key": key, "data-value": r[key] },
+    h("span", { class: "step-count", "data-metric": `${metric}.${key}`, "data-value": r[key] }, fmt.n(r[key])),
+    rateKey ? h("span", { class: "step-rate", "data-metric": `${metric}.${rateKey}`, "data-value": r[rateKey] ?? "", title: rateLabel },
+      fmt.rate(r[rateKey]), h("span", { class: "visually-hidden" }, ` ${rateLabel}`)) : null);
+}
+
+// Campaigns and templates: a row's funnel (sent → delivered → read → replied) as counts with
+// their rates and a small picture of it, failures and Meta's estimated spend. The API sorts
+// the rows by sent, most first, as the header says.
+function funnelTable(name, rows, lead, currency, metricOf, rowClass) {
+  return h("div", { class: "table-wrap" }, h("table", { class: "funnel-table", "data-table": name },
+    h("thead", {}, h("tr", {},
+      lead.map((c) => h("th", { scope: "col", class: "left" }, c.label)),
+      h("th", { scope: "col", class: "mf-col" }, h("span", { class: "visually-hidden" }, "Funnel")),
+      h("th", { scope: "col", "aria-sort": "descending" }, "Sent ", h("span", { class: "sort", "aria-hidden": "true" }, "▼")),
+      ["Delivered", "Read", "Replied", "Failed", "Est. cost"].map((l) => h("th", { scope: "col" }, l)))),
+    h("tbody", {}, rows.map((r) => {
+      const m = metricOf(r);
+      return h("tr", { class: rowClass?.(r) || null },
+        lead.map((c, i) => h(i === 0 ? "th" : "td", { scope: i === 0 ? "row" : null, class: "left", "data-key": c.key, "data-value": r[c.key] ?? "" }, c.cell ? c.cell(r) : (r[c.key] || "–"))),
+        h("td", { class: "mf-col" }, miniFunnel(r)),
+        stepCell(r, "sent", m),
+        stepCell(r, "delivered", m, "delivery_rate", "delivery rate"),
+        stepCell(r, "read", m, "read_rate", "read rate"),
+        stepCell(r, "replied", m, "reply_rate", "reply rate"),
+        h("td", { "data-key": "failed", "data-value": r.failed, "data-metric": `${m}.failed` }, fmt.n(r.failed)),
+        h("td", { "data-key": "estimated_cost", "data-value": r.estimated_cost, "data-metric": `${m}.estimated_cost` }, money(r.estimated_cost, currency)));
+    }))));
+}
+
+const RATES_NOTE = "Rates: delivered of sent; read and replied of delivered.";
+
+function funnelLegend() {
+  return h("p", { class: "mf-legend muted", "aria-hidden": "true" }, "Bars of sent: ",
+    ["sent", "delivered", "read", "replied"].map((k) => h("span", { class: "mf-key" }, h("span", { class: `mf-swatch mf-${k}` }), k)));
+}
+const rangeNote = (q) => `${q.start} to ${q.end}`;
+
+function viewPending(name) {
+  return [h("div", { class: "card wide state-loading", "data-state": "view-loading", "data-view": name },
+    h("span", { class: "spinner", "aria-hidden": "true" }), "Loading figures…")];
+}
+
+function renderCampaigns(d) {
+  if (!d.campaigns) return viewPending("campaigns");
+  const { campaigns, currency } = d.campaigns;
+  const cur = currency || "USD";
+  const body = campaigns.length
+    ? funnelTable("campaigns.campaigns", campaigns, [
+      { key: "campaign_id", label: "Campaign" },
+      { key: "status", label: "Status", cell: (r) => statusBadge(r.status) }], cur, (r) => `campaigns.${r.campaign_id}`)
+    : h("p", { class: "muted empty-note", "data-empty": "campaigns" }, "No campaign messages in this range.");
+  const out = [tag(card("Campaigns", campaigns.length ? h("div", {}, funnelLegend(), body) : body, { wide: true, csv: { endpoint: "campaigns", table: "campaigns" },
+    note: [rangeNote(d.q), `estimated cost in ${cur}`, campaigns.length ? RATES_NOTE : null].filter(Boolean).join(" · ") }), "campaigns-list")];
+  const errors = campaigns.flatMap((c) => c.by_error.map((e) => ({ campaign_id: c.campaign_id, ...e })));
+  if (errors.length) {
+    const failing = campaigns.filter((c) => c.by_error.length).length;
+    out.push(tag(card("Failure reasons by campaign",
+      h("p", { class: "muted empty-note" }, `${fmt.n(errors.length)} reason${errors.length === 1 ? "" : "s"} across ${fmt.n(failing)} campaign${failing === 1 ? "" : "s"} with failed messages, most failed first within each campaign.`),
+      { wide: true, table: dataTable([
+        { key: "campaign_id", label: "Campaign" }, { key: "error_code", label: "Code" },
+        { key: "title", label: "Reason" }, { key: "count", label: "Failed", format: fmt.n }], errors, "campaigns.by_error") }), "campaigns-errors"));
+  }
+  return out;
+}
+
+const TEMPLATE_SERIES = [
+  { key: "sent", label: "Sent" }, { key: "delivered", label: "Delivered" }, { key: "read", label: "Read" },
+  { key: "replied", label: "Replied" }, { key: "failed", label: "Failed" },
+];
+
+const CATEGORY_LABEL = { marketing: "Marketing", utility: "Utility", authentication: "Authentication", service: "Service" };
+const category = (v) => (v ? CATEGORY_LABEL[v] ?? v : "not given");
+
+function renderTemplates(d) {
+  if (!d.templates) return viewPending("templates");
+  const { templates, currency } = d.templates;
+  const cur = currency || "USD";
+  const chosen = d.template;
+  const names = [...new Set(templates.map((t) => t.template_name).filter(Boolean))];
+  const out = [];
+  if (!templates.length) {
+    out.push(tag(card("Templates", h("p", { class: "muted empty-note", "data-empty": "templates" }, "No template messages in this range."),
+      { wide: true, csv: { endpoint: "templates", table: "templates" }, note: rangeNote(d.q) }), "templates-list"));
+    return out;
+  }
+  const pick = h("select", { id: "template-pick", "data-focus": "template-pick", onchange: (e) => chooseTemplate(e.target.value) },
+    names.map((n) => h("option", { value: n, selected: chosen?.name === n }, n)));
+  const timeline = chosen?.timeline || [];
+  const costSeries = [{ key: "estimated_cost", label: `Estimated cost (${cur})`, format: (v) => money(v, cur), axisFormat: (v) => money(v, cur) }];
+  const timelineCard = card(chosen ? `${chosen.name} over time` : "Template over time", h("div", {},
+    h("label", { class: "pick" }, "Template", pick),
+    timeChart("template", timeline, TEMPLATE_SERIES, d.q.granularity),
+    timeChart("template-cost", timeline, costSeries, d.q.granularity)),
+  { wide: true, csv: { endpoint: "templates", table: "timeline", params: () => ({ template: state.data?.template?.name }) },
+    note: "All of the template's languages and categories.",
+    table: dataTable([{ key: "date", label: "Date" }, ...TEMPLATE_SERIES.map((x) => ({ ...x, format: fmt.n })),
+      { key: "estimated_cost", label: "Est. cost", format: (v) => money(v, cur) }], timeline, "templates.timeline") });
+  out.push(tag(timelineCard, "templates-timeline"));
+  const key = (r) => `${r.template_name}/${r.template_language}/${r.category}`;
+  out.push(tag(card("Templates", h("div", {}, funnelLegend(), funnelTable("templates.templates", templates, [
+    { key: "template_name", label: "Template", cell: (r) => (r.template_name
+      ? h("button", { type: "button", class: "link pick-row", "data-template": r.template_name, "data-focus": `template:${key(r)}`,
+        "aria-pressed": String(chosen?.name === r.template_name), title: "Show this template over time", onclick: () => chooseTemplate(r.template_name, true) }, r.template_name)
+      : "not given") },
+    { key: "template_language", label: "Language" },
+    { key: "category", label: "Category", cell: (r) => category(r.category) }], cur, (r) => `templates.${key(r)}`,
+  (r) => (chosen?.name === r.template_name ? "selected" : null))),
+  { wide: true, csv: { endpoint: "templates", table: "templates" }, note: `${rangeNote(d.q)} · estimated cost in ${cur} · ${RATES_NOTE} Pick a template for its timeline.` }), "templates-list"));
+  return out;
+}
+
+const PRICING_LABEL = { regular: "Billable", free_customer_service: "Free (customer service)", free_entry_point: "Free (entry point)" };
+let regionNames = null;
+function country(code) {
+  if (!code || code === "unknown") return "Unknown";
+  try {
+    regionNames ??= new Intl.DisplayNames(["en"], { type: "region" });
+    const name = regionNames.of(code);
+    return name && name !== code ? `${name} (${code})` : code;
+  } catch {
+    return code;
+  }
+}
+
+function renderCosts(d) {
+  if (!d.costs) return viewPending("costs");
+  const c = d.costs, s = c.summary;
+  const cur = s.currency || c.currency || "USD";
+  const m = (v) => money(v, cur);
+  const usdOnly = (v) => money(v, "USD");
+  const unit = (v) => money(v, cur, true);
+  const g = d.q.granularity;
+  const hint = h("p", { class: `muted hint${s.unpriced_messages ? " warn" : ""}`, "data-hint": "rate-card" },
+    s.unpriced_messages
+      ? [`${fmt.n(s.unpriced_messages)} billable message${s.unpriced_messages === 1 ? " has" : "s have"} no price in the rate card and count as 0. The server's `, h("code", {}, "--rate-card"), " file sets Meta's prices."]
+      : ["Meta's charges are estimated from the server's rate card (", h("code", {}, "--rate-card"), "); Meta changes its rates, so keep it current."]);
+  const mixed = cur !== "USD" ? h("p", { class: "muted hint" }, `AI cost is in US dollars; the total adds it to the ${cur} estimate as it is.`) : null;
+  const out = [
+    tag(card("Spend", h("div", {},
+      h("div", { class: "kpis" },
+        kpi(`Estimated Meta spend (${cur})`, s.estimated_cost, m, "costs.summary.estimated_cost"),
+        kpi("AI cost (USD)", s.ai_cost, usdOnly, "costs.summary.ai_cost"),
+        kpi("Total", s.total_cost, m, "costs.summary.total_cost"),
+        kpi("Per delivered message", s.cost_per_delivered, unit, "costs.summary.cost_per_delivered"),
+        kpi("Per read message", s.cost_per_read, unit, "costs.summary.cost_per_read")),
+      h("h4", { class: "kpis-head" }, "Messages by pricing"),
+      h("div", { class: "kpis" },
+        kpi("Billable", s.billable_messages, fmt.n, "costs.summary.billable_messages"),
+        kpi("Free", s.free_messages, fmt.n, "costs.summary.free_messages"),
+        kpi("Unpriced", s.unpriced_messages, fmt.n, "costs.summary.unpriced_messages")),
+      hint, mixed),
+    { wide: true, note: `${rangeNote(d.q)} · per delivered and per read message: Meta's estimate over the range's delivered and read outbound messages` }), "costs-summary"),
+  ];
+  const series = [
+    { key: "estimated_cost", label: `Meta, estimated (${cur})`, format: m, axisFormat: m },
+    { key: "ai_cost", label: "AI (USD)", format: usdOnly },
+  ];
+  const timeline = c.timeline || [];
+  out.push(tag(card("Estimated cost over time", timeChart("costs", timeline, series, g),
+    { wide: true, csv: { endpoint: "costs", table: "timeline" },
+      table: dataTable([{ key: "date", label: "Date" },
+        { key: "billable_messages", label: "Billable", format: fmt.n }, { key: "free_messages", label: "Free", format: fmt.n },
+        { key: "estimated_cost", label: `Meta (${cur})`, format: m }, { key: "ai_cost", label: "AI (USD)", format: usdOnly },
+        { key: "total_cost", label: "Total", format: m }], timeline, "costs.timeline") }), "costs-timeline"));
+  const none = (what) => h("p", { class: "muted empty-note", "data-empty": what }, "No priced messages in this range.");
+  const pair = h("div", { class: "pair" });
+  out.push(pair);
+  pair.append(tag(card("By pricing category", c.by_category.length ? dataTable([
+    { key: "category", label: "Category", format: category },
+    { key: "pricing_type", label: "Pricing", format: (v) => PRICING_LABEL[v] ?? v },
+    { key: "messages", label: "Messages", format: fmt.n },
+    { key: "estimated_cost", label: "Est. cost", format: m }], c.by_category, "costs.by_category") : none("by_category"),
+  { csv: { endpoint: "costs", table: "by_category" } }), "costs-categories"));
+  pair.append(tag(card("By recipient country", c.by_country.length ? dataTable([
+    { key: "country", label: "Country", format: country },
+    { key: "billable_messages", label: "Billable", format: fmt.n },
+    { key: "free_messages", label: "Free", format: fmt.n },
+    { key: "estimated_cost", label: "Est. cost", format: m }], c.by_country, "costs.by_country") : none("by_country"),
+  { csv: { endpoint: "costs", table: "by_country" } }), "costs-countries"));
+  return out;
+}
+
 // ---------- live ----------
 
 let pollTimer = null;
@@ -698,7 +997,8 @@ function refresh() {
 
 function selectTab(name, focus = false) {
   state.view = name;
-  for (const v of ["overview", "messages", "chatbot"]) {
+  syncControls();
+  for (const v of VIEWS) {
     const tab = $(`tab-${v}`);
     tab.setAttribute("aria-selected", String(v === name));
     tab.tabIndex = v === name ? 0 : -1;
@@ -706,6 +1006,16 @@ function selectTab(name, focus = false) {
   }
   if (focus) $(`tab-${name}`).focus();
   requestAnimationFrame(resizeCharts);
+  loadView(name);
+}
+
+// What a view has no use for is disabled while it is shown, saying why.
+function syncControls() {
+  const spend = SPEND.includes(state.view);
+  $("compare").disabled = spend;
+  $("compare-wrap").title = spend ? "Campaigns, templates and costs are not compared with a previous period." : "";
+  $("granularity").disabled = state.view === "campaigns";
+  $("granularity-wrap").title = state.view === "campaigns" ? "Campaigns are summed over the whole range." : "";
 }
 
 function signOut() {
@@ -733,7 +1043,7 @@ function wire() {
   for (const id of ["account", "granularity", "compare", "start", "end"]) $(id).addEventListener("change", refresh);
   $("controls").addEventListener("submit", (e) => e.preventDefault());
   $("sign-out").addEventListener("click", signOut);
-  const tabs = ["overview", "messages", "chatbot"];
+  const tabs = VIEWS;
   for (const v of tabs) {
     $(`tab-${v}`).addEventListener("click", () => selectTab(v));
     $(`tab-${v}`).addEventListener("keydown", (e) => {

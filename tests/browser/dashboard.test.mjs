@@ -379,6 +379,257 @@ test("compare on shows every summary figure's change as the API gives it", async
   await page.context().close();
 });
 
+// ---------- campaigns, templates, costs ----------
+
+// The page's default range (the last 30 days in the organization's zone) as query parameters.
+async function last30(page) {
+  const today = await page.evaluate(() => new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Kolkata" }).format(new Date()));
+  const t = new Date(`${today}T00:00:00Z`); t.setUTCDate(t.getUTCDate() - 29);
+  return { start: t.toISOString().slice(0, 10), end: today, qs: `start_date=${t.toISOString().slice(0, 10)}&end_date=${today}` };
+}
+
+// Opens a tab and waits until its figures are drawn (not the view's loading placeholder).
+async function openView(page, tab) {
+  await page.getByRole("tab", { name: tab }).click();
+  await page.waitForFunction((id) => {
+    const v = document.getElementById(id);
+    return v && !v.hidden && v.children.length > 0 && !v.querySelector("[data-state=view-loading]");
+  }, `view-${tab.toLowerCase()}`);
+}
+
+// Money as the page writes it: cents, four decimals below one cent or for a unit price.
+function moneyText(v, currency = "USD", unit = false) {
+  const digits = v !== 0 && (unit || Math.abs(v) < 0.01) ? 4 : 2;
+  return new Intl.NumberFormat("en-US", { style: "currency", currency, minimumFractionDigits: 2, maximumFractionDigits: digits }).format(v);
+}
+
+// A CSV download of a card: the URL the page asked for and the parsed file.
+async function csvOf(page, card) {
+  const [request, rows] = await Promise.all([
+    page.waitForRequest((r) => r.url().includes("format=csv")),
+    download(page, card),
+  ]);
+  return { url: new URL(request.url()), header: rows[0], lines: rows.slice(1) };
+}
+
+// A downloaded CSV against the table the page shows, cell by cell.
+function csvSameAsTable({ header, lines }, rows, keys, what) {
+  for (const k of keys) assert.ok(header.includes(k), `${what}: the CSV has a column ${k}: ${header}`);
+  assert.equal(lines.length, rows.length, `${what}: as many CSV lines as table rows`);
+  lines.forEach((line, i) => keys.forEach((k) => sameCell(line[header.indexOf(k)], rows[i][k], `${what} line ${i} ${k}`)));
+}
+
+test("the campaigns view shows each campaign's funnel, status and cost as the API gives them", async () => {
+  const page = await newPage(1280);
+  const asked = [];
+  page.on("request", (r) => { if (r.url().includes("/api/analytics/campaigns")) asked.push(new URL(r.url())); });
+  await signIn(page);
+  // Compare is on for the other views: the campaigns route takes neither it nor a granularity.
+  await page.check("#compare");
+  await page.locator('[data-change="messages.total_sent"]').waitFor();
+  await openView(page, "Campaigns");
+  const r = await last30(page);
+  const api = await apiData(`/api/analytics/campaigns?${r.qs}`);
+  assert.ok(api.campaigns.length >= 3, "the demo has campaigns in the last 30 days");
+  assert.equal(api.currency, "USD");
+  const keys = ["campaign_id", "status", "sent", "delivered", "read", "replied", "failed", "estimated_cost"];
+  sameRows(await tableRows(page, "campaigns.campaigns"), api.campaigns, keys);
+  const values = await shown(page, "#view-campaigns");
+  for (const c of api.campaigns) {
+    for (const k of ["delivery_rate", "read_rate", "reply_rate", "estimated_cost", "sent", "delivered", "read", "replied", "failed"]) {
+      assert.equal(values[`campaigns.${c.campaign_id}.${k}`], String(c[k]), `${c.campaign_id} ${k}`);
+    }
+  }
+  const first = api.campaigns[0];
+  const row = page.locator('table[data-table="campaigns.campaigns"] tbody tr').first();
+  assert.equal(await row.locator('[data-key="estimated_cost"]').textContent(), moneyText(first.estimated_cost));
+  assert.equal(await row.locator('[data-key="status"] .badge').textContent(), { completed: "Completed", running: "Running", unknown: "Unknown", created: "Created", scheduled: "Scheduled", cancelled: "Cancelled", failed: "Failed" }[first.status]);
+  assert.match(await row.locator('[data-key="delivered"]').textContent(), new RegExp(`^${first.delivered.toLocaleString("en-US")}${first.delivery_rate.toFixed(1)} %`));
+  assert.equal(await page.locator('table[data-table="campaigns.campaigns"] th[aria-sort="descending"]').textContent(), "Sent ▼");
+  const sent = api.campaigns.map((c) => c.sent);
+  assert.deepEqual(sent, [...sent].sort((a, b) => b - a), "most sent first");
+  // Every campaign's failure reasons, in the order the API gives them.
+  const reasons = api.campaigns.flatMap((c) => c.by_error.map((e) => ({ campaign_id: c.campaign_id, ...e })));
+  assert.ok(reasons.length > 0);
+  sameRows(await tableRows(page, "campaigns.by_error"), reasons, ["campaign_id", "error_code", "title", "count"]);
+
+  const csv = await csvOf(page, "campaigns-list");
+  assert.equal(csv.url.pathname, "/api/analytics/campaigns");
+  assert.deepEqual(Object.fromEntries(csv.url.searchParams), { start_date: r.start, end_date: r.end, format: "csv", table: "campaigns" });
+  csvSameAsTable(csv, await tableRows(page, "campaigns.campaigns"), keys, "campaigns");
+  for (const u of asked) {
+    assert.equal(u.searchParams.has("granularity"), false, `${u}`);
+    assert.equal(u.searchParams.has("compare"), false, `${u}`);
+  }
+  assert.ok(asked.length >= 2, "the view and its CSV asked the campaigns route");
+  assert.equal(await page.locator("#compare").isDisabled(), true, "compare has no use here");
+  assert.equal(await page.locator("#granularity").isDisabled(), true, "nor has granularity");
+
+  // Another account: that account's campaigns only.
+  await page.selectOption("#account", "acct-2");
+  const two = await apiData(`/api/analytics/campaigns?account_id=acct-2&${r.qs}`);
+  await page.waitForFunction((n) => document.querySelectorAll('table[data-table="campaigns.campaigns"] tbody tr').length === n
+    && [...document.querySelectorAll('table[data-table="campaigns.campaigns"] tbody th')].every((t) => t.dataset.value.startsWith("acct-2")), two.campaigns.length);
+  sameRows(await tableRows(page, "campaigns.campaigns"), two.campaigns, keys);
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: path.join(shots, "campaigns-1280.png"), fullPage: true });
+  await page.getByRole("tab", { name: "Overview" }).click();
+  assert.equal(await page.locator("#compare").isDisabled(), false, "compare is back on the overview");
+  await page.context().close();
+});
+
+test("the templates view lists the API's templates and draws the chosen one's timeline", async () => {
+  const page = await newPage(1280);
+  await signIn(page);
+  await openView(page, "Templates");
+  const r = await last30(page);
+  const api = await apiData(`/api/analytics/templates?${r.qs}`);
+  assert.ok(api.templates.length >= 3, "the demo sends templates");
+  const keys = ["template_name", "template_language", "category", "sent", "delivered", "read", "replied", "failed", "estimated_cost"];
+  sameRows(await tableRows(page, "templates.templates"), api.templates, keys);
+  const values = await shown(page, "#view-templates");
+  for (const t of api.templates) {
+    const m = `templates.${t.template_name}/${t.template_language}/${t.category}`;
+    for (const k of ["delivery_rate", "read_rate", "reply_rate", "estimated_cost"]) assert.equal(values[`${m}.${k}`], String(t[k]), `${m} ${k}`);
+  }
+  // The most sent template is drawn first.
+  const top = api.templates[0].template_name;
+  const ofTop = await apiData(`/api/analytics/templates?${r.qs}&template=${encodeURIComponent(top)}&granularity=day`);
+  sameRows(await tableRows(page, "templates.timeline"), ofTop.timeline, ["date", "sent", "delivered", "read", "failed", "replied", "estimated_cost"]);
+  assert.equal(await page.inputValue("#template-pick"), top);
+  assert.equal(await page.locator("#chart-template canvas").count(), 1, "the template's timeline is drawn");
+  assert.equal(await page.locator("#chart-template-cost canvas").count(), 1, "and its cost");
+
+  // Another template, by keyboard from its row: its timeline, and the focus stays on it.
+  const other = api.templates.find((t) => t.template_name !== top).template_name;
+  const asked = page.waitForRequest((q) => q.url().includes("/api/analytics/templates") && new URL(q.url()).searchParams.get("template") === other);
+  const button = page.locator(`button[data-template="${other}"]`).first();
+  await button.focus();
+  await page.keyboard.press("Enter");
+  const req = new URL((await asked).url());
+  assert.equal(req.searchParams.get("granularity"), "day");
+  const ofOther = await apiData(`/api/analytics/templates?${r.qs}&template=${encodeURIComponent(other)}&granularity=day`);
+  await page.waitForFunction((n) => document.getElementById("template-pick")?.value === n, other);
+  sameRows(await tableRows(page, "templates.timeline"), ofOther.timeline, ["date", "sent", "delivered", "read", "failed", "replied", "estimated_cost"]);
+  assert.equal(ofOther.timeline.length, 30, "by day over 30 days");
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.template), other, "the focus stays on the chosen row");
+  assert.equal(await page.locator(`button[data-template="${other}"]`).first().getAttribute("aria-pressed"), "true");
+  assert.match(await page.locator('[data-card="templates-timeline"] h3').textContent(), new RegExp(`^${other} over time$`));
+
+  const timeline = await csvOf(page, "templates-timeline");
+  assert.deepEqual(Object.fromEntries(timeline.url.searchParams), { start_date: r.start, end_date: r.end, granularity: "day", template: other, format: "csv", table: "timeline" });
+  csvSameAsTable(timeline, await tableRows(page, "templates.timeline"), ["date", "sent", "delivered", "read", "failed", "replied", "estimated_cost"], "template timeline");
+  const list = await csvOf(page, "templates-list");
+  assert.equal(list.url.searchParams.get("table"), "templates");
+  assert.equal(list.url.searchParams.has("template"), false, "the whole list");
+  csvSameAsTable(list, await tableRows(page, "templates.templates"), keys, "templates");
+
+  // The list picks as well; by week the timeline follows the header's granularity.
+  await page.selectOption("#template-pick", top);
+  await page.waitForFunction((n) => document.querySelector(`button[data-template="${n}"]`)?.getAttribute("aria-pressed") === "true", top);
+  await page.selectOption("#granularity", "week");
+  const byWeek = await apiData(`/api/analytics/templates?${r.qs}&template=${encodeURIComponent(top)}&granularity=week`);
+  await page.waitForFunction((n) => document.querySelectorAll('table[data-table="templates.timeline"] tbody tr').length === n, byWeek.timeline.length);
+  sameRows(await tableRows(page, "templates.timeline"), byWeek.timeline, ["date", "sent", "delivered", "read", "failed", "replied", "estimated_cost"]);
+  await page.selectOption("#granularity", "day");
+  await page.waitForFunction(() => document.querySelectorAll('table[data-table="templates.timeline"] tbody tr').length === 30);
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: path.join(shots, "templates-1280.png"), fullPage: true });
+  await page.context().close();
+});
+
+test("the costs view shows the API's spend, its timeline and the tables by category and country", async () => {
+  const page = await newPage(1280);
+  await signIn(page);
+  await openView(page, "Costs");
+  const r = await last30(page);
+  const api = await apiData(`/api/analytics/costs?${r.qs}&granularity=day`);
+  const s = api.summary;
+  assert.equal(s.currency, "USD");
+  assert.ok(s.estimated_cost > 0 && s.billable_messages > 0 && s.free_messages > 0, "the demo is priced by the example rate card");
+  const values = await shown(page, "#view-costs");
+  for (const k of Object.keys(s).filter((x) => x !== "currency")) assert.equal(values[`costs.summary.${k}`], String(s[k]), `summary ${k}`);
+  const text = async (m) => page.locator(`[data-metric="costs.summary.${m}"]`).textContent();
+  assert.equal(await text("estimated_cost"), moneyText(s.estimated_cost));
+  assert.equal(await text("total_cost"), moneyText(s.total_cost));
+  assert.equal(await text("ai_cost"), moneyText(s.ai_cost));
+  assert.equal(await text("cost_per_delivered"), moneyText(s.cost_per_delivered, "USD", true));
+  assert.match(await text("cost_per_read"), /^\$0\.\d{4}$/, "a price per message has its four decimals");
+  assert.equal(await text("billable_messages"), s.billable_messages.toLocaleString("en-US"));
+  assert.match(await page.locator("[data-hint=rate-card]").textContent(), /--rate-card/);
+
+  sameRows(await tableRows(page, "costs.timeline"), api.timeline, ["date", "billable_messages", "free_messages", "estimated_cost", "ai_cost", "total_cost"]);
+  sameRows(await tableRows(page, "costs.by_category"), api.by_category, ["category", "pricing_type", "messages", "estimated_cost"]);
+  sameRows(await tableRows(page, "costs.by_country"), api.by_country, ["country", "billable_messages", "free_messages", "estimated_cost"]);
+  assert.equal(await page.locator("#chart-costs canvas").count(), 1, "the estimated cost is drawn");
+  const de = api.by_country.find((c) => c.country === "DE");
+  assert.ok(de, "the demo has German recipients");
+  assert.equal(await page.locator('table[data-table="costs.by_country"] [data-value="DE"]').textContent(), "Germany (DE)");
+
+  for (const [card, table, keys] of [
+    ["costs-timeline", "costs.timeline", ["date", "billable_messages", "free_messages", "estimated_cost", "ai_cost", "total_cost"]],
+    ["costs-categories", "costs.by_category", ["category", "pricing_type", "messages", "estimated_cost"]],
+    ["costs-countries", "costs.by_country", ["country", "billable_messages", "free_messages", "estimated_cost"]]]) {
+    const csv = await csvOf(page, card);
+    assert.deepEqual(Object.fromEntries(csv.url.searchParams), { start_date: r.start, end_date: r.end, granularity: "day", format: "csv", table: table.split(".")[1] }, card);
+    csvSameAsTable(csv, await tableRows(page, table), keys, card);
+  }
+
+  // One account, by week.
+  await page.selectOption("#account", "acct-3");
+  await page.selectOption("#granularity", "week");
+  const three = await apiData(`/api/analytics/costs?account_id=acct-3&${r.qs}&granularity=week`);
+  await page.waitForFunction((v) => document.querySelector('[data-metric="costs.summary.estimated_cost"]')?.dataset.value === v
+    && document.querySelectorAll('table[data-table="costs.timeline"] tbody tr').length < 10, String(three.summary.estimated_cost));
+  const after = await shown(page, "#view-costs");
+  for (const k of ["estimated_cost", "billable_messages", "free_messages", "ai_cost", "total_cost"]) assert.equal(after[`costs.summary.${k}`], String(three.summary[k]), `acct-3 ${k}`);
+  sameRows(await tableRows(page, "costs.timeline"), three.timeline, ["date", "billable_messages", "free_messages", "estimated_cost", "ai_cost", "total_cost"]);
+  assert.ok(three.summary.estimated_cost < s.estimated_cost, "one account spends less than all three");
+  await page.selectOption("#account", "");
+  await page.selectOption("#granularity", "day");
+  await page.waitForFunction((v) => document.querySelector('[data-metric="costs.summary.estimated_cost"]')?.dataset.value === v, String(s.estimated_cost));
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: path.join(shots, "costs-1280.png"), fullPage: true });
+  await page.context().close();
+});
+
+test("without campaign, template or priced messages the new views say so", async () => {
+  const res = await fetch(`${base}/api/admin/orgs`, { method: "POST", headers: { Authorization: `Bearer ${MASTER}`, "Content-Type": "application/json" }, body: JSON.stringify({ name: "Quiet Shop", timezone: "Asia/Kolkata" }) });
+  assert.equal(res.status, 201);
+  const quiet = (await res.json()).data.api_key;
+  // One plain text message: figures exist, but no campaign, template or price.
+  const sent = await fetch(`${base}/api/events`, {
+    method: "POST", headers: { Authorization: `Bearer ${quiet}`, "Content-Type": "application/json" },
+    body: JSON.stringify([{ type: "message", account_id: "acct-q", timestamp: Math.floor(Date.now() / 1000) - 60, id: "quiet-1", direction: "outbound", message_type: "text" }]),
+  });
+  assert.equal(sent.status, 200);
+  const page = await newPage(375);
+  await signIn(page, quiet);
+  const r = await last30(page);
+  assert.deepEqual((await apiData(`/api/analytics/campaigns?${r.qs}`, quiet)).campaigns, []);
+  assert.deepEqual((await apiData(`/api/analytics/templates?${r.qs}`, quiet)).templates, []);
+  await openView(page, "Campaigns");
+  assert.equal(await page.locator("[data-empty=campaigns]").textContent(), "No campaign messages in this range.");
+  assert.equal(await page.locator('table[data-table="campaigns.campaigns"]').count(), 0);
+  const csv = await csvOf(page, "campaigns-list");
+  assert.equal(csv.lines.length, 0, "the CSV has its header only");
+  assert.ok(csv.header.includes("campaign_id"));
+  await page.screenshot({ path: path.join(shots, "campaigns-empty-375.png"), fullPage: true });
+  await openView(page, "Templates");
+  assert.equal(await page.locator("[data-empty=templates]").textContent(), "No template messages in this range.");
+  assert.equal(await page.locator("#template-pick").count(), 0, "nothing to pick");
+  await openView(page, "Costs");
+  const c = await apiData(`/api/analytics/costs?${r.qs}&granularity=day`, quiet);
+  const values = await shown(page, "#view-costs");
+  assert.equal(values["costs.summary.estimated_cost"], String(c.summary.estimated_cost));
+  assert.equal(values["costs.summary.estimated_cost"], "0");
+  assert.equal(await page.locator('[data-metric="costs.summary.estimated_cost"]').textContent(), "$0.00");
+  assert.equal(await page.locator("[data-empty=by_category]").textContent(), "No priced messages in this range.");
+  assert.equal(await page.locator("[data-empty=by_country]").textContent(), "No priced messages in this range.");
+  assert.equal(await page.evaluate(() => document.scrollingElement.scrollWidth) <= 375, true);
+  await page.context().close();
+});
+
 test("a new event shows within 2 s without a reload, through the stream", async () => {
   const page = await newPage(1440);
   const seen = [];
@@ -472,12 +723,17 @@ test("a share link shows only its account's figures and cannot reach admin route
     assert.equal(answers.otherAccount[0], 404);
     assert.equal(answers.otherChatbot[0], 404);
     assert.equal(answers.ownAccount[0], 200);
-    for (const tab of ["Overview", "Messages", "Chatbot"]) {
-      await page.getByRole("tab", { name: tab }).click();
+    for (const tab of ["Overview", "Messages", "Chatbot", "Campaigns", "Templates", "Costs"]) {
+      await openView(page, tab);
       await page.waitForTimeout(300);
       if (width === 375) assert.ok(await page.evaluate(() => document.scrollingElement.scrollWidth) <= 375, `${tab} of the share view fits 375 px`);
       await page.screenshot({ path: path.join(shots, `share-${tab.toLowerCase()}-${width}.png`), fullPage: true });
     }
+    // The spend views read the link's account too.
+    const campaigns = await apiData("/api/analytics/campaigns?account_id=acct-2");
+    await openView(page, "Campaigns");
+    assert.ok(campaigns.campaigns.length > 0);
+    sameRows(await tableRows(page, "campaigns.campaigns"), campaigns.campaigns, ["campaign_id", "sent", "estimated_cost"]);
     await page.context().close();
   }
   const m = await apiData("/api/analytics/messages?account_id=acct-2");
@@ -528,8 +784,8 @@ test("a new organization is told how to send its first events", async () => {
 test("at 375 px nothing scrolls sideways, and every view is screenshotted", async () => {
   const page = await newPage(375);
   await signIn(page);
-  for (const tab of ["Overview", "Messages", "Chatbot"]) {
-    await page.getByRole("tab", { name: tab }).click();
+  for (const tab of ["Overview", "Messages", "Chatbot", "Campaigns", "Templates", "Costs"]) {
+    await openView(page, tab);
     await page.waitForTimeout(300);
     for (const d of await page.locator("details").all()) if (await d.isVisible()) await d.locator("summary").click();
     const width = await page.evaluate(() => document.scrollingElement.scrollWidth);
