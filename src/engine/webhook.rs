@@ -397,6 +397,10 @@ mod meta {
         pub id: Text<'a>,
         #[serde(borrow, default)]
         pub from: Text<'a>,
+        /// The sender's business-scoped user id, which replaces `from` for a customer
+        /// who hides their number behind a username.
+        #[serde(borrow, default)]
+        pub from_user_id: Text<'a>,
         #[serde(borrow, default)]
         pub timestamp: Lenient<Scalar<'a>>,
         #[serde(borrow, default, rename = "type")]
@@ -507,6 +511,10 @@ fn valid_id(s: &str) -> bool {
 
 /// Meta's message types become the event model's lowercase words, whatever new word
 /// Meta sends: other characters turn into `_`.
+/// Meta's message types that announce something about the chat instead of carrying a
+/// customer's message; they count in no figure.
+pub const NOT_RECEIVED: [&str; 4] = ["system", "request_welcome", "edit", "revoke"];
+
 fn message_type(t: Option<&str>) -> String {
     let t: String = t
         .unwrap_or("")
@@ -553,8 +561,8 @@ fn delivery_status(s: &str) -> Option<DeliveryStatus> {
 
 /// Translates the `messages` changes of one `phone_number_id` into events of
 /// `account_id`, valid as the event model requires. Pure: `now` only bounds timestamps.
-/// Contacts come once per `wa_id`, at the earliest of its messages here (the engine
-/// keeps the earliest across requests).
+/// Contacts come once per sender (`from`, else `from_user_id`), at the earliest of its
+/// messages here (the engine keeps the earliest across requests).
 pub fn translate(
     payload: &Payload<'_>,
     phone_number_id: &str,
@@ -577,7 +585,6 @@ pub fn translate(
         let Some(value) = change.value.get() else {
             continue;
         };
-        let mut earliest: Option<i64> = None;
         for m in value.messages.items() {
             let none = meta::Message::default();
             let m = m.unwrap_or(&none);
@@ -592,8 +599,22 @@ pub fn translate(
                     continue;
                 }
             };
-            earliest = Some(earliest.map_or(at, |e: i64| e.min(at)));
-            if let Some(from) = meta::text(&m.from).filter(|f| valid_id(f)) {
+            let kind = meta::text(&m.kind);
+            // Notices about the chat rather than messages from the customer: a changed
+            // number, a chat opened without a message, an edit or a deletion of an earlier
+            // message. None is a received message, nor says who a new contact is.
+            if let Some(notice) = kind.filter(|k| NOT_RECEIVED.contains(k)) {
+                out.skipped.push(format!(
+                    "message {id} of type `{notice}` is a notice, not a received message"
+                ));
+                continue;
+            }
+            // The contact is the message's sender: its number, else its business-scoped
+            // user id. The `contacts[]` profiles beside it name the same people.
+            let sender = meta::text(&m.from)
+                .filter(|f| valid_id(f))
+                .or_else(|| meta::text(&m.from_user_id).filter(|f| valid_id(f)));
+            if let Some(from) = sender {
                 let first = contacts.entry(from.to_string()).or_insert(at);
                 *first = (*first).min(at);
             }
@@ -602,7 +623,7 @@ pub fn translate(
                 EventBody::Message {
                     id: id.to_string(),
                     direction: Direction::Inbound,
-                    message_type: message_type(meta::text(&m.kind)),
+                    message_type: message_type(kind),
                     conversation_id: None,
                     outbound: Default::default(),
                     reply_to: m
@@ -613,14 +634,6 @@ pub fn translate(
                         .map(str::to_string),
                 },
             ));
-        }
-        // Profiles Meta sends beside the messages: counted from the earliest message here.
-        if let Some(at) = earliest {
-            for c in value.contacts.items().flatten() {
-                if let Some(wa_id) = meta::text(&c.wa_id).filter(|w| valid_id(w)) {
-                    contacts.entry(wa_id.to_string()).or_insert(at);
-                }
-            }
         }
         for s in value.statuses.items() {
             let none = meta::Status::default();

@@ -31,7 +31,6 @@ const MESSAGE_TYPES: &[&str] = &[
     "button",
     "reaction",
     "order",
-    "system",
     "unsupported",
 ];
 
@@ -328,14 +327,61 @@ async fn every_message_type_of_metas_reference_is_counted_as_inbound() {
         let expected = if *t == "text" { 2 } else { 1 };
         assert_eq!(receipt["accepted"], expected, "{t}: {receipt}");
     }
+    // A changed number is a notice, not a message: counted nowhere, reported as ignored.
+    let receipt = post_ok(&s, &fixture("message_system")).await;
+    assert_eq!(
+        (receipt["accepted"].as_u64(), receipt["ignored"].as_u64()),
+        (Some(0), Some(1)),
+        "{receipt}"
+    );
     let m = messages(&s, &key).await;
-    assert_eq!(summary(&s, &key).await, [0, 14, 0, 0, 0]);
+    assert_eq!(summary(&s, &key).await, [0, 13, 0, 0, 0]);
     for t in MESSAGE_TYPES {
         assert_eq!(m["by_type"][t], 1, "{t}: {}", m["by_type"]);
     }
-    assert_eq!(m["by_type"].as_object().map(|o| o.len()), Some(14));
+    assert_eq!(m["by_type"].as_object().map(|o| o.len()), Some(13));
     // Every fixture comes from the same wa_id: one contact.
     assert_eq!(contacts_total(&s, &key).await, 1);
+}
+
+#[tokio::test]
+async fn notices_count_nothing_and_the_sender_is_the_contact() {
+    let s = server().await;
+    let key = org_with_account(&s).await;
+    let t = NOW - 3000;
+    let notice = |id: &str, kind: &str| json!({"from": "491511", "id": id, "timestamp": t.to_string(), "type": kind});
+    let body = payload(vec![value(
+        PHONE,
+        vec![
+            notice("n1", "request_welcome"),
+            notice("n2", "edit"),
+            notice("n3", "revoke"),
+            notice("n4", "system"),
+        ],
+        vec![],
+    )]);
+    let receipt = post_ok(&s, &body).await;
+    assert_eq!(
+        (receipt["accepted"].as_u64(), receipt["ignored"].as_u64()),
+        (Some(0), Some(4)),
+        "{receipt}"
+    );
+    assert_eq!(summary(&s, &key).await[1], 0);
+    assert_eq!(contacts_total(&s, &key).await, 0);
+    // Profiles that disagree with the sender name no second contact; a sender known only
+    // by its business-scoped user id is that id.
+    let mut v = value(PHONE, vec![inbound("m1", "444", t)], vec![]);
+    v["value"]["contacts"] = json!([{"profile": {"name": "D"}, "wa_id": "555"}]);
+    v["value"]["messages"].as_array_mut().expect("messages").push(
+        json!({"from_user_id": "US.13491208655302741918", "id": "m2", "timestamp": t.to_string(), "type": "text", "text": {"body": "hi"}}),
+    );
+    let receipt = post_ok(&s, &payload(vec![v])).await;
+    assert_eq!(
+        receipt["accepted"], 4,
+        "two messages and their two senders: {receipt}"
+    );
+    assert_eq!(contacts_total(&s, &key).await, 2);
+    assert_eq!(summary(&s, &key).await[1], 2);
 }
 
 #[tokio::test]
