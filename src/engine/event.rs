@@ -587,6 +587,12 @@ impl Fields<'_> {
         }
     }
 
+    /// Whether the event names a field at all, `null` included: a field that needs another
+    /// needs it named, as the description's `dependentRequired` says.
+    fn named(&self, name: &str) -> bool {
+        self.0.field(name).is_some()
+    }
+
     /// `template_name` with its optional language and category.
     fn template(&self, errors: &mut Vec<String>) -> Option<Option<Template>> {
         let name = self.optional_id("template_name", errors);
@@ -601,21 +607,20 @@ impl Fields<'_> {
             }
             other => other,
         };
-        let (name, language, category) = (name?, language?, category?);
-        match name {
-            Some(name) => Some(Some(Template {
-                name,
-                language: language.unwrap_or_default(),
-                category: category.unwrap_or_default(),
-            })),
-            None if language.is_some() || category.is_some() => {
-                errors.push(
-                    "field `template_language` or `template_category` needs `template_name`".into(),
-                );
-                None
-            }
-            None => Some(None),
+        if !self.named("template_name")
+            && (self.named("template_language") || self.named("template_category"))
+        {
+            errors.push(
+                "field `template_language` or `template_category` needs `template_name`".into(),
+            );
+            return None;
         }
+        let (name, language, category) = (name?, language?, category?);
+        Some(name.map(|name| Template {
+            name,
+            language: language.unwrap_or_default(),
+            category: category.unwrap_or_default(),
+        }))
     }
 
     /// `recipient`, a WhatsApp id (the digits of an E.164 number), as its country.
@@ -634,7 +639,8 @@ impl Fields<'_> {
     }
 
     /// `pricing_category` with `pricing_type`; a category alone is `regular`, as Meta's
-    /// statuses before `type` existed were billed unless they said otherwise.
+    /// statuses before `type` existed were billed unless they said otherwise. A `null`
+    /// category prices nothing.
     fn pricing(&self, errors: &mut Vec<String>) -> Option<Option<Pricing>> {
         let category = self.optional_id("pricing_category", errors);
         let kind = match self.optional_id("pricing_type", errors) {
@@ -651,17 +657,15 @@ impl Fields<'_> {
             },
             other => other.map(|_| None),
         };
-        match (category?, kind?) {
-            (Some(category), kind) => Some(Some(Pricing {
-                category,
-                kind: kind.unwrap_or(PricingType::Regular),
-            })),
-            (None, Some(_)) => {
-                errors.push("field `pricing_type` needs `pricing_category`".into());
-                None
-            }
-            (None, None) => Some(None),
+        if self.named("pricing_type") && !self.named("pricing_category") {
+            errors.push("field `pricing_type` needs `pricing_category`".into());
+            return None;
         }
+        let (category, kind) = (category?, kind?);
+        Some(category.map(|category| Pricing {
+            category,
+            kind: kind.unwrap_or(PricingType::Regular),
+        }))
     }
 
     fn message_type(&self, errors: &mut Vec<String>) -> Option<String> {

@@ -402,6 +402,22 @@ async fn bad_fields_are_refused_naming_what_is_allowed() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert!(body.to_string().contains(needle), "{needle}: {body}");
     }
+    // A field that needs another needs it named, `null` included; a `null` category
+    // prices nothing.
+    let (status, body) = server
+        .post_events(
+            &key,
+            &json!([{"type": "message_status", "account_id": "a", "timestamp": t,
+            "message_id": "x", "status": "sent", "pricing_type": null}]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        ingest(&server, &key, &json!([{"type": "message_status", "account_id": "a", "timestamp": t,
+            "message_id": "x", "status": "sent", "pricing_category": null, "pricing_type": "regular"}]))
+        .await,
+        (1, 0)
+    );
     let d = data(&server, &key, &format!("/api/analytics/costs?{RANGE}")).await;
     assert_eq!(d["summary"]["billable_messages"], 0);
     let (status, body) = server
