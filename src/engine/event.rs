@@ -244,15 +244,15 @@ struct RawEvent<'a> {
     status: Option<&'a RawValue>,
     #[serde(borrow)]
     error_code: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "named")]
     pricing_category: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "named")]
     pricing_type: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "named")]
     template_name: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "named")]
     template_language: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "named")]
     template_category: Option<&'a RawValue>,
     #[serde(borrow)]
     recipient: Option<&'a RawValue>,
@@ -272,6 +272,12 @@ struct RawEvent<'a> {
     model: Option<&'a RawValue>,
     #[serde(borrow)]
     cost: Option<&'a RawValue>,
+}
+
+/// Keeps a field given as `null` as named (serde reads a `null` as an absent `Option`):
+/// a field that needs another needs it named.
+fn named<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 impl RawEvent<'_> {
