@@ -275,7 +275,10 @@ impl Analytics {
                     continue;
                 };
                 match card.price_micros(&cat, &country, day) {
-                    Some(p) => *part.cost.entry(k).or_default() += p * count,
+                    Some(p) => {
+                        let cost = part.cost.entry(k).or_default();
+                        *cost = cost.saturating_add(p.saturating_mul(count));
+                    }
                     None => part.unpriced += count,
                 }
             }
@@ -610,7 +613,11 @@ impl Analytics {
             )
             .collect();
         by_category.sort_by_key(|c| std::cmp::Reverse(c.messages));
-        let mut by_country: Vec<CountryCost> = by_country
+        // Costliest first by the exact millionths (rounded amounts may tie), then by messages.
+        let mut by_country: Vec<(String, (i64, i64, i64))> = by_country.into_iter().collect();
+        by_country
+            .sort_by_key(|(_, (b, f, cost))| (std::cmp::Reverse(*cost), std::cmp::Reverse(b + f)));
+        let by_country: Vec<CountryCost> = by_country
             .into_iter()
             .map(|(country, (billable, free, cost))| CountryCost {
                 country,
@@ -619,12 +626,7 @@ impl Analytics {
                 estimated_cost: money(cost),
             })
             .collect();
-        by_country.sort_by(|a, b| {
-            b.estimated_cost.total_cmp(&a.estimated_cost).then_with(|| {
-                (b.billable_messages + b.free_messages)
-                    .cmp(&(a.billable_messages + a.free_messages))
-            })
-        });
+
         Ok(CostsAnswer {
             summary: CostSummary {
                 billable_messages: billable,

@@ -275,10 +275,12 @@ fn slot<'s>(
                 None => None,
             };
             let mut now = before.clone();
-            // Whatever is written back counts its failure under its error code, also when
-            // it was stored before failure reasons were.
-            if let Some(Entity::Message(m)) = &mut now {
-                m.failure_reasons = true;
+            // Whatever is written back counts its failure under its error code and a
+            // campaign its status, also when stored before those were counted.
+            match &mut now {
+                Some(Entity::Message(m)) => m.failure_reasons = true,
+                Some(Entity::Campaign(c)) => c.status_counted = true,
+                _ => {}
             }
             Ok(v.insert(Slot { now, before }))
         }
@@ -424,13 +426,17 @@ fn apply_event(
             {
                 m.status_country = Some(c.clone());
             }
+            // Failures that disagree on their code: the least code wins, whatever the order.
+            if bit == STATUS_FAILED {
+                m.error_code = match (m.error_code.take(), error_code) {
+                    (Some(a), Some(b)) => Some(a.min(b.clone())),
+                    (a, b) => a.or_else(|| b.clone()),
+                };
+            }
             if m.statuses & bit != 0 {
                 Effect::Duplicate
             } else {
                 m.statuses |= bit;
-                if bit == STATUS_FAILED {
-                    m.error_code = error_code.clone();
-                }
                 Effect::New
             }
         }
@@ -439,6 +445,7 @@ fn apply_event(
             if !matches!(s.now, Some(Entity::Campaign(_))) {
                 s.now = Some(Entity::Campaign(CampaignState {
                     reported: [None; CampaignStatus::ALL.len()],
+                    status_counted: true,
                 }));
             }
             let Some(Entity::Campaign(c)) = &mut s.now else {

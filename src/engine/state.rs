@@ -426,6 +426,16 @@ pub struct CampaignState {
     /// The earliest time each status was reported (indexed by `CampaignStatus`): a
     /// repeat of a status is the same status, so only an earlier time can move it.
     pub reported: [Option<i64>; CampaignStatus::ALL.len()],
+    /// Whether this state counts its current status (`campaign_status`). States stored
+    /// before that series did not add it, so their old contribution must not take it away;
+    /// every state written since does (see `Entity::decode`).
+    pub status_counted: bool,
+}
+
+/// A campaign's state as stored before its current status was counted.
+#[derive(Deserialize)]
+struct CampaignStateBeforeStatus {
+    reported: [Option<i64>; CampaignStatus::ALL.len()],
 }
 
 impl CampaignState {
@@ -447,7 +457,7 @@ impl CampaignState {
             push(out, series::CAMPAIGNS, "", first, 1);
             // The current status, at the first sighting: summed over all time, each
             // campaign has exactly one.
-            if let Some((_, status)) = self.current() {
+            if let Some((_, status)) = self.current().filter(|_| self.status_counted) {
                 let dim = join_dim(&[status.as_str(), id]);
                 push(out, series::CAMPAIGN_STATUS, dim, first, 1);
             }
@@ -536,7 +546,18 @@ impl Entity {
             Kind::Conversation => postcard::from_bytes(bytes).map(Entity::Conversation),
             Kind::FlowRun => postcard::from_bytes(bytes).map(Entity::FlowRun),
             Kind::Contact => postcard::from_bytes(bytes).map(Entity::Contact),
-            Kind::Campaign => postcard::from_bytes(bytes).map(Entity::Campaign),
+            Kind::Campaign => postcard::from_bytes(bytes)
+                .map(Entity::Campaign)
+                .or_else(|e| {
+                    postcard::from_bytes::<CampaignStateBeforeStatus>(bytes)
+                        .map(|old| {
+                            Entity::Campaign(CampaignState {
+                                reported: old.reported,
+                                status_counted: false,
+                            })
+                        })
+                        .map_err(|_| e)
+                }),
             Kind::Keyword => postcard::from_bytes(bytes).map(Entity::Keyword),
             Kind::AiRequest => postcard::from_bytes(bytes).map(Entity::AiRequest),
         };
@@ -709,6 +730,7 @@ mod tests {
     fn a_repeated_campaign_status_moves_nothing_unless_earlier() {
         let mut c = CampaignState {
             reported: [None; 6],
+            status_counted: true,
         };
         c.reported[CampaignStatus::Running as usize] = Some(100);
         c.reported[CampaignStatus::Completed as usize] = Some(200);
@@ -718,6 +740,36 @@ mod tests {
         *running = running.map(|t| t.min(300));
         assert_eq!(c.current(), Some((200, CampaignStatus::Completed)));
         assert_eq!(c.first_seen(), Some(100));
+    }
+
+    /// A campaign stored before its status was counted added none: its old contribution
+    /// takes none away, and once written again it counts its status.
+    #[test]
+    fn a_campaign_stored_before_its_status_counted_contributes_none_until_rewritten() {
+        let mut reported = [None; 6];
+        reported[CampaignStatus::Running as usize] = Some(100);
+        #[derive(Serialize)]
+        struct Before {
+            reported: [Option<i64>; 6],
+        }
+        let bytes = postcard::to_allocvec(&Before { reported }).expect("encode");
+        let Ok(Entity::Campaign(old)) = Entity::decode(Kind::Campaign, &bytes) else {
+            panic!("a campaign state of before the status series must decode");
+        };
+        assert!(!old.status_counted);
+        let c = contributions(&Entity::Campaign(old.clone()));
+        assert!(has(&c, series::CAMPAIGNS));
+        assert!(!c.iter().any(|(s, _, _)| *s == series::CAMPAIGN_STATUS));
+        let now = CampaignState {
+            status_counted: true,
+            ..old
+        };
+        let c = contributions(&Entity::Campaign(now.clone()));
+        assert!(c.contains(&(series::CAMPAIGN_STATUS, join_dim(&["running", "c1"]), 1)));
+        assert_eq!(
+            Entity::decode(Kind::Campaign, &Entity::Campaign(now.clone()).encode()),
+            Ok(Entity::Campaign(now))
+        );
     }
 
     #[test]
