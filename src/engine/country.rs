@@ -18,6 +18,15 @@ fn cache() -> &'static Mutex<HashMap<String, &'static str>> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// The country of a recipient as the events and Meta's webhook name it: the digits of an
+/// E.164 number (at most 15, an optional leading `+`). `None` when it is not such a number.
+pub fn of_recipient(wa_id: &str) -> Option<&'static str> {
+    let digits = wa_id.strip_prefix('+').unwrap_or(wa_id);
+    let is_number =
+        !digits.is_empty() && digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit());
+    is_number.then(|| of_wa_id(digits))
+}
+
 /// The ISO 3166 alpha-2 code of the number's country, or `unknown`.
 pub fn of_wa_id(digits: &str) -> &'static str {
     if let Ok(c) = cache().lock()
@@ -75,6 +84,9 @@ mod tests {
         assert_eq!(of_wa_id("447400123456"), "GB");
         assert_eq!(of_wa_id("5511987654321"), "BR");
         assert_eq!(of_wa_id("999123"), UNKNOWN);
+        assert_eq!(of_recipient("+4915123456789"), Some("DE"));
+        assert_eq!(of_recipient("+49 151"), None);
+        assert_eq!(of_recipient("1234567890123456"), None);
         // Remembered: the same answer the second time.
         assert_eq!(of_wa_id("16135550123"), "CA");
     }

@@ -634,14 +634,15 @@ impl Fields<'_> {
         let Some(wa_id) = self.optional_id("recipient", errors)? else {
             return Some(None);
         };
-        let digits = wa_id.strip_prefix('+').unwrap_or(&wa_id);
-        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            errors.push(format!(
-                "field `recipient` is `{wa_id}`; allowed: the digits of an E.164 number (at most 15, an optional leading +)"
-            ));
-            return None;
+        match super::country::of_recipient(&wa_id) {
+            Some(country) => Some(Some(country.to_string())),
+            None => {
+                errors.push(format!(
+                    "field `recipient` is `{wa_id}`; allowed: the digits of an E.164 number (at most 15, an optional leading +)"
+                ));
+                None
+            }
         }
-        Some(Some(super::country::of_wa_id(digits).to_string()))
     }
 
     /// `pricing_category` with `pricing_type`; a category alone is `regular`, as Meta's

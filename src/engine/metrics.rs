@@ -329,7 +329,6 @@ const MESSAGE_SERIES: &[Series] = &[
     series::BY_TYPE,
     series::FAILED_BY_ERROR,
 ];
-pub(crate) const AI_COST_SERIES: &[Series] = &[series::AI_COST_MICROS, series::AI_UNPRICED_TOKENS];
 const CHATBOT_SERIES: &[Series] = &[
     series::CONVERSATIONS,
     series::AUTO_RESOLVED,

@@ -668,9 +668,8 @@ pub fn translate(
             };
             let pricing = s.pricing.get().and_then(pricing);
             let country = meta::text(&s.recipient_id)
-                .map(|r| r.strip_prefix('+').unwrap_or(r))
-                .filter(|r| !r.is_empty() && r.len() <= 15 && r.bytes().all(|b| b.is_ascii_digit()))
-                .map(|r| super::country::of_wa_id(r).to_string());
+                .and_then(super::country::of_recipient)
+                .map(str::to_string);
             out.events.push(event(
                 at,
                 EventBody::MessageStatus {
