@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 mod accounts;
+pub(crate) mod faults;
 mod outbox;
 mod rollups;
 mod tenants;
@@ -447,7 +448,7 @@ impl Outcome {
     }
 
     fn fail(self, e: &StoreError) {
-        let err = StoreError::Backend(e.to_string());
+        let err = e.for_each_job();
         match self {
             Outcome::Applied(reply, _) => drop(reply.send(Err(err))),
             Outcome::Maintained(reply, _) => drop(reply.send(Err(err))),
