@@ -70,6 +70,10 @@ pub enum EngineError {
     AccountsNotAllowed(Vec<String>),
     #[error("the server is overloaded; retry shortly")]
     Overloaded,
+    /// The storage cannot serve now (full, read-only, unreachable); the detail is for the
+    /// log, not the client.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -78,6 +82,7 @@ impl From<StoreError> for EngineError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Overloaded => EngineError::Overloaded,
+            StoreError::Unavailable(m) => EngineError::Unavailable(m),
             other => EngineError::Internal(other.to_string()),
         }
     }

@@ -40,11 +40,35 @@ pub enum StoreError {
     /// A uniqueness rule was broken (an account registered twice, a phone number claimed twice).
     #[error("{0}")]
     Conflict(String),
+    /// The storage cannot serve the request now, though it may soon: a full disk, a
+    /// read-only or failing file system, a database that is unreachable, restarting or
+    /// out of room. Nothing of the failed write was stored (on PostgreSQL, a connection
+    /// lost during its commit leaves that commit's outcome unknown; posting the same
+    /// events again is safe, as ids already counted come back as duplicates).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// The same error for each job of a group that failed as a whole: its kind kept
+    /// (overload and unavailability stay what they are), any other reduced to its text.
+    pub(crate) fn for_each_job(&self) -> StoreError {
+        match self {
+            StoreError::Overloaded => StoreError::Overloaded,
+            StoreError::Closed => StoreError::Closed,
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            other => StoreError::Backend(other.to_string()),
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        if sqlite::faults::is_unavailable(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Backend(e.to_string())
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 mod accounts;
 mod entity_log;
+pub(crate) mod faults;
 mod outbox;
 mod rollups;
 mod tenants;
@@ -400,7 +401,7 @@ fn maintain_alone(
         }
         Err(e) => {
             tracing::error!(error = %e, "maintenance failed; nothing of it was stored");
-            let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+            let _ = reply.send(Err(e.for_each_job()));
         }
     }
 }
@@ -525,7 +526,7 @@ fn commit_group(
         Err(e) => {
             tracing::error!(error = %e, tasks = size, "write group failed; nothing of it was stored");
             for (reply, _) in results {
-                let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                let _ = reply.send(Err(e.for_each_job()));
             }
         }
     }

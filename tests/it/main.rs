@@ -12,6 +12,7 @@ mod dashboard;
 mod dashboard_api;
 mod edge;
 mod errors;
+mod faults;
 mod forwarding;
 mod ingest;
 mod keys;
