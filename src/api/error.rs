@@ -278,7 +278,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::BadRequest(m) => ApiError::invalid_body(m),
-            EngineError::InvalidEvents(errors) => {
+            EngineError::InvalidEvents { errors, .. } => {
                 let message = format!("{} invalid event(s); nothing was applied", errors.len());
                 ApiError {
                     errors,

@@ -19,6 +19,7 @@ mod tenants;
 mod unrouted;
 
 use super::{OrgWrites, StoreError, StoreResult, WriteJob};
+use crate::telemetry;
 
 /// Jobs waiting for the writer beyond this are refused as overload.
 const QUEUE_DEPTH: usize = 4096;
@@ -210,10 +211,12 @@ impl SqliteStore {
         let (tx, rx) = oneshot::channel();
         // Maintenance waits for room in the queue rather than failing: it is never urgent.
         let writer = self.writer.clone();
+        telemetry::write_queued();
         tokio::task::spawn_blocking(move || {
-            writer
-                .send(Task::Maintain(work, tx))
-                .map_err(|_| StoreError::Closed)
+            writer.send(Task::Maintain(work, tx)).map_err(|_| {
+                telemetry::write_unqueued(1);
+                StoreError::Closed
+            })
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))??;
@@ -296,6 +299,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Task>, checkpointer: Che
         // commit that waits a moment for them saves a commit of their own.
         let linger = (last_group >= LINGER_AFTER_GROUP).then(|| Instant::now() + LINGER);
         last_group = commit_group(&mut conn, first, &rx, linger);
+        telemetry::write_unqueued(last_group);
         checkpointer.after_commit(&conn);
     }
 }
@@ -376,6 +380,8 @@ fn commit_group(
     linger: Option<Instant>,
 ) -> usize {
     let mut results: Vec<Outcome> = Vec::new();
+    // Events of the group's write jobs; `None` for a group of maintenance only.
+    let (started, mut events) = (Instant::now(), None);
     let outcome = (|| -> StoreResult<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut pending: HashMap<String, OrgWrites> = HashMap::new();
@@ -385,6 +391,7 @@ fn commit_group(
             match task {
                 Task::Apply(job, reply) => {
                     keys += job.keys.len();
+                    *events.get_or_insert(0) += job.events;
                     let result = run_job(&tx, &mut pending, job);
                     results.push(Outcome::Applied(reply, result));
                 }
@@ -419,6 +426,9 @@ fn commit_group(
     match outcome {
         Ok(()) => {
             tracing::trace!(tasks = size, "committed write group");
+            if let Some(events) = events {
+                telemetry::group_committed(started.elapsed(), events);
+            }
             for r in results {
                 r.send();
             }

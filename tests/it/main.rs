@@ -15,6 +15,7 @@ mod errors;
 mod forwarding;
 mod ingest;
 mod keys;
+mod metrics;
 mod postgres_instances;
 mod property;
 mod retention;
