@@ -83,7 +83,7 @@ impl ErrorCode {
         (
             ErrorCode::AdminDisabled,
             401,
-            "an admin route on a server started without a master key",
+            "an admin route (or `GET /metrics` without `--metrics-open`) on a server started without a master key",
         ),
         (
             ErrorCode::MissingSignature,
