@@ -131,7 +131,7 @@ pub async fn import(ingest: &Ingest, org: &Org, path: &Path) -> Result<ImportRep
                 report.duplicates += r.duplicates;
                 report.ignored += r.ignored.len() as u64;
             }
-            Err(EngineError::InvalidEvents(errors)) => {
+            Err(EngineError::InvalidEvents { errors, .. }) => {
                 let details = errors
                     .iter()
                     .take(20)

@@ -84,7 +84,7 @@ impl ErrorCode {
         (
             ErrorCode::AdminDisabled,
             401,
-            "an admin route on a server started without a master key",
+            "an admin route (or `GET /metrics` without `--metrics-open`) on a server started without a master key",
         ),
         (
             ErrorCode::MissingSignature,
@@ -304,7 +304,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::BadRequest(m) => ApiError::invalid_body(m),
-            EngineError::InvalidEvents(errors) => {
+            EngineError::InvalidEvents { errors, .. } => {
                 let message = format!("{} invalid event(s); nothing was applied", errors.len());
                 ApiError {
                     errors,

@@ -81,6 +81,11 @@ impl Compaction {
             }
         }
         report.took_ms = started.elapsed().as_millis() as u64;
+        crate::telemetry::compacted(
+            report.hourly_rows_expired,
+            report.daily_rows_expired,
+            report.states_pruned,
+        );
         if report.hourly_rows_expired + report.daily_rows_expired + report.states_pruned > 0 {
             tracing::info!(?report, "compaction expired old data");
         } else {

@@ -162,6 +162,13 @@ pub struct ForwardingCounts {
     pub last_success_at: Option<i64>,
 }
 
+/// How many deliveries the whole outbox holds, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxTotals {
+    pub pending: u64,
+    pub failed: u64,
+}
+
 /// A webhook payload no account claimed yet, kept as received.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UnroutedPayload {
@@ -231,6 +238,8 @@ pub type Transition = Box<dyn FnMut(&States) -> Result<Changes, String> + Send>;
 /// Backends make the load-transition-store sequence atomic against every other writer.
 pub struct WriteJob {
     pub org: String,
+    /// How many events the job writes (reported per group commit in `GET /metrics`).
+    pub events: usize,
     pub keys: Vec<EntityKey>,
     pub transition: Transition,
     /// A named position (e.g. how far an import has read) stored in the same
@@ -452,6 +461,8 @@ pub trait UnroutedStore: Send + Sync + 'static {
     async fn release_unrouted(&self, id: i64, phone_number_id: &str) -> StoreResult<()>;
     /// Deletes a kept payload (`false`: no such payload).
     async fn delete_unrouted(&self, id: i64) -> StoreResult<bool>;
+    /// How many payloads are kept.
+    async fn unrouted_count(&self) -> StoreResult<u64>;
 }
 
 /// The outbox of webhook deliveries to forward. Deliveries are inserted by write jobs
@@ -505,6 +516,8 @@ pub trait OutboxStore: Send + Sync + 'static {
     ) -> StoreResult<u64>;
     /// Deletes one failed delivery (`false`: the account has no such failed delivery).
     async fn delete_failed(&self, org: &str, account: &str, id: &str) -> StoreResult<bool>;
+    /// The outbox's deliveries of every organization, pending and failed.
+    async fn outbox_totals(&self) -> StoreResult<OutboxTotals>;
 }
 
 /// A whole store: every concern, implemented by each backend.

@@ -31,6 +31,7 @@ mod tenants;
 mod unrouted;
 
 use super::{EntityKey, EntityKind, OrgRecord, OrgWrites, StoreError, StoreResult, WriteJob};
+use crate::telemetry;
 
 /// Connections per instance.
 const POOL_SIZE: usize = 16;
@@ -448,12 +449,16 @@ async fn group_writer(pool: Pool, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<P
                 }
             }
         }
+        let jobs = group.len();
         commit_group(&pool, group).await;
+        telemetry::write_unqueued(jobs);
     }
 }
 
 /// Commits a group, again from the start when it loses a deadlock (transitions are pure).
 async fn commit_group(pool: &Pool, mut group: Vec<Pending>) {
+    let started = std::time::Instant::now();
+    let events = group.iter().map(|p| p.job.events).sum();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -463,6 +468,7 @@ async fn commit_group(pool: &Pool, mut group: Vec<Pending>) {
         };
         match outcome {
             Ok(results) => {
+                telemetry::group_committed(started.elapsed(), events);
                 for (p, r) in group.into_iter().zip(results) {
                     let _ = p.reply.send(r);
                 }

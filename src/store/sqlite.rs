@@ -21,6 +21,7 @@ mod tenants;
 mod unrouted;
 
 use super::{EntityWrite, OrgWrites, StoreError, StoreResult, WriteJob};
+use crate::telemetry;
 use entity_log::RecentStates;
 
 /// Jobs waiting for the writer beyond this are refused as overload.
@@ -235,10 +236,12 @@ impl SqliteStore {
         let (tx, rx) = oneshot::channel();
         // Maintenance waits for room in the queue rather than failing: it is never urgent.
         let writer = self.writer.clone();
+        telemetry::write_queued();
         tokio::task::spawn_blocking(move || {
-            writer
-                .send(Task::Maintain(work, tx))
-                .map_err(|_| StoreError::Closed)
+            writer.send(Task::Maintain(work, tx)).map_err(|_| {
+                telemetry::write_unqueued(1);
+                StoreError::Closed
+            })
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))??;
@@ -347,6 +350,7 @@ fn writer_loop(
             }
         };
         last_group = size;
+        telemetry::write_unqueued(size);
         carried = next;
         if recent.len() >= entity_log::MERGE_AFTER_ENTRIES {
             merge_log(&mut conn, &mut recent);
@@ -485,6 +489,8 @@ fn commit_group(
     let mut results: Vec<(Reply, StoreResult<()>)> = Vec::new();
     let mut logged: Vec<(String, EntityWrite)> = Vec::new();
     let mut carried = None;
+    let started = Instant::now();
+    let mut events = 0;
     let outcome = (|| -> StoreResult<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut pending: HashMap<String, OrgWrites> = HashMap::new();
@@ -492,6 +498,7 @@ fn commit_group(
         let mut next = Some(first);
         while let Some((job, reply)) = next.take() {
             keys += job.keys.len();
+            events += job.events;
             let result = run_job(&tx, recent, &mut pending, job);
             results.push((reply, result));
             if results.len() >= MAX_GROUP || keys >= MAX_GROUP_KEYS {
@@ -519,6 +526,7 @@ fn commit_group(
         Ok(()) => {
             recent.committed(logged);
             tracing::trace!(tasks = size, "committed write group");
+            telemetry::group_committed(started.elapsed(), events);
             for (reply, r) in results {
                 let _ = reply.send(r);
             }

@@ -16,6 +16,7 @@ mod faults;
 mod forwarding;
 mod ingest;
 mod keys;
+mod metrics;
 mod postgres_instances;
 mod property;
 mod retention;

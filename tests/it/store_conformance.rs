@@ -81,6 +81,7 @@ fn increment_seen(
     let last = report.clone();
     let job = WriteJob {
         org: org.into(),
+        events: 0,
         keys,
         transition: Box::new(move |stored: &HashMap<EntityKey, Vec<u8>>| {
             let mut entities = Vec::new();
@@ -149,6 +150,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
     // A failing transition stores nothing.
     let failing = WriteJob {
         org: "o1".into(),
+        events: 0,
         keys: vec![key("a"), key("new")],
         transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>| Err("refused".to_string())),
         progress: Some(("o1-import".into(), 99)),
@@ -177,6 +179,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
             let job = if i % 4 == 3 {
                 WriteJob {
                     org: "o1".into(),
+                    events: 0,
                     keys: ids.iter().map(|i| key(i)).collect(),
                     transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>| {
                         Err("refused".to_string())
@@ -202,6 +205,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
     let into = found.clone();
     let check = WriteJob {
         org: "o1".into(),
+        events: 0,
         keys: vec![key("a"), key("b"), key("c")],
         transition: Box::new(move |stored: &HashMap<EntityKey, Vec<u8>>| {
             let mut got: Vec<(String, String)> = stored
@@ -548,6 +552,7 @@ async fn outbox(backend: Backend) {
     store.apply(job).await.expect("apply");
     let failing = WriteJob {
         org: "o1".into(),
+        events: 0,
         keys: vec![key("b")],
         transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>| Err("refused".to_string())),
         progress: None,

@@ -12,17 +12,20 @@ use crate::store::{
     CompactionGuard, CounterQuery, CounterRow, RollupStore, StoreError, StoreResult, Tier,
     TierRows, WriteJob,
 };
+use crate::telemetry;
 
 #[async_trait]
 impl RollupStore for SqliteStore {
     async fn apply(&self, job: WriteJob) -> StoreResult<()> {
         let (tx, rx) = oneshot::channel();
-        self.writer
-            .try_send(Task::Apply(job, tx))
-            .map_err(|e| match e {
+        telemetry::write_queued();
+        self.writer.try_send(Task::Apply(job, tx)).map_err(|e| {
+            telemetry::write_unqueued(1);
+            match e {
                 mpsc::TrySendError::Full(_) => StoreError::Overloaded,
                 mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
-            })?;
+            }
+        })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
