@@ -13,19 +13,21 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 mod accounts;
+mod entity_log;
 mod outbox;
 mod rollups;
 mod tenants;
 mod unrouted;
 
-use super::{OrgWrites, StoreError, StoreResult, WriteJob};
+use super::{EntityWrite, OrgWrites, StoreError, StoreResult, WriteJob};
+use entity_log::RecentStates;
 
 /// Jobs waiting for the writer beyond this are refused as overload.
 const QUEUE_DEPTH: usize = 4096;
 /// At most this many jobs, and jobs of at most about this many entity keys, share one
 /// commit, to bound a commit's latency.
 const MAX_GROUP: usize = 512;
-const MAX_GROUP_KEYS: usize = 4_096;
+const MAX_GROUP_KEYS: usize = 32_768;
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -160,6 +162,18 @@ CREATE TABLE outbox_stats (
     PRIMARY KEY (org, account)
 ) WITHOUT ROWID;
 "#,
+    // Entity states committed but not merged into `entities` yet (see entity_log.rs).
+    r#"
+CREATE TABLE entity_log (
+    seq INTEGER PRIMARY KEY,
+    org TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    account TEXT NOT NULL,
+    id TEXT NOT NULL,
+    state BLOB NOT NULL,
+    keep_until INTEGER
+);
+"#,
     // The trace of pruned ids (a digest per pruned state, so that a later event for it is
     // told from one never seen), holds that keep an organization's states from pruning
     // while an import runs, and state expiry per organization.
@@ -213,11 +227,21 @@ impl SqliteStore {
         migrate(&mut conn)?;
         // Checkpoints are the checkpointer's job, so that commits do not wait for them.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        // States the last run logged and did not merge go into the table before anything
+        // else reads it.
+        let mut recent = RecentStates::load(&conn)?;
+        let merged = recent.merge(&mut conn)?;
+        if merged > 0 {
+            tracing::info!(
+                states = merged,
+                "merged the entity log left by the last run"
+            );
+        }
         let checkpointer = Checkpointer::start(connect(path, READER_CACHE_KIB)?)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
         thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, checkpointer))
+            .spawn(move || writer_loop(conn, rx, checkpointer, recent))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
             path: path.to_string(),
@@ -310,14 +334,95 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Task>, checkpointer: Checkpointer) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Task>,
+    checkpointer: Checkpointer,
+    mut recent: RecentStates,
+) {
     let mut last_group = 0;
-    while let Ok(first) = rx.recv() {
-        // Many writers at once: the ones just answered are about to send again, so a
-        // commit that waits a moment for them saves a commit of their own.
-        let linger = (last_group >= LINGER_AFTER_GROUP).then(|| Instant::now() + LINGER);
-        last_group = commit_group(&mut conn, first, &rx, linger);
+    let mut carried: Option<Task> = None;
+    loop {
+        let first = match carried.take() {
+            Some(task) => task,
+            None => match rx.recv_timeout(MERGE_WHEN_IDLE) {
+                Ok(task) => task,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    merge_log(&mut conn, &mut recent);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        let (size, next) = match first {
+            Task::Maintain(work, reply) => {
+                maintain_alone(&mut conn, &mut recent, work, reply);
+                (1, None)
+            }
+            Task::Apply(job, reply) => {
+                // Many writers at once: the ones just answered are about to send again, so
+                // a commit that waits a moment for them saves a commit of their own.
+                let linger = (last_group >= LINGER_AFTER_GROUP).then(|| Instant::now() + LINGER);
+                commit_group(&mut conn, &mut recent, (job, reply), &rx, linger)
+            }
+        };
+        last_group = size;
+        carried = next;
+        if recent.len() >= entity_log::MERGE_AFTER_ENTRIES {
+            merge_log(&mut conn, &mut recent);
+        }
         checkpointer.after_commit(&conn);
+    }
+    // What is still logged is merged when the store next opens.
+}
+
+/// The writer merges the entity log when no job came for this long.
+const MERGE_WHEN_IDLE: Duration = Duration::from_secs(2);
+
+fn merge_log(conn: &mut Connection, recent: &mut RecentStates) {
+    let started = Instant::now();
+    match recent.merge(conn) {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(
+            states = n,
+            ms = started.elapsed().as_millis() as u64,
+            "merged the entity log into the table"
+        ),
+        Err(e) => tracing::warn!(error = %e, "merging the entity log failed; will retry"),
+    }
+}
+
+/// Runs maintenance in a transaction of its own, after merging the entity log into the
+/// table in the same transaction, so that the work sees every state and whatever it
+/// removes is gone from the memory copy too.
+fn maintain_alone(
+    conn: &mut Connection,
+    recent: &mut RecentStates,
+    work: Maintenance,
+    reply: oneshot::Sender<StoreResult<u64>>,
+) {
+    let outcome = (|| -> StoreResult<StoreResult<u64>> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        recent.merge_within(&tx)?;
+        tx.execute_batch("SAVEPOINT maintenance")?;
+        let result = work(&tx);
+        if result.is_ok() {
+            tx.execute_batch("RELEASE maintenance")?;
+        } else {
+            tx.execute_batch("ROLLBACK TO maintenance; RELEASE maintenance")?;
+        }
+        tx.commit()?;
+        Ok(result)
+    })();
+    match outcome {
+        Ok(result) => {
+            recent.forget();
+            let _ = reply.send(result);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "maintenance failed; nothing of it was stored");
+            let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+        }
     }
 }
 
@@ -383,104 +488,77 @@ fn passive_checkpoint(conn: &Connection) -> StoreResult<i64> {
     Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?)
 }
 
-/// Applies a group of tasks in one transaction and replies only after the commit. The
-/// group is `first` and whatever queues up while it runs, up to a bound, so that tasks
-/// arriving during the work share its commit rather than wait for one of their own.
-/// Write jobs run their transitions in arrival order, each seeing the states the earlier
-/// ones left, and their changes are merged: each entity is written once and each counter
-/// once with the sum of its deltas. A job whose transition fails is left out alone.
-/// Maintenance runs between the merged writes, in a savepoint of its own.
+/// Applies a group of write jobs in one transaction and replies only after the commit.
+/// The group is `first` and whatever queues up while it runs, up to a bound, so that jobs
+/// arriving during the work share its commit rather than wait for one of their own. Jobs
+/// run their transitions in arrival order, each seeing the states the earlier ones left,
+/// and their changes are merged: each entity is logged once and each counter written once
+/// with the sum of its deltas. A job whose transition fails is left out alone. Maintenance
+/// ends a group: it is handed back, to run alone next.
 fn commit_group(
     conn: &mut Connection,
-    first: Task,
+    recent: &mut RecentStates,
+    first: (WriteJob, Reply),
     queue: &mpsc::Receiver<Task>,
     linger: Option<Instant>,
-) -> usize {
-    let mut results: Vec<Outcome> = Vec::new();
+) -> (usize, Option<Task>) {
+    let mut results: Vec<(Reply, StoreResult<()>)> = Vec::new();
+    let mut logged: Vec<(String, EntityWrite)> = Vec::new();
+    let mut carried = None;
     let outcome = (|| -> StoreResult<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut pending: HashMap<String, OrgWrites> = HashMap::new();
         let mut keys = 0;
         let mut next = Some(first);
-        while let Some(task) = next {
-            match task {
-                Task::Apply(job, reply) => {
-                    keys += job.keys.len();
-                    let result = run_job(&tx, &mut pending, job);
-                    results.push(Outcome::Applied(reply, result));
-                }
-                Task::Maintain(work, reply) => {
-                    write_pending(&tx, &mut pending)?;
-                    tx.execute_batch("SAVEPOINT maintenance")?;
-                    let result = work(&tx);
-                    if result.is_ok() {
-                        tx.execute_batch("RELEASE maintenance")?;
-                    } else {
-                        tx.execute_batch("ROLLBACK TO maintenance; RELEASE maintenance")?;
-                    }
-                    results.push(Outcome::Maintained(reply, result));
-                }
+        while let Some((job, reply)) = next.take() {
+            keys += job.keys.len();
+            let result = run_job(&tx, recent, &mut pending, job);
+            results.push((reply, result));
+            if results.len() >= MAX_GROUP || keys >= MAX_GROUP_KEYS {
+                break;
             }
-            next = if results.len() >= MAX_GROUP || keys >= MAX_GROUP_KEYS {
-                None
-            } else if let Ok(task) = queue.try_recv() {
-                Some(task)
-            } else {
-                linger.and_then(|until| {
+            let task = match queue.try_recv() {
+                Ok(task) => Some(task),
+                Err(_) => linger.and_then(|until| {
                     let left = until.saturating_duration_since(Instant::now());
                     queue.recv_timeout(left).ok()
-                })
+                }),
             };
+            match task {
+                Some(Task::Apply(job, reply)) => next = Some((job, reply)),
+                Some(maintenance) => carried = Some(maintenance),
+                None => {}
+            }
         }
-        write_pending(&tx, &mut pending)?;
+        write_pending(&tx, pending, &mut logged)?;
         tx.commit()?;
         Ok(())
     })();
     let size = results.len();
     match outcome {
         Ok(()) => {
+            recent.committed(logged);
             tracing::trace!(tasks = size, "committed write group");
-            for r in results {
-                r.send();
+            for (reply, r) in results {
+                let _ = reply.send(r);
             }
         }
         Err(e) => {
             tracing::error!(error = %e, tasks = size, "write group failed; nothing of it was stored");
-            for r in results {
-                r.fail(&e);
+            for (reply, _) in results {
+                let _ = reply.send(Err(StoreError::Backend(e.to_string())));
             }
         }
     }
-    size
+    (size, carried)
 }
 
-enum Outcome {
-    Applied(Reply, StoreResult<()>),
-    Maintained(oneshot::Sender<StoreResult<u64>>, StoreResult<u64>),
-}
-
-impl Outcome {
-    fn send(self) {
-        match self {
-            Outcome::Applied(reply, r) => drop(reply.send(r)),
-            Outcome::Maintained(reply, r) => drop(reply.send(r)),
-        }
-    }
-
-    fn fail(self, e: &StoreError) {
-        let err = StoreError::Backend(e.to_string());
-        match self {
-            Outcome::Applied(reply, _) => drop(reply.send(Err(err))),
-            Outcome::Maintained(reply, _) => drop(reply.send(Err(err))),
-        }
-    }
-}
-
-/// Loads a job's states (the group's pending writes first, then the table) and which of
-/// the absent ones were pruned, runs its transition and merges its changes into the
-/// group's pending writes.
+/// Loads a job's states (the group's pending writes first, then the entity log, then the
+/// table) and which of the absent ones were pruned, runs its transition and merges its
+/// changes into the group's pending writes.
 fn run_job(
     conn: &Connection,
+    recent: &RecentStates,
     pending: &mut HashMap<String, OrgWrites>,
     mut job: WriteJob,
 ) -> StoreResult<()> {
@@ -493,6 +571,10 @@ fn run_job(
     for key in job.keys.drain(..) {
         if let Some(w) = writes.entities.get(&key) {
             found.insert(key, w.state.clone());
+            continue;
+        }
+        if let Some(l) = recent.get(&job.org, &key) {
+            found.insert(key, l.state.clone());
             continue;
         }
         let state: Option<Vec<u8>> = stmt
@@ -514,28 +596,21 @@ fn run_job(
     Ok(())
 }
 
-/// Writes and forgets the group's pending changes, in key order.
-fn write_pending(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) -> StoreResult<()> {
-    for (org, w) in pending.drain() {
+/// Writes the group's pending changes, in key order: entity states to the log (`logged`
+/// gets them, for the memory copy once committed), counters to their rows.
+fn write_pending(
+    conn: &Connection,
+    pending: HashMap<String, OrgWrites>,
+    logged: &mut Vec<(String, EntityWrite)>,
+) -> StoreResult<()> {
+    for (org, mut w) in pending {
         let mut stmt = conn
             .prepare_cached("INSERT OR IGNORE INTO accounts (org, account_id) VALUES (?1, ?2)")?;
         for account in &w.accounts {
             stmt.execute(params![org, account])?;
         }
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO entities (org, kind, account, id, state, keep_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (org, kind, account, id) DO UPDATE SET state = excluded.state, keep_until = excluded.keep_until",
-        )?;
-        for (key, e) in &w.entities {
-            stmt.execute(params![
-                org,
-                key.kind.code(),
-                key.account,
-                key.id,
-                e.state,
-                e.keep_until
-            ])?;
-        }
+        RecentStates::append(conn, &org, w.entities.values())?;
+        let entities = std::mem::take(&mut w.entities);
         let mut stmt = conn.prepare_cached(
             "INSERT INTO counters (org, tier, bucket, account, series, dim, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (org, account, tier, series, bucket, dim) DO UPDATE SET value = value + excluded.value",
@@ -558,6 +633,7 @@ fn write_pending(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) ->
             stmt.execute(params![name, position])?;
         }
         outbox::insert(conn, &w.outbox)?;
+        logged.extend(entities.into_values().map(|e| (org.clone(), e)));
     }
     Ok(())
 }
