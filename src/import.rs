@@ -45,9 +45,9 @@ pub struct ImportReport {
 /// Events per committed batch.
 const BATCH: usize = 5_000;
 
-/// How long the hold on pruning lasts after each batch starts: an import that stops
-/// without releasing it (killed, crashed) keeps compaction from pruning the
-/// organization's states for at most this long.
+/// How long the hold on pruning lasts once taken (it is taken again when half of that
+/// has passed): an import that stops without releasing it (killed, crashed) keeps
+/// compaction from pruning the organization's states for at most this long.
 pub const HOLD_SECS: i64 = 600;
 
 /// Names the import of this file's content for this organization: path and first bytes.
@@ -94,6 +94,7 @@ async fn import_held(
         path: shown.to_string(),
         source,
     };
+    let mut held_since = std::time::Instant::now();
     let start = ingest.progress(name).await?.unwrap_or(0);
     if start as u64 > size {
         return Err(ImportError::Shrunk {
@@ -145,7 +146,11 @@ async fn import_held(
         if lines.is_empty() {
             break;
         }
-        ingest.hold_states(org, name, HOLD_SECS).await?;
+        // Renewed well before it ends, and rarely: every renewal is a write of its own.
+        if held_since.elapsed().as_secs() >= HOLD_SECS as u64 / 2 {
+            ingest.hold_states(org, name, HOLD_SECS).await?;
+            held_since = std::time::Instant::now();
+        }
         let result = ingest
             .ingest_tracked(
                 org,
