@@ -23,9 +23,13 @@ pub struct IngestReport {
     pub changed_accounts: Vec<String>,
 }
 
+/// A well-formed event that changes no figure.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Ignored {
+    /// The event's position in the request, from 0.
     pub index: usize,
+    /// Why: a status that is not counted, a status older than the state window, or an
+    /// event for a message, conversation or flow run whose state compaction has pruned.
     pub reason: String,
 }
 
