@@ -136,6 +136,20 @@ pub struct FileConfig {
     pub forward_max_backoff_secs: Option<u64>,
     pub forward_max_age_secs: Option<u64>,
     pub forward_max_pending_bytes: Option<u64>,
+    pub metrics_open: Option<bool>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `message`, the event's fields, and
+    /// the spans it happened in.
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]

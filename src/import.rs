@@ -166,7 +166,7 @@ async fn import_held(
                 report.duplicates += r.duplicates;
                 report.ignored += r.ignored.len() as u64;
             }
-            Err(EngineError::InvalidEvents(errors)) => {
+            Err(EngineError::InvalidEvents { errors, .. }) => {
                 let details = errors
                     .iter()
                     .take(20)

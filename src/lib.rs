@@ -9,3 +9,4 @@ pub mod engine;
 pub mod import;
 pub mod secrets;
 pub mod store;
+pub mod telemetry;

@@ -5,8 +5,8 @@
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use whatstat::api::{self, ApiLimits};
-use whatstat::config::{DEFAULT_LISTEN, StoreArgs};
+use whatstat::api::{self, ApiLimits, MetricsAccess};
+use whatstat::config::{DEFAULT_LISTEN, LogFormat, StoreArgs};
 use whatstat::engine::Services;
 use whatstat::engine::keys::{Authentication, NewCredential, Scope};
 use whatstat::store::credentials::CredentialKind;
@@ -22,6 +22,11 @@ struct Cli {
     /// Log filter, e.g. `info`, `whatstat=debug`. Also RUST_LOG.
     #[arg(long, env = "WHATSTAT_LOG", default_value = "info", global = true)]
     log: String,
+
+    /// How log lines are written to stderr: `text` (readable lines) or `json` (one JSON
+    /// object a line, for log collectors). [default: text]
+    #[arg(long, env = "WHATSTAT_LOG_FORMAT", value_enum, global = true)]
+    log_format: Option<LogFormat>,
 
     #[command(subcommand)]
     command: Command,
@@ -90,6 +95,11 @@ struct ServeArgs {
     /// Seconds between background compaction runs; 0 turns them off. [default: 300]
     #[arg(long, env = "WHATSTAT_COMPACT_INTERVAL_SECS")]
     compact_interval_secs: Option<u64>,
+
+    /// Serve GET /metrics (Prometheus) to anyone who can reach the server; otherwise it
+    /// needs the master key, as the admin API does.
+    #[arg(long, env = "WHATSTAT_METRICS_OPEN", num_args = 0..=1, default_missing_value = "true")]
+    metrics_open: Option<bool>,
 }
 
 #[derive(Subcommand)]
@@ -164,16 +174,42 @@ struct DemoArgs {
     api_key: Option<String>,
 }
 
+impl Command {
+    /// The store settings of the command (every command has them).
+    fn store(&self) -> &StoreArgs {
+        match self {
+            Command::Serve(a) => &a.store,
+            Command::Org(OrgCommand::Create { store, .. })
+            | Command::Key(
+                KeyCommand::Create { store, .. }
+                | KeyCommand::List { store, .. }
+                | KeyCommand::Revoke { store, .. },
+            )
+            | Command::Compact { store } => store,
+            Command::Demo(a) => &a.store,
+            Command::Import(a) => &a.store,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt()
+    // The flag or variable, else the config file's `log_format` (a file that cannot be
+    // read is reported by the command itself, once logging is up).
+    let format = cli
+        .log_format
+        .or_else(|| cli.command.store().file().ok()?.log_format)
+        .unwrap_or_default();
+    // Logs go to stderr: stdout is for what commands print (keys, reports).
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        // Logs go to stderr: stdout is for what commands print (keys, reports).
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_target(false).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -352,6 +388,13 @@ async fn relay_updates(services: &Services, url: &str) -> Result<(), AnyError> {
 
 async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     let file = args.store.file()?;
+    // Before the store opens, so that its first commits are measured too.
+    whatstat::telemetry::recorder()?;
+    let metrics = if args.metrics_open.or(file.metrics_open).unwrap_or(false) {
+        MetricsAccess::Open
+    } else {
+        MetricsAccess::MasterKey
+    };
     let mut store_args = args.store.clone();
     // The demo shows costs: the example card prices them unless a card is given.
     store_args.example_rate_card = args.demo;
@@ -398,7 +441,7 @@ async fn serve(args: ServeArgs) -> Result<(), AnyError> {
     // answered during shutdown is still attempted before the process ends.
     let (stop_forwarding, stopped) = tokio::sync::watch::channel(false);
     let forwarding = tokio::spawn(services.forwarding.clone().run_worker(stopped));
-    let app = api::router(services, master_key, &limits);
+    let app = api::router_with(services, master_key, &limits, metrics);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;

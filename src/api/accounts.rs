@@ -15,6 +15,7 @@ use super::extract::{Body, BodyShape, Params, QueryShape, clearable};
 use super::{AppState, success};
 use crate::engine::accounts::AccountSaved;
 use crate::engine::accounts::{AccountPatch, AccountView, NewAccount};
+use crate::engine::webhook::ReplayReport;
 use crate::store::credentials::CredentialKind;
 
 const TEXT: &str = "a non-empty string without control characters";
@@ -153,6 +154,7 @@ pub(super) async fn create(
         forward_url: body.forward_url,
     };
     let saved = state.services.accounts.register(&org, new).await?;
+    count_replayed(&saved.replayed);
     let mut response = success(saved);
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
@@ -220,9 +222,14 @@ pub(super) async fn patch(
         app_secret: body.app_secret,
         forward_url: body.forward_url,
     };
-    Ok(success(
-        state.services.accounts.patch(&org, &id, change).await?,
-    ))
+    let saved = state.services.accounts.patch(&org, &id, change).await?;
+    count_replayed(&saved.replayed);
+    Ok(success(saved))
+}
+
+/// Kept webhook payloads applied at last count as the webhook's events.
+fn count_replayed(r: &ReplayReport) {
+    crate::telemetry::event_outcomes(r.accepted, r.duplicates, r.ignored);
 }
 
 #[utoipa::path(delete, path = "/api/accounts/{id}", tag = "accounts",

@@ -161,6 +161,7 @@ impl Modify for Security {
     info(title = "whatstat", description = "Analytics for WhatsApp Business messaging. Rules and semantics: docs/api.md."),
     paths(
         super::health,
+        super::monitoring::metrics,
         super::openapi,
         super::create_org,
         super::compact,

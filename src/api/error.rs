@@ -34,6 +34,7 @@ pub enum ErrorCode {
     UnsupportedContentType,
     RateLimited,
     Overloaded,
+    StorageUnavailable,
     Internal,
 }
 
@@ -83,7 +84,7 @@ impl ErrorCode {
         (
             ErrorCode::AdminDisabled,
             401,
-            "an admin route on a server started without a master key",
+            "an admin route (or `GET /metrics` without `--metrics-open`) on a server started without a master key",
         ),
         (
             ErrorCode::MissingSignature,
@@ -145,6 +146,11 @@ impl ErrorCode {
             503,
             "the write queue is full; `Retry-After: 1`",
         ),
+        (
+            ErrorCode::StorageUnavailable,
+            503,
+            "the store cannot serve now: its disk is full, its file system is read-only or failing, or its database is unreachable or restarting; `Retry-After` says when to try again, and events posted again are counted once",
+        ),
     ];
 
     pub fn status(self) -> StatusCode {
@@ -177,10 +183,15 @@ impl ErrorCode {
             ErrorCode::UnsupportedContentType => "unsupported_content_type",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
 }
+
+/// The `Retry-After` of a `storage_unavailable` answer, in seconds: about the time a
+/// restarting database takes to accept connections again.
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 5;
 
 /// An error answer: its code, the message for people and, for invalid events, each one's.
 #[derive(Debug)]
@@ -223,6 +234,21 @@ impl ApiError {
             ..Self::new(
                 ErrorCode::RateLimited,
                 format!("too many requests; retry after {wait_secs} s"),
+            )
+        }
+    }
+
+    /// The store cannot serve now: logged in full; the client learns to retry after
+    /// [`STORAGE_RETRY_AFTER_SECS`].
+    pub fn storage_unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(%detail, "storage unavailable");
+        ApiError {
+            retry_after: Some(STORAGE_RETRY_AFTER_SECS),
+            ..Self::new(
+                ErrorCode::StorageUnavailable,
+                format!(
+                    "the store cannot serve requests now (its disk is full or read-only, or its database is unreachable); retry after {STORAGE_RETRY_AFTER_SECS} s"
+                ),
             )
         }
     }
@@ -278,7 +304,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::BadRequest(m) => ApiError::invalid_body(m),
-            EngineError::InvalidEvents(errors) => {
+            EngineError::InvalidEvents { errors, .. } => {
                 let message = format!("{} invalid event(s); nothing was applied", errors.len());
                 ApiError {
                     errors,
@@ -303,6 +329,7 @@ impl From<EngineError> for ApiError {
                     "the server is overloaded; retry shortly",
                 )
             },
+            EngineError::Unavailable(m) => ApiError::storage_unavailable(m),
             EngineError::Internal(m) => ApiError::internal(m),
         }
     }
@@ -349,7 +376,7 @@ mod tests {
                 Some(serde_json::Value::String(code.as_str().into()))
             );
         }
-        assert_eq!(ErrorCode::TABLE.len(), 21);
+        assert_eq!(ErrorCode::TABLE.len(), 22);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod forwarding;
 pub mod keys;
 pub mod limit;
+pub mod monitoring;
 pub mod spend;
 pub mod stream;
 pub mod webhook;
@@ -33,12 +34,14 @@ use crate::engine::ingest::IngestReport;
 use crate::engine::metrics::{ChatbotAnswer, DashboardAnswer, MessagesAnswer};
 use crate::engine::metrics::{Granularity, Period, RangeParams};
 use crate::engine::retention::CompactionReport;
-use crate::engine::{EventsBody, Services};
+use crate::engine::{EngineError, EventsBody, Services};
+use crate::telemetry::{self, Outcome};
 use auth::{IngestKey, MasterKey, ReadKey};
 use csv::CsvTable;
 use error::{ApiError, ErrorCode};
 use extract::{Body, BodyShape, Params, QueryShape, body_bytes};
 use limit::RateLimiter;
+pub use monitoring::MetricsAccess;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -46,6 +49,8 @@ pub struct AppState {
     pub master_key: Option<Arc<str>>,
     pub limiter: Arc<RateLimiter>,
     pub streams: Arc<stream::Connections>,
+    /// Who may read `GET /metrics`.
+    pub metrics: MetricsAccess,
 }
 
 /// Limits of the HTTP edge.
@@ -55,15 +60,32 @@ pub struct ApiLimits {
     pub rate_per_second: u32,
 }
 
+/// The API, with `GET /metrics` behind the master key.
 pub fn router(services: Services, master_key: Option<String>, limits: &ApiLimits) -> Router {
+    router_with(services, master_key, limits, MetricsAccess::MasterKey)
+}
+
+/// The API, with `GET /metrics` open to whom `metrics` says. Installs the process's
+/// metrics recorder if it is not yet (see `crate::telemetry`).
+pub fn router_with(
+    services: Services,
+    master_key: Option<String>,
+    limits: &ApiLimits,
+    metrics: MetricsAccess,
+) -> Router {
+    if let Err(e) = crate::telemetry::recorder() {
+        tracing::error!(error = %e, "metrics are off: GET /metrics answers 500");
+    }
     let state = AppState {
         services,
         master_key: master_key.filter(|k| !k.is_empty()).map(Arc::from),
         limiter: Arc::new(RateLimiter::new(limits.rate_per_second)),
         streams: Arc::new(stream::Connections::default()),
+        metrics,
     };
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(monitoring::metrics))
         .route("/api/openapi.json", get(openapi))
         .route("/api/admin/orgs", post(create_org))
         .route("/api/admin/compact", post(compact))
@@ -122,6 +144,7 @@ pub fn router(services: Services, master_key: Option<String>, limits: &ApiLimits
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn(monitoring::track))
         .layer(axum::middleware::from_fn(server_timing))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -279,11 +302,25 @@ async fn post_events(
             ));
         }
     };
-    let report = state
+    let report = match state
         .services
         .ingest
         .ingest(&org, events, query.backfill)
-        .await?;
+        .await
+    {
+        Ok(report) => report,
+        Err(e) => {
+            if let EngineError::InvalidEvents { events, .. } = &e {
+                telemetry::events(Outcome::Refused, *events as u64);
+            }
+            return Err(e.into());
+        }
+    };
+    telemetry::event_outcomes(
+        report.accepted,
+        report.duplicates,
+        report.ignored.len() as u64,
+    );
     Ok(success(report))
 }
 

@@ -37,6 +37,11 @@ pub struct Slot {
 }
 
 impl Connections {
+    /// Streams open now, of every key.
+    pub fn open(&self) -> usize {
+        self.open.lock().map_or(0, |open| open.values().sum())
+    }
+
     fn acquire(self: &Arc<Self>, key: &str, limit: usize) -> Option<Slot> {
         let mut open = self.open.lock().ok()?;
         let n = open.entry(key.to_string()).or_default();

@@ -12,7 +12,9 @@ use utoipa::IntoParams;
 use super::error::ApiError;
 use super::extract::body_bytes;
 use super::{AppState, doc, success};
+use crate::engine::EngineError;
 use crate::engine::webhook::WebhookReceipt;
+use crate::telemetry;
 
 /// Meta's verification request; other parameters are ignored, as Meta may add some.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -78,11 +80,25 @@ pub(super) async fn receive(
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    Ok(success(
-        state
-            .services
-            .webhook
-            .receive(&body, signature, content_type)
-            .await?,
-    ))
+    match state
+        .services
+        .webhook
+        .receive(&body, signature, content_type)
+        .await
+    {
+        Ok(receipt) => {
+            telemetry::event_outcomes(receipt.accepted, receipt.duplicates, receipt.ignored);
+            Ok(success(receipt))
+        }
+        Err(e) => {
+            match &e {
+                EngineError::MissingSignature(_) => {
+                    telemetry::signature_failure("missing_signature")
+                }
+                EngineError::BadSignature(_) => telemetry::signature_failure("bad_signature"),
+                _ => {}
+            }
+            Err(e.into())
+        }
+    }
 }

@@ -378,6 +378,11 @@ impl Forwarding {
         out
     }
 
+    /// The deliveries of every organization in the outbox, pending and failed.
+    pub async fn totals(&self) -> Result<crate::store::OutboxTotals, EngineError> {
+        Ok(self.outbox.outbox_totals().await?)
+    }
+
     /// Tells the worker that new deliveries were committed.
     pub fn wake(&self) {
         self.wake.notify_one();

@@ -43,8 +43,13 @@ use time::Calendar;
 pub enum EngineError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("{} invalid event(s); nothing was applied", .0.len())]
-    InvalidEvents(Vec<EventError>),
+    /// Events that fail validation: each one's error, and how many events the request
+    /// held (none of them was applied).
+    #[error("{} invalid event(s); nothing was applied", .errors.len())]
+    InvalidEvents {
+        errors: Vec<EventError>,
+        events: usize,
+    },
     /// A range query the planner refuses; the edge names the parameters.
     #[error(transparent)]
     Range(#[from] metrics::RangeError),
@@ -70,6 +75,10 @@ pub enum EngineError {
     AccountsNotAllowed(Vec<String>),
     #[error("the server is overloaded; retry shortly")]
     Overloaded,
+    /// The storage cannot serve now (full, read-only, unreachable); the detail is for the
+    /// log, not the client.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -78,6 +87,7 @@ impl From<StoreError> for EngineError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Overloaded => EngineError::Overloaded,
+            StoreError::Unavailable(m) => EngineError::Unavailable(m),
             other => EngineError::Internal(other.to_string()),
         }
     }
@@ -514,6 +524,7 @@ impl Ingest {
         self.store
             .apply(WriteJob {
                 org: org.id.clone(),
+                events: count,
                 keys,
                 transition,
                 progress,
@@ -549,8 +560,9 @@ fn parse_events(
     if values.is_empty() {
         return Err(EngineError::BadRequest("the body holds no events".into()));
     }
+    let total = values.len();
     let mut errors = Vec::new();
-    let mut events = Vec::with_capacity(values.len());
+    let mut events = Vec::with_capacity(total);
     let mut report = IngestReport::default();
     for (index, value) in values.into_iter().enumerate() {
         match value.and_then(|v| event::parse_event(v, admission)) {
@@ -560,7 +572,10 @@ fn parse_events(
         }
     }
     if !errors.is_empty() {
-        return Err(EngineError::InvalidEvents(errors));
+        return Err(EngineError::InvalidEvents {
+            errors,
+            events: total,
+        });
     }
     Ok((events, report))
 }

@@ -92,6 +92,12 @@ impl Compaction {
             }
         }
         report.took_ms = started.elapsed().as_millis() as u64;
+        crate::telemetry::compacted(
+            report.hourly_rows_expired,
+            report.daily_rows_expired,
+            report.states_pruned,
+            report.pruned_ids_expired,
+        );
         if report.hourly_rows_expired
             + report.daily_rows_expired
             + report.states_pruned

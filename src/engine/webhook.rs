@@ -1010,6 +1010,11 @@ impl Webhook {
             .collect())
     }
 
+    /// How many payloads are kept for numbers no account claims.
+    pub async fn unrouted_count(&self) -> Result<u64, EngineError> {
+        Ok(self.unrouted.unrouted_count().await?)
+    }
+
     pub async fn delete_unrouted(&self, id: i64) -> Result<(), EngineError> {
         if self.unrouted.delete_unrouted(id).await? {
             Ok(())

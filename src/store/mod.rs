@@ -41,11 +41,35 @@ pub enum StoreError {
     /// A uniqueness rule was broken (an account registered twice, a phone number claimed twice).
     #[error("{0}")]
     Conflict(String),
+    /// The storage cannot serve the request now, though it may soon: a full disk, a
+    /// read-only or failing file system, a database that is unreachable, restarting or
+    /// out of room. Nothing of the failed write was stored (on PostgreSQL, a connection
+    /// lost during its commit leaves that commit's outcome unknown; posting the same
+    /// events again is safe, as ids already counted come back as duplicates).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// The same error for each job of a group that failed as a whole: its kind kept
+    /// (overload and unavailability stay what they are), any other reduced to its text.
+    pub(crate) fn for_each_job(&self) -> StoreError {
+        match self {
+            StoreError::Overloaded => StoreError::Overloaded,
+            StoreError::Closed => StoreError::Closed,
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            other => StoreError::Backend(other.to_string()),
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        if sqlite::faults::is_unavailable(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Backend(e.to_string())
+        }
     }
 }
 
@@ -139,6 +163,13 @@ pub struct ForwardingCounts {
     pub last_success_at: Option<i64>,
 }
 
+/// How many deliveries the whole outbox holds, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxTotals {
+    pub pending: u64,
+    pub failed: u64,
+}
+
 /// A webhook payload no account claimed yet, kept as received.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UnroutedPayload {
@@ -228,6 +259,8 @@ pub type Transition = Box<dyn FnMut(&States, &Pruned) -> Result<Changes, String>
 /// Backends make the load-transition-store sequence atomic against every other writer.
 pub struct WriteJob {
     pub org: String,
+    /// How many events the job writes (reported per group commit in `GET /metrics`).
+    pub events: usize,
     pub keys: Vec<EntityKey>,
     pub transition: Transition,
     /// A named position (e.g. how far an import has read) stored in the same
@@ -471,6 +504,8 @@ pub trait UnroutedStore: Send + Sync + 'static {
     async fn release_unrouted(&self, id: i64, phone_number_id: &str) -> StoreResult<()>;
     /// Deletes a kept payload (`false`: no such payload).
     async fn delete_unrouted(&self, id: i64) -> StoreResult<bool>;
+    /// How many payloads are kept.
+    async fn unrouted_count(&self) -> StoreResult<u64>;
 }
 
 /// The outbox of webhook deliveries to forward. Deliveries are inserted by write jobs
@@ -524,6 +559,8 @@ pub trait OutboxStore: Send + Sync + 'static {
     ) -> StoreResult<u64>;
     /// Deletes one failed delivery (`false`: the account has no such failed delivery).
     async fn delete_failed(&self, org: &str, account: &str, id: &str) -> StoreResult<bool>;
+    /// The outbox's deliveries of every organization, pending and failed.
+    async fn outbox_totals(&self) -> StoreResult<OutboxTotals>;
 }
 
 /// A whole store: every concern, implemented by each backend.

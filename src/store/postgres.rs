@@ -34,6 +34,7 @@ use super::{
     EntityKey, EntityKind, OrgRecord, OrgWrites, Pruned, StoreError, StoreResult, WriteJob,
     pruned_digest,
 };
+use crate::telemetry;
 
 /// Connections per instance.
 const POOL_SIZE: usize = 16;
@@ -246,15 +247,75 @@ fn is_retryable(e: &tokio_postgres::Error) -> bool {
 }
 
 fn backend(e: tokio_postgres::Error) -> StoreError {
-    match e.as_db_error() {
-        Some(db) => StoreError::Backend(format!("{} ({})", db.message(), db.code().code())),
-        None => StoreError::Backend(e.to_string()),
+    let unavailable = is_unavailable(&e);
+    let text = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    };
+    if unavailable {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Backend(text)
     }
+}
+
+/// Whether `e` says that the database cannot serve now but may later: it cannot be
+/// reached or the connection broke (refused, reset, closed, timed out; SQLSTATE class
+/// 08), it is shutting down or starting (57P01 admin_shutdown, 57P02 crash_shutdown,
+/// 57P03 cannot_connect_now), it lacks resources (class 53: 53100 disk_full, out of
+/// memory, too many connections), it is read-only (25006 read_only_sql_transaction, as on
+/// a standby), or its files failed (58030 io_error).
+fn is_unavailable(e: &tokio_postgres::Error) -> bool {
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return code.starts_with("08")
+            || code.starts_with("53")
+            || matches!(code, "57P01" | "57P02" | "57P03" | "25006" | "58030");
+    }
+    if e.is_closed() {
+        return true;
+    }
+    // No SQLSTATE: a connection that could not be made or broke, or a timeout.
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | NotConnected
+                    | BrokenPipe
+                    | UnexpectedEof
+                    | TimedOut
+                    | AddrNotAvailable
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | NetworkDown
+                    | NotFound
+            );
+        }
+        cause = c.source();
+    }
+    e.to_string() == "timeout waiting for server"
 }
 
 fn pool_error(e: PoolError) -> StoreError {
     match e {
-        PoolError::Timeout(_) => StoreError::Overloaded,
+        // No connection within the wait (every one busy or stuck), or none could be made
+        // in time: the database is not answering.
+        PoolError::Timeout(kind) => StoreError::Unavailable(format!(
+            "no database connection in time ({})",
+            match kind {
+                deadpool_postgres::TimeoutType::Wait => "waiting for a free one",
+                deadpool_postgres::TimeoutType::Create => "connecting",
+                deadpool_postgres::TimeoutType::Recycle => "checking an idle one",
+            }
+        )),
         PoolError::Closed => StoreError::Closed,
         PoolError::Backend(e) => backend(e),
         other => StoreError::Backend(other.to_string()),
@@ -412,12 +473,16 @@ async fn group_writer(pool: Pool, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<P
                 }
             }
         }
+        let jobs = group.len();
         commit_group(&pool, group).await;
+        telemetry::write_unqueued(jobs);
     }
 }
 
 /// Commits a group, again from the start when it loses a deadlock (transitions are pure).
 async fn commit_group(pool: &Pool, mut group: Vec<Pending>) {
+    let started = std::time::Instant::now();
+    let events = group.iter().map(|p| p.job.events).sum();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -427,6 +492,7 @@ async fn commit_group(pool: &Pool, mut group: Vec<Pending>) {
         };
         match outcome {
             Ok(results) => {
+                telemetry::group_committed(started.elapsed(), events);
                 for (p, r) in group.into_iter().zip(results) {
                     let _ = p.reply.send(r);
                 }
@@ -444,15 +510,8 @@ async fn commit_group(pool: &Pool, mut group: Vec<Pending>) {
                     Failure::Fatal(e) => e,
                 };
                 tracing::error!(%error, jobs = group.len(), "write group failed; nothing of it was stored");
-                let overloaded = matches!(error, StoreError::Overloaded);
-                let text = error.to_string();
                 for p in group {
-                    let e = if overloaded {
-                        StoreError::Overloaded
-                    } else {
-                        StoreError::Backend(text.clone())
-                    };
-                    let _ = p.reply.send(Err(e));
+                    let _ = p.reply.send(Err(error.for_each_job()));
                 }
                 return;
             }
@@ -734,4 +793,51 @@ fn org_row(r: &tokio_postgres::Row) -> StoreResult<OrgRecord> {
         timezone: r.try_get(2).map_err(backend)?,
         created_at: r.try_get(3).map_err(backend)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_database_that_refuses_connections_is_unavailable() {
+        // Port 1 on the loopback: nothing listens there.
+        let e = tokio_postgres::connect("postgres://postgres@127.0.0.1:1/postgres", NoTls)
+            .await
+            .err()
+            .expect("nothing listens on port 1");
+        assert!(is_unavailable(&e), "{e}");
+        match backend(e) {
+            StoreError::Unavailable(m) => assert!(m.contains("refused"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pool_timeout_is_unavailable_and_a_closed_pool_is_closed() {
+        for kind in [
+            deadpool_postgres::TimeoutType::Wait,
+            deadpool_postgres::TimeoutType::Create,
+        ] {
+            assert!(matches!(
+                pool_error(PoolError::Timeout(kind)),
+                StoreError::Unavailable(m) if m.starts_with("no database connection in time")
+            ));
+        }
+        assert!(matches!(pool_error(PoolError::Closed), StoreError::Closed));
+    }
+
+    #[test]
+    fn a_failed_group_keeps_its_kind_for_each_job() {
+        let e = StoreError::Unavailable("disk full".into());
+        assert!(matches!(e.for_each_job(), StoreError::Unavailable(m) if m == "disk full"));
+        assert!(matches!(
+            StoreError::Overloaded.for_each_job(),
+            StoreError::Overloaded
+        ));
+        assert!(matches!(
+            StoreError::Conflict("taken".into()).for_each_job(),
+            StoreError::Backend(m) if m == "taken"
+        ));
+    }
 }

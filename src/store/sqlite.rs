@@ -14,12 +14,14 @@ use tokio::sync::oneshot;
 
 mod accounts;
 mod entity_log;
+pub(crate) mod faults;
 mod outbox;
 mod rollups;
 mod tenants;
 mod unrouted;
 
 use super::{EntityWrite, OrgWrites, StoreError, StoreResult, WriteJob};
+use crate::telemetry;
 use entity_log::RecentStates;
 
 /// Jobs waiting for the writer beyond this are refused as overload.
@@ -255,10 +257,12 @@ impl SqliteStore {
         let (tx, rx) = oneshot::channel();
         // Maintenance waits for room in the queue rather than failing: it is never urgent.
         let writer = self.writer.clone();
+        telemetry::write_queued();
         tokio::task::spawn_blocking(move || {
-            writer
-                .send(Task::Maintain(work, tx))
-                .map_err(|_| StoreError::Closed)
+            writer.send(Task::Maintain(work, tx)).map_err(|_| {
+                telemetry::write_unqueued(1);
+                StoreError::Closed
+            })
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))??;
@@ -367,6 +371,7 @@ fn writer_loop(
             }
         };
         last_group = size;
+        telemetry::write_unqueued(size);
         carried = next;
         if recent.len() >= entity_log::MERGE_AFTER_ENTRIES {
             merge_log(&mut conn, &mut recent);
@@ -421,7 +426,7 @@ fn maintain_alone(
         }
         Err(e) => {
             tracing::error!(error = %e, "maintenance failed; nothing of it was stored");
-            let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+            let _ = reply.send(Err(e.for_each_job()));
         }
     }
 }
@@ -505,6 +510,8 @@ fn commit_group(
     let mut results: Vec<(Reply, StoreResult<()>)> = Vec::new();
     let mut logged: Vec<(String, EntityWrite)> = Vec::new();
     let mut carried = None;
+    let started = Instant::now();
+    let mut events = 0;
     let outcome = (|| -> StoreResult<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut pending: HashMap<String, OrgWrites> = HashMap::new();
@@ -512,6 +519,7 @@ fn commit_group(
         let mut next = Some(first);
         while let Some((job, reply)) = next.take() {
             keys += job.keys.len();
+            events += job.events;
             let result = run_job(&tx, recent, &mut pending, job);
             results.push((reply, result));
             if results.len() >= MAX_GROUP || keys >= MAX_GROUP_KEYS {
@@ -539,6 +547,7 @@ fn commit_group(
         Ok(()) => {
             recent.committed(logged);
             tracing::trace!(tasks = size, "committed write group");
+            telemetry::group_committed(started.elapsed(), events);
             for (reply, r) in results {
                 let _ = reply.send(r);
             }
@@ -546,7 +555,7 @@ fn commit_group(
         Err(e) => {
             tracing::error!(error = %e, tasks = size, "write group failed; nothing of it was stored");
             for (reply, _) in results {
-                let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                let _ = reply.send(Err(e.for_each_job()));
             }
         }
     }

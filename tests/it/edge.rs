@@ -44,6 +44,7 @@ async fn the_description_has_every_route_with_its_methods() {
     let paths = served["paths"].as_object().expect("paths");
     let routes = [
         "/health",
+        "/metrics",
         "/api/openapi.json",
         "/api/admin/orgs",
         "/api/admin/compact",

@@ -81,6 +81,7 @@ fn increment_seen(
     let last = report.clone();
     let job = WriteJob {
         org: org.into(),
+        events: 0,
         keys,
         transition: Box::new(move |stored: &HashMap<EntityKey, Vec<u8>>, _: &Pruned| {
             let mut entities = Vec::new();
@@ -126,6 +127,7 @@ async fn loaded(
     let into = seen.clone();
     let job = WriteJob {
         org: org.into(),
+        events: 0,
         keys: keys.to_vec(),
         transition: Box::new(
             move |stored: &HashMap<EntityKey, Vec<u8>>, pruned: &Pruned| {
@@ -179,6 +181,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
     // A failing transition stores nothing.
     let failing = WriteJob {
         org: "o1".into(),
+        events: 0,
         keys: vec![key("a"), key("new")],
         transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>, _: &Pruned| {
             Err("refused".to_string())
@@ -209,6 +212,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
             let job = if i % 4 == 3 {
                 WriteJob {
                     org: "o1".into(),
+                    events: 0,
                     keys: ids.iter().map(|i| key(i)).collect(),
                     transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>, _: &Pruned| {
                         Err("refused".to_string())
@@ -234,6 +238,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
     let into = found.clone();
     let check = WriteJob {
         org: "o1".into(),
+        events: 0,
         keys: vec![key("a"), key("b"), key("c")],
         transition: Box::new(move |stored: &HashMap<EntityKey, Vec<u8>>, _: &Pruned| {
             let mut got: Vec<(String, String)> = stored
@@ -765,6 +770,7 @@ async fn outbox(backend: Backend) {
     store.apply(job).await.expect("apply");
     let failing = WriteJob {
         org: "o1".into(),
+        events: 0,
         keys: vec![key("b")],
         transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>, _: &Pruned| {
             Err("refused".to_string())

@@ -12,7 +12,8 @@ use tokio_postgres::Row;
 
 use super::{Failure, LOCK_KEY_SQL, PostgresStore, backend};
 use crate::store::{
-    DeliveryState, ForwardingCounts, OutboxDelivery, OutboxStore, StoreError, StoreResult,
+    DeliveryState, ForwardingCounts, OutboxDelivery, OutboxStore, OutboxTotals, StoreError,
+    StoreResult,
 };
 
 const COLUMNS: &str = "id, org, account, forward_url, body, signature, content_type, created_at, next_attempt_at, expires_at, attempts, last_error, state";
@@ -347,5 +348,23 @@ impl OutboxStore for PostgresStore {
             .await
             .map_err(backend)?;
         Ok(n > 0)
+    }
+
+    async fn outbox_totals(&self) -> StoreResult<OutboxTotals> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT state, COUNT(*) FROM outbox GROUP BY state", &[])
+            .await
+            .map_err(backend)?;
+        let mut totals = OutboxTotals::default();
+        for r in rows {
+            let state: String = r.try_get(0).map_err(backend)?;
+            let n = count(r.try_get(1).map_err(backend)?);
+            match DeliveryState::parse(&state) {
+                Some(DeliveryState::Pending) => totals.pending += n,
+                _ => totals.failed += n,
+            }
+        }
+        Ok(totals)
     }
 }

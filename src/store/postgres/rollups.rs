@@ -9,6 +9,7 @@ use crate::store::{
     CompactionGuard, CounterQuery, CounterRow, EntityKind, RollupStore, Series, StoreError,
     StoreResult, Tier, TierRows, WriteJob, pruned_digest,
 };
+use crate::telemetry;
 
 #[async_trait]
 impl RollupStore for PostgresStore {
@@ -16,12 +17,14 @@ impl RollupStore for PostgresStore {
         job.keys.sort();
         job.keys.dedup();
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .try_send(Pending { job, reply })
-            .map_err(|e| match e {
+        telemetry::write_queued();
+        self.jobs.try_send(Pending { job, reply }).map_err(|e| {
+            telemetry::write_unqueued(1);
+            match e {
                 mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
+            }
+        })?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -124,4 +124,14 @@ impl UnroutedStore for PostgresStore {
             .map_err(backend)?
             > 0)
     }
+
+    async fn unrouted_count(&self) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one("SELECT COUNT(*) FROM unrouted", &[])
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
 }

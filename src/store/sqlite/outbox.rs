@@ -9,7 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteStore;
 use crate::store::{
-    DeliveryState, ForwardingCounts, OutboxDelivery, OutboxStore, StoreError, StoreResult,
+    DeliveryState, ForwardingCounts, OutboxDelivery, OutboxStore, OutboxTotals, StoreError,
+    StoreResult,
 };
 
 const COLUMNS: &str = "id, org, account, forward_url, body, signature, content_type, created_at, next_attempt_at, expires_at, attempts, last_error, state";
@@ -335,6 +336,25 @@ impl OutboxStore for SqliteStore {
                 params![org, account, id],
             )?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn outbox_totals(&self) -> StoreResult<OutboxTotals> {
+        self.read(|conn| {
+            let mut totals = OutboxTotals::default();
+            let mut stmt =
+                conn.prepare_cached("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let state: String = r.get(0)?;
+                let n = u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+                match DeliveryState::parse(&state) {
+                    Some(DeliveryState::Pending) => totals.pending += n,
+                    _ => totals.failed += n,
+                }
+            }
+            Ok(totals)
         })
         .await
     }

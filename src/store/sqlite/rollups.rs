@@ -12,6 +12,7 @@ use crate::store::{
     CompactionGuard, CounterQuery, CounterRow, EntityKey, EntityKind, Pruned, RollupStore,
     StoreError, StoreResult, Tier, TierRows, WriteJob, pruned_digest,
 };
+use crate::telemetry;
 
 /// The entity kind a stored number names.
 fn stored_kind(code: i64) -> StoreResult<EntityKind> {
@@ -43,12 +44,14 @@ pub(super) fn pruned_among(
 impl RollupStore for SqliteStore {
     async fn apply(&self, job: WriteJob) -> StoreResult<()> {
         let (tx, rx) = oneshot::channel();
-        self.writer
-            .try_send(Task::Apply(job, tx))
-            .map_err(|e| match e {
+        telemetry::write_queued();
+        self.writer.try_send(Task::Apply(job, tx)).map_err(|e| {
+            telemetry::write_unqueued(1);
+            match e {
                 mpsc::TrySendError::Full(_) => StoreError::Overloaded,
                 mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
-            })?;
+            }
+        })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

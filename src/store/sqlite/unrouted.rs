@@ -117,4 +117,12 @@ impl UnroutedStore for SqliteStore {
         })
         .await
     }
+
+    async fn unrouted_count(&self) -> StoreResult<u64> {
+        self.read(|conn| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM unrouted", [], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
 }

@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -12,6 +13,8 @@ use serde_json::Value;
 pub struct Served {
     pub child: Child,
     pub base: String,
+    /// Every line it logged so far (colours removed).
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Served {
@@ -41,7 +44,7 @@ pub fn strip_ansi(s: &str) -> String {
 
 /// Starts `whatstat serve --listen 127.0.0.1:0 --database-url URL --master-key KEY` plus
 /// `extra` arguments and `env`, logs its output prefixed with `name`, and returns once it
-/// logs the address it listens on.
+/// logs the address it listens on (as text, or as JSON with `--log-format json`).
 pub fn serve_binary(
     name: &'static str,
     database_url: &str,
@@ -76,17 +79,26 @@ pub fn serve_binary(
     let mut child = cmd.spawn().expect("start the whatstat binary");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let kept = log.clone();
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             let line = strip_ansi(&line);
             eprintln!("{name}: {line}");
+            // Kept before the address is handed over, so that the caller sees the line.
+            if let Ok(mut kept) = kept.lock() {
+                kept.push(line.clone());
+            }
             if !sent && line.contains("whatstat listening") {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-                    .map(str::to_string);
+                let addr = match serde_json::from_str::<Value>(&line) {
+                    Ok(json) => json["addr"].as_str().map(str::to_string),
+                    Err(_) => line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("addr="))
+                        .map(str::to_string),
+                };
                 let _ = tx.send(addr);
                 sent = true;
             }
@@ -96,6 +108,7 @@ pub fn serve_binary(
     let mut served = Served {
         child,
         base: String::new(),
+        log,
     };
     let addr = rx
         .recv_timeout(Duration::from_secs(90))
