@@ -1,6 +1,8 @@
 //! `whatstat import`: the bulk path for history. Reads NDJSON in batches, applies each
 //! with backfill allowed, and stores how far it got in the same commit as the batch, so
-//! an interrupted import resumes exactly where its last commit ended.
+//! an interrupted import resumes exactly where its last commit ended. While it runs it
+//! holds the organization's entity states from pruning, so that a status in a later batch
+//! still finds the message an earlier batch wrote, however old that message is.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -43,6 +45,11 @@ pub struct ImportReport {
 /// Events per committed batch.
 const BATCH: usize = 5_000;
 
+/// How long the hold on pruning lasts once taken (it is taken again when half of that
+/// has passed): an import that stops without releasing it (killed, crashed) keeps
+/// compaction from pruning the organization's states for at most this long.
+pub const HOLD_SECS: i64 = 600;
+
 /// Names the import of this file's content for this organization: path and first bytes.
 fn marker(org: &Org, path: &Path, head: &[u8]) -> String {
     let mut h = Sha256::new();
@@ -65,10 +72,33 @@ pub async fn import(ingest: &Ingest, org: &Org, path: &Path) -> Result<ImportRep
     let n = file.read(&mut head).map_err(io)?;
     head.truncate(n);
     let name = marker(org, &absolute, &head);
-    let start = ingest.progress(&name).await?.unwrap_or(0);
+    // Taken before anything is written, so that compaction never sees a batch unheld.
+    ingest.hold_states(org, &name, HOLD_SECS).await?;
+    let result = import_held(ingest, org, file, &shown, size, &name).await;
+    let released = ingest.release_states(org, &name).await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+/// The import itself, while the hold named `name` lasts.
+async fn import_held(
+    ingest: &Ingest,
+    org: &Org,
+    mut file: std::fs::File,
+    shown: &str,
+    size: u64,
+    name: &str,
+) -> Result<ImportReport, ImportError> {
+    let io = |source| ImportError::Io {
+        path: shown.to_string(),
+        source,
+    };
+    let mut held_since = std::time::Instant::now();
+    let start = ingest.progress(name).await?.unwrap_or(0);
     if start as u64 > size {
         return Err(ImportError::Shrunk {
-            path: shown,
+            path: shown.to_string(),
             position: start,
         });
     }
@@ -116,12 +146,17 @@ pub async fn import(ingest: &Ingest, org: &Org, path: &Path) -> Result<ImportRep
         if lines.is_empty() {
             break;
         }
+        // Renewed well before it ends, and rarely: every renewal is a write of its own.
+        if held_since.elapsed().as_secs() >= HOLD_SECS as u64 / 2 {
+            ingest.hold_states(org, name, HOLD_SECS).await?;
+            held_since = std::time::Instant::now();
+        }
         let result = ingest
             .ingest_tracked(
                 org,
                 EventsBody::Ndjson(&body),
                 true,
-                Some((name.clone(), position)),
+                Some((name.to_string(), position)),
             )
             .await;
         match result {

@@ -44,7 +44,8 @@ enum Command {
     Key(KeyCommand),
     /// Fill a store (or a running server) with 30 days of realistic demo traffic.
     Demo(DemoArgs),
-    /// Import history from an NDJSON file of events (backfill allowed); resumable.
+    /// Import history from an NDJSON file of events (backfill allowed); resumable. While it
+    /// runs, compaction prunes none of the organization's states.
     Import(ImportArgs),
     /// Expire hourly and daily figures and entity states past their retention, now.
     Compact {

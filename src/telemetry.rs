@@ -140,7 +140,7 @@ fn describe() {
     for code in ["missing_signature", "bad_signature"] {
         counter!(SIGNATURE_FAILURES, "code" => code).increment(0);
     }
-    compacted(0, 0, 0);
+    compacted(0, 0, 0, 0);
     gauges(&Gauges::default());
 }
 
@@ -190,10 +190,11 @@ pub fn signature_failure(code: &'static str) {
 }
 
 /// What one compaction run deleted.
-pub fn compacted(hourly: u64, daily: u64, states: u64) {
+pub fn compacted(hourly: u64, daily: u64, states: u64, pruned_ids: u64) {
     counter!(COMPACTION_EXPIRED, "kind" => "hourly").increment(hourly);
     counter!(COMPACTION_EXPIRED, "kind" => "daily").increment(daily);
     counter!(COMPACTION_EXPIRED, "kind" => "states").increment(states);
+    counter!(COMPACTION_EXPIRED, "kind" => "pruned_ids").increment(pruned_ids);
 }
 
 /// A write job entered a store's queue.

@@ -1,8 +1,6 @@
 //! Turning a validated batch of events into state changes and counter deltas.
 //! This is pure: stored states in, new states and deltas out.
 
-use std::collections::HashMap;
-
 use rustc_hash::FxHashMap;
 
 use jiff::Timestamp;
@@ -12,7 +10,7 @@ use super::event::{
 };
 use super::state::*;
 use super::time::{Calendar, Tier};
-use crate::store::{ALL_ACCOUNTS, Changes, CounterDelta, EntityKey, EntityWrite};
+use crate::store::{ALL_ACCOUNTS, Changes, CounterDelta, EntityKey, EntityWrite, Pruned, States};
 
 /// What happened to a request's events, as the ingestion answer reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -25,9 +23,13 @@ pub struct IngestReport {
     pub changed_accounts: Vec<String>,
 }
 
+/// A well-formed event that changes no figure.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Ignored {
+    /// The event's position in the request, from 0.
     pub index: usize,
+    /// Why: a status that is not counted, a status older than the state window, or an
+    /// event for a message, conversation or flow run whose state compaction has pruned.
     pub reason: String,
 }
 
@@ -85,6 +87,26 @@ fn entity_key(e: &Event) -> Option<EntityKey> {
 struct Slot {
     before: Option<Entity>,
     now: Option<Entity>,
+    /// No state, because compaction pruned it: the entity is older than the state window
+    /// and was counted already. Such a slot never gains a state again.
+    pruned: bool,
+}
+
+/// What the store loaded for a batch, and what an ignored event's reason says of the window.
+struct Loaded<'a> {
+    states: &'a States,
+    pruned: &'a Pruned,
+    window_days: i64,
+}
+
+impl Loaded<'_> {
+    /// Why an event for an entity whose state was pruned changes no figure.
+    fn pruned_reason(&self, what: &str, id: &str, events: &str) -> String {
+        format!(
+            "{what} {id} is older than the state window ({} days) and its state was pruned; {events} change no figure",
+            self.window_days
+        )
+    }
 }
 
 /// Applies a batch to the stored states. `events` carry their index in the request;
@@ -99,6 +121,8 @@ pub struct Batch<'a> {
 enum Effect {
     New,
     Duplicate,
+    /// Reported in `ignored` with this reason; changes no figure.
+    Ignored(String),
 }
 
 /// A count recorded when an event is first seen, not derived from a state (keyword hits,
@@ -135,21 +159,40 @@ impl Names {
 }
 
 impl Batch<'_> {
+    /// `stored` are the states found for the batch's keys and `pruned` the keys among the
+    /// others whose state compaction pruned.
     pub fn apply(
         &self,
-        stored: &HashMap<EntityKey, Vec<u8>>,
+        stored: &States,
+        pruned: &Pruned,
         events: &[(usize, Event)],
         mut report: IngestReport,
     ) -> Result<(Changes, IngestReport), String> {
+        let loaded = Loaded {
+            states: stored,
+            pruned,
+            window_days: self.state_window_secs / 86_400,
+        };
         let mut slots: FxHashMap<EntityKey, Slot> = FxHashMap::default();
         let mut direct: Vec<Direct> = Vec::new();
         let mut accounts: Vec<String> = Vec::new();
-        for (_, event) in events {
+        let mut ignored = false;
+        for (index, event) in events {
             accounts.push(event.account_id.clone());
-            match apply_event(&mut slots, stored, &mut direct, event)? {
+            match apply_event(&mut slots, &loaded, &mut direct, event)? {
                 Effect::New => report.accepted += 1,
                 Effect::Duplicate => report.duplicates += 1,
+                Effect::Ignored(reason) => {
+                    ignored = true;
+                    report.ignored.push(Ignored {
+                        index: *index,
+                        reason,
+                    });
+                }
             }
+        }
+        if ignored {
+            report.ignored.sort_by_key(|i| i.index);
         }
         accounts.sort();
         accounts.dedup();
@@ -262,7 +305,7 @@ impl Batch<'_> {
 
 fn slot<'s>(
     slots: &'s mut FxHashMap<EntityKey, Slot>,
-    stored: &HashMap<EntityKey, Vec<u8>>,
+    loaded: &Loaded<'_>,
     key: EntityKey,
 ) -> Result<&'s mut Slot, String> {
     use std::collections::hash_map::Entry;
@@ -270,10 +313,11 @@ fn slot<'s>(
         Entry::Occupied(o) => Ok(o.into_mut()),
         Entry::Vacant(v) => {
             let kind = v.key().kind;
-            let before = match stored.get(v.key()) {
+            let before = match loaded.states.get(v.key()) {
                 Some(bytes) => Some(Entity::decode(kind, bytes)?),
                 None => None,
             };
+            let pruned = before.is_none() && loaded.pruned.contains(v.key());
             let mut now = before.clone();
             // Whatever is written back counts its failure under its error code and a
             // campaign its status, also when stored before those were counted.
@@ -282,7 +326,11 @@ fn slot<'s>(
                 Some(Entity::Campaign(c)) => c.status_counted = true,
                 _ => {}
             }
-            Ok(v.insert(Slot { now, before }))
+            Ok(v.insert(Slot {
+                now,
+                before,
+                pruned,
+            }))
         }
     }
 }
@@ -308,7 +356,7 @@ fn status_bit(s: DeliveryStatus) -> u8 {
 
 fn apply_event(
     slots: &mut FxHashMap<EntityKey, Slot>,
-    stored: &HashMap<EntityKey, Vec<u8>>,
+    loaded: &Loaded<'_>,
     direct: &mut Vec<Direct>,
     e: &Event,
 ) -> Result<Effect, String> {
@@ -316,7 +364,7 @@ fn apply_event(
     let account = &e.account_id;
     let effect = match &e.body {
         EventBody::Contact { id } => {
-            let s = slot(slots, stored, key(Kind::Contact, account, id))?;
+            let s = slot(slots, loaded, key(Kind::Contact, account, id))?;
             match &mut s.now {
                 Some(Entity::Contact(c)) => {
                     c.at = c.at.min(at);
@@ -336,7 +384,7 @@ fn apply_event(
             outbound,
             reply_to,
         } => {
-            let s = slot(slots, stored, key(Kind::Message, account, id))?;
+            let s = slot(slots, loaded, key(Kind::Message, account, id))?;
             let inbound = *direction == super::event::Direction::Inbound;
             let effect = match &mut s.now {
                 // First message event wins; a retry of it changes nothing.
@@ -349,6 +397,8 @@ fn apply_event(
                     take_outbound(m, inbound, outbound);
                     Effect::New
                 }
+                // Counted before its state was pruned: this is a repeat of it.
+                _ if s.pruned => Effect::Duplicate,
                 _ => {
                     let mut m = MessageState::placeholder(at);
                     m.inbound = Some(inbound);
@@ -360,12 +410,14 @@ fn apply_event(
                 }
             };
             if let (Effect::New, Some(conv)) = (&effect, conversation_id) {
-                let s = slot(slots, stored, key(Kind::Conversation, account, conv))?;
+                let s = slot(slots, loaded, key(Kind::Conversation, account, conv))?;
                 match &mut s.now {
                     Some(Entity::Conversation(c)) => {
                         c.messages += 1;
                         c.first_seen = c.first_seen.min(at);
                     }
+                    // Its figures were final when its state was pruned.
+                    _ if s.pruned => {}
                     _ => {
                         let mut c = ConversationState::new(at);
                         c.messages = 1;
@@ -377,9 +429,11 @@ fn apply_event(
             if let (Effect::New, true, Some(answered)) = (&effect, inbound, reply_to)
                 && answered != id
             {
-                let s = slot(slots, stored, key(Kind::Message, account, answered))?;
+                let s = slot(slots, loaded, key(Kind::Message, account, answered))?;
                 match &mut s.now {
                     Some(Entity::Message(m)) => m.replied = true,
+                    // Its figures were final when its state was pruned.
+                    _ if s.pruned => {}
                     _ => {
                         let mut m = MessageState::placeholder(at);
                         m.replied = true;
@@ -396,7 +450,11 @@ fn apply_event(
             pricing,
             country,
         } => {
-            let s = slot(slots, stored, key(Kind::Message, account, message_id))?;
+            let s = slot(slots, loaded, key(Kind::Message, account, message_id))?;
+            if s.pruned {
+                let reason = loaded.pruned_reason("message", message_id, "statuses for it");
+                return Ok(Effect::Ignored(reason));
+            }
             let bit = status_bit(*status);
             if !matches!(s.now, Some(Entity::Message(_))) {
                 // A status before its message: an outbound message of unknown type, sent
@@ -441,7 +499,7 @@ fn apply_event(
             }
         }
         EventBody::Campaign { id, status } => {
-            let s = slot(slots, stored, key(Kind::Campaign, account, id))?;
+            let s = slot(slots, loaded, key(Kind::Campaign, account, id))?;
             if !matches!(s.now, Some(Entity::Campaign(_))) {
                 s.now = Some(Entity::Campaign(CampaignState {
                     reported: [None; CampaignStatus::ALL.len()],
@@ -461,7 +519,11 @@ fn apply_event(
             effect
         }
         EventBody::Conversation { id, status } => {
-            let s = slot(slots, stored, key(Kind::Conversation, account, id))?;
+            let s = slot(slots, loaded, key(Kind::Conversation, account, id))?;
+            if s.pruned {
+                let reason = loaded.pruned_reason("conversation", id, "its events");
+                return Ok(Effect::Ignored(reason));
+            }
             if !matches!(s.now, Some(Entity::Conversation(_))) {
                 s.now = Some(Entity::Conversation(ConversationState::new(at)));
             }
@@ -490,7 +552,11 @@ fn apply_event(
             flow_name,
             status,
         } => {
-            let s = slot(slots, stored, key(Kind::FlowRun, account, id))?;
+            let s = slot(slots, loaded, key(Kind::FlowRun, account, id))?;
+            if s.pruned {
+                let reason = loaded.pruned_reason("flow run", id, "its events");
+                return Ok(Effect::Ignored(reason));
+            }
             if !matches!(s.now, Some(Entity::FlowRun(_))) {
                 s.now = Some(Entity::FlowRun(FlowRunState {
                     flow_name: flow_name.clone(),
@@ -524,7 +590,7 @@ fn apply_event(
             }
         }
         EventBody::Keyword { keyword, id } => {
-            if first_sighting(slots, stored, e, id.is_some(), Kind::Keyword)? {
+            if first_sighting(slots, loaded, e, id.is_some(), Kind::Keyword)? {
                 direct.push(Direct {
                     account: account.clone(),
                     series: series::KEYWORD,
@@ -543,7 +609,7 @@ fn apply_event(
             model,
             cost_micros,
         } => {
-            if first_sighting(slots, stored, e, id.is_some(), Kind::AiRequest)? {
+            if first_sighting(slots, loaded, e, id.is_some(), Kind::AiRequest)? {
                 let tokens = i64::try_from(*tokens).map_err(|e| e.to_string())?;
                 let mut add = |series, dim: &str, value| {
                     direct.push(Direct {
@@ -569,10 +635,11 @@ fn apply_event(
     Ok(effect)
 }
 
-/// For events counted directly: true unless an event with the same id was seen before.
+/// For events counted directly: true unless an event with the same id was seen before
+/// (and is still known, or was pruned).
 fn first_sighting(
     slots: &mut FxHashMap<EntityKey, Slot>,
-    stored: &HashMap<EntityKey, Vec<u8>>,
+    loaded: &Loaded<'_>,
     e: &Event,
     has_id: bool,
     kind: Kind,
@@ -583,8 +650,9 @@ fn first_sighting(
     let Some(k) = entity_key(e) else {
         return Ok(true);
     };
-    let s = slot(slots, stored, k)?;
-    if s.now.is_some() {
+    let s = slot(slots, loaded, k)?;
+    // A pruned marker was counted when first seen.
+    if s.now.is_some() || s.pruned {
         return Ok(false);
     }
     let marker = SeenState { at: e.at };

@@ -33,7 +33,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::store::credentials::{CredentialKind, CredentialRecord};
-use crate::store::{RollupStore, States, Store, StoreError, TenantStore, WriteJob};
+use crate::store::{Pruned, RollupStore, States, Store, StoreError, TenantStore, WriteJob};
 use event::{Admission, Parsed};
 use ingest::{Batch, Ignored, IngestReport};
 use plan::TierBounds;
@@ -465,6 +465,19 @@ impl Ingest {
         Ok(self.store.progress(name).await?)
     }
 
+    /// Keeps compaction from pruning any entity state of `org` for `secs` seconds from now,
+    /// under `name` (taking it again restarts its time): an import holds the states it
+    /// writes while it runs, so that a status in a later batch still finds its message.
+    pub async fn hold_states(&self, org: &Org, name: &str, secs: i64) -> Result<(), EngineError> {
+        let until = self.clock.now().saturating_add(secs);
+        Ok(self.store.hold_states(&org.id, name, until).await?)
+    }
+
+    /// Ends a hold taken with `hold_states`.
+    pub async fn release_states(&self, org: &Org, name: &str) -> Result<(), EngineError> {
+        Ok(self.store.release_states(&org.id, name).await?)
+    }
+
     /// Writes valid events (with their index in the request) in one atomic job.
     async fn write(
         &self,
@@ -495,14 +508,14 @@ impl Ingest {
         // only the last run's changes are stored.
         let outcome: Arc<Mutex<Option<IngestReport>>> = Arc::default();
         let last = outcome.clone();
-        let transition = Box::new(move |stored: &States| {
+        let transition = Box::new(move |stored: &States, pruned: &Pruned| {
             let (changes, report) = Batch {
                 calendar: &calendar,
                 state_window_secs,
                 tier_cutoffs,
             }
             // Borrowed, not consumed: a backend may run the transition again after a deadlock.
-            .apply(stored, &events, report.clone())?;
+            .apply(stored, pruned, &events, report.clone())?;
             *last
                 .lock()
                 .map_err(|_| "a previous run panicked".to_string())? = Some(report);

@@ -5,6 +5,10 @@
 //! only expiry: it deletes hours and days past their retention and entity states past
 //! the state window, in small chunks that interleave with ingestion. Run twice, the
 //! second run finds nothing to do.
+//!
+//! A pruned state leaves a digest of its id behind, kept as long as the daily tier keeps
+//! a day, so that a later event for it is told from one never seen and changes no figure
+//! (see `ingest`); compaction deletes those digests once that time is up.
 
 use std::time::Instant;
 
@@ -26,6 +30,9 @@ pub struct CompactionReport {
     pub hourly_rows_expired: u64,
     pub daily_rows_expired: u64,
     pub states_pruned: u64,
+    /// Ids of pruned states forgotten, as long after their pruning as the daily tier
+    /// keeps a day.
+    pub pruned_ids_expired: u64,
     pub took_ms: u64,
 }
 
@@ -48,7 +55,19 @@ impl Compaction {
             tracing::debug!("another instance is compacting; skipped");
             return Ok(report);
         };
+        let now = self.clock.now();
+        // A pruned state's id is kept as long as the daily tier keeps a day.
+        let forget_after = self
+            .config
+            .daily_retention_days
+            .map(|d| now.saturating_add(d.saturating_mul(86_400)));
         for rec in self.tenants.orgs().await? {
+            report.states_pruned += self
+                .chunked(|| self.rollups.prune_states(&rec.id, now, CHUNK, forget_after))
+                .await?;
+            report.pruned_ids_expired += self
+                .chunked(|| self.rollups.expire_pruned(&rec.id, now, CHUNK))
+                .await?;
             let Ok(tz) = jiff::tz::TimeZone::get(&rec.timezone) else {
                 tracing::warn!(org = %rec.id, timezone = %rec.timezone, "unknown stored time zone; skipped");
                 continue;
@@ -72,21 +91,19 @@ impl Compaction {
                 report.daily_rows_expired += self.expire(&org, Tier::Day, first_kept).await?;
             }
         }
-        let now = self.clock.now();
-        loop {
-            let n = self.rollups.prune_states(now, CHUNK).await?;
-            report.states_pruned += n;
-            if n < CHUNK as u64 {
-                break;
-            }
-        }
         report.took_ms = started.elapsed().as_millis() as u64;
         crate::telemetry::compacted(
             report.hourly_rows_expired,
             report.daily_rows_expired,
             report.states_pruned,
+            report.pruned_ids_expired,
         );
-        if report.hourly_rows_expired + report.daily_rows_expired + report.states_pruned > 0 {
+        if report.hourly_rows_expired
+            + report.daily_rows_expired
+            + report.states_pruned
+            + report.pruned_ids_expired
+            > 0
+        {
             tracing::info!(?report, "compaction expired old data");
         } else {
             tracing::debug!(?report, "compaction found nothing to expire");
@@ -95,12 +112,19 @@ impl Compaction {
     }
 
     async fn expire(&self, org: &Org, tier: Tier, before: i64) -> Result<u64, EngineError> {
+        self.chunked(|| self.rollups.expire_counters(&org.id, tier, before, CHUNK))
+            .await
+    }
+
+    /// Runs a chunked delete until a chunk finds less than a full one; returns the total.
+    async fn chunked<F, Fut>(&self, mut chunk: F) -> Result<u64, EngineError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = crate::store::StoreResult<u64>>,
+    {
         let mut total = 0;
         loop {
-            let n = self
-                .rollups
-                .expire_counters(&org.id, tier, before, CHUNK)
-                .await?;
+            let n = chunk().await?;
             total += n;
             if n < CHUNK as u64 {
                 return Ok(total);

@@ -3,7 +3,8 @@
 //! or a counter means is the engine's business.
 //!
 //! - [`RollupStore`]: the atomic write of entity states and counters, counter queries,
-//!   expiry, progress positions and the compaction lock;
+//!   expiry (with the trace of pruned ids and holds on pruning), progress positions and
+//!   the compaction lock;
 //! - [`TenantStore`]: organizations and their credentials (API keys and share links,
 //!   kept as digests);
 //! - [`AccountStore`]: accounts and their Meta webhook settings;
@@ -16,7 +17,7 @@ mod keys;
 pub mod postgres;
 pub mod sqlite;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -227,14 +228,34 @@ pub struct Changes {
 /// The stored states of a write's keys (absent keys have none).
 pub type States = HashMap<EntityKey, Vec<u8>>;
 
+/// The requested keys that have no state because compaction pruned it (see
+/// [`RollupStore::prune_states`]), as told by the trace of pruned ids; a key never seen is
+/// in neither this nor [`States`].
+pub type Pruned = HashSet<EntityKey>;
+
+/// What the trace of pruned ids keeps of a pruned state's key, within its organization and
+/// account: the first 8 bytes of SHA-256 over the kind's code and the id. Two ids of one
+/// account collide with odds of 2^-64 per pair (see docs/retention.md).
+pub fn pruned_digest(kind: EntityKind, id: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(kind.code().to_be_bytes());
+    h.update(id.as_bytes());
+    let d = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(first)
+}
+
 /// The pure step of a write: the stored states of the requested keys in, changes out.
 /// A backend may call it more than once (a job that lost a deadlock is run again), each
 /// time on freshly loaded states; only the last call's changes are stored. What the
 /// caller wants to learn from it (e.g. how many events were new) it keeps in state the
 /// closure captures, and reads once `apply` succeeded.
-pub type Transition = Box<dyn FnMut(&States) -> Result<Changes, String> + Send>;
+pub type Transition = Box<dyn FnMut(&States, &Pruned) -> Result<Changes, String> + Send>;
 
-/// One atomic write: load `keys`, run `transition` on what was found, store its changes.
+/// One atomic write: load `keys` (their states, and which absent ones were pruned), run
+/// `transition` on what was found, store its changes.
 /// Backends make the load-transition-store sequence atomic against every other writer.
 pub struct WriteJob {
     pub org: String,
@@ -306,6 +327,8 @@ pub struct TierRows {
     pub day: u64,
     pub month: u64,
     pub states: u64,
+    /// Ids kept in the trace of pruned states.
+    pub pruned_ids: u64,
 }
 
 impl TierRows {
@@ -371,8 +394,28 @@ pub trait RollupStore: Send + Sync + 'static {
         before: i64,
         limit: usize,
     ) -> StoreResult<u64>;
-    /// Deletes at most `limit` entity states whose `keep_until` is before `before`.
-    async fn prune_states(&self, before: i64, limit: usize) -> StoreResult<u64>;
+    /// Deletes at most `limit` entity states of `org` whose `keep_until` is before `before`,
+    /// and keeps each one's id in the organization's trace of pruned ids until
+    /// `forget_after` (`None`: for good), so that a later write learns it was pruned
+    /// ([`Pruned`]). Deletes nothing while a hold on the organization's states
+    /// ([`RollupStore::hold_states`]) lasts until `before` or later.
+    async fn prune_states(
+        &self,
+        org: &str,
+        before: i64,
+        limit: usize,
+        forget_after: Option<i64>,
+    ) -> StoreResult<u64>;
+    /// Deletes at most `limit` ids of `org`'s trace of pruned ids kept until before `before`.
+    async fn expire_pruned(&self, org: &str, before: i64, limit: usize) -> StoreResult<u64>;
+    /// Keeps every entity state of `org` from being pruned until `until` (a time compared
+    /// with the `before` of [`RollupStore::prune_states`]), under `name`: taking a hold of
+    /// the same name again moves its end. Held states are pruned once the hold is
+    /// released or has ended, so that a holder that stops without releasing it blocks
+    /// pruning for a bounded time only.
+    async fn hold_states(&self, org: &str, name: &str, until: i64) -> StoreResult<()>;
+    /// Ends a hold taken with [`RollupStore::hold_states`] (nothing if there is none).
+    async fn release_states(&self, org: &str, name: &str) -> StoreResult<()>;
     /// The position last stored under `name` with a write job.
     async fn progress(&self, name: &str) -> StoreResult<Option<i64>>;
     /// Row counts per tier for one organization (all when `None`), and stored states.

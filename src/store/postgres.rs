@@ -30,7 +30,10 @@ mod rollups;
 mod tenants;
 mod unrouted;
 
-use super::{EntityKey, EntityKind, OrgRecord, OrgWrites, StoreError, StoreResult, WriteJob};
+use super::{
+    EntityKey, EntityKind, OrgRecord, OrgWrites, Pruned, StoreError, StoreResult, WriteJob,
+    pruned_digest,
+};
 use crate::telemetry;
 
 /// Connections per instance.
@@ -183,6 +186,27 @@ CREATE TABLE outbox_stats (
     last_success_at BIGINT,
     last_error TEXT,
     PRIMARY KEY (org, account)
+);
+"#,
+    // The trace of pruned ids (a digest per pruned state, so that a later event for it is
+    // told from one never seen), holds that keep an organization's states from pruning
+    // while an import runs, and state expiry per organization.
+    r#"
+CREATE INDEX entities_expiry ON entities (org, keep_until) WHERE keep_until IS NOT NULL;
+DROP INDEX entities_keep_until;
+CREATE TABLE pruned (
+    org TEXT COLLATE "C" NOT NULL,
+    account TEXT COLLATE "C" NOT NULL,
+    digest BIGINT NOT NULL,
+    keep_until BIGINT,
+    PRIMARY KEY (org, account, digest)
+);
+CREATE INDEX pruned_expiry ON pruned (org, keep_until) WHERE keep_until IS NOT NULL;
+CREATE TABLE state_holds (
+    org TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    until BIGINT NOT NULL,
+    PRIMARY KEY (org, name)
 );
 "#,
 ];
@@ -511,9 +535,15 @@ async fn write_group(
             .extend(p.job.keys.iter().cloned());
     }
     let mut states: HashMap<String, HashMap<EntityKey, Vec<u8>>> = HashMap::new();
+    let mut pruned: HashMap<String, Pruned> = HashMap::new();
     for (org, keys) in &keys_by_org {
         let keys: Vec<&EntityKey> = keys.iter().collect();
         let found = lock_states(&tx, org, &keys).await?;
+        let missing: Vec<&EntityKey> = keys
+            .into_iter()
+            .filter(|k| !found.contains_key(*k))
+            .collect();
+        pruned.insert(org.clone(), pruned_among(&tx, org, &missing).await?);
         states.insert(org.clone(), found);
     }
     let mut writes: BTreeMap<String, OrgWrites> = BTreeMap::new();
@@ -526,7 +556,15 @@ async fn write_group(
             .iter()
             .filter_map(|k| org_states.get(k).map(|s| (k.clone(), s.clone())))
             .collect();
-        match (p.job.transition)(&view) {
+        let org_pruned = pruned.get(&p.job.org);
+        let pruned_view: Pruned = p
+            .job
+            .keys
+            .iter()
+            .filter(|k| !view.contains_key(*k) && org_pruned.is_some_and(|p| p.contains(*k)))
+            .cloned()
+            .collect();
+        match (p.job.transition)(&view, &pruned_view) {
             Ok(changes) => {
                 for e in &changes.entities {
                     org_states.insert(e.key.clone(), e.state.clone());
@@ -616,6 +654,42 @@ async fn lock_states(
         found.insert(key, state);
     }
     Ok(found)
+}
+
+/// Which of `keys` (keys of `org` that have no state) the trace of pruned ids holds.
+async fn pruned_among(
+    tx: &deadpool_postgres::Transaction<'_>,
+    org: &str,
+    keys: &[&EntityKey],
+) -> Result<Pruned, Failure> {
+    let mut pruned = Pruned::default();
+    if keys.is_empty() {
+        return Ok(pruned);
+    }
+    let mut by_digest: HashMap<(&str, i64), Vec<&EntityKey>> = HashMap::new();
+    for k in keys {
+        by_digest
+            .entry((k.account.as_str(), pruned_digest(k.kind, &k.id)))
+            .or_default()
+            .push(k);
+    }
+    let accounts: Vec<&str> = by_digest.keys().map(|k| k.0).collect();
+    let digests: Vec<i64> = by_digest.keys().map(|k| k.1).collect();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT account, digest FROM pruned
+             WHERE org = $1 AND (account, digest) IN (
+                 SELECT u.a, u.d FROM UNNEST($2::text[], $3::bigint[]) AS u(a, d))",
+        )
+        .await?;
+    for row in tx.query(&stmt, &[&org, &accounts, &digests]).await? {
+        let account: &str = row.try_get(0)?;
+        let digest: i64 = row.try_get(1)?;
+        if let Some(found) = by_digest.get(&(account, digest)) {
+            pruned.extend(found.iter().map(|k| (*k).clone()));
+        }
+    }
+    Ok(pruned)
 }
 
 /// Writes one organization's share of a group, one statement per table, rows in one

@@ -176,6 +176,27 @@ CREATE TABLE entity_log (
     keep_until INTEGER
 );
 "#,
+    // The trace of pruned ids (a digest per pruned state, so that a later event for it is
+    // told from one never seen), holds that keep an organization's states from pruning
+    // while an import runs, and state expiry per organization.
+    r#"
+CREATE INDEX entities_expiry ON entities (org, keep_until) WHERE keep_until IS NOT NULL;
+DROP INDEX entities_keep_until;
+CREATE TABLE pruned (
+    org TEXT NOT NULL,
+    account TEXT NOT NULL,
+    digest INTEGER NOT NULL,
+    keep_until INTEGER,
+    PRIMARY KEY (org, account, digest)
+) WITHOUT ROWID;
+CREATE INDEX pruned_expiry ON pruned (org, keep_until) WHERE keep_until IS NOT NULL;
+CREATE TABLE state_holds (
+    org TEXT NOT NULL,
+    name TEXT NOT NULL,
+    until INTEGER NOT NULL,
+    PRIMARY KEY (org, name)
+) WITHOUT ROWID;
+"#,
 ];
 
 type Reply = oneshot::Sender<StoreResult<()>>;
@@ -541,8 +562,9 @@ fn commit_group(
     (size, carried)
 }
 
-/// Loads a job's states (the group's pending writes first, then the table), runs its
-/// transition and merges its changes into the group's pending writes.
+/// Loads a job's states (the group's pending writes first, then the entity log, then the
+/// table) and which of the absent ones were pruned, runs its transition and merges its
+/// changes into the group's pending writes.
 fn run_job(
     conn: &Connection,
     recent: &RecentStates,
@@ -551,6 +573,7 @@ fn run_job(
 ) -> StoreResult<()> {
     let writes = pending.entry(job.org.clone()).or_default();
     let mut found = HashMap::with_capacity(job.keys.len());
+    let mut missing = Vec::new();
     let mut stmt = conn.prepare_cached(
         "SELECT state FROM entities WHERE org = ?1 AND kind = ?2 AND account = ?3 AND id = ?4",
     )?;
@@ -569,11 +592,15 @@ fn run_job(
                 |r| r.get(0),
             )
             .optional()?;
-        if let Some(state) = state {
-            found.insert(key, state);
+        match state {
+            Some(state) => {
+                found.insert(key, state);
+            }
+            None => missing.push(key),
         }
     }
-    let changes = (job.transition)(&found).map_err(StoreError::Transition)?;
+    let pruned = rollups::pruned_among(conn, &job.org, missing)?;
+    let changes = (job.transition)(&found, &pruned).map_err(StoreError::Transition)?;
     writes.absorb(changes, job.progress.as_ref(), &job.outbox);
     Ok(())
 }

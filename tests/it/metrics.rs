@@ -530,6 +530,7 @@ async fn compaction_counts_the_rows_it_expired() {
     assert_eq!(s.value(expired, &[("kind", "states")]), pruned as f64);
     assert_eq!(s.value(expired, &[("kind", "hourly")]), 0.0);
     assert_eq!(s.value(expired, &[("kind", "daily")]), 0.0);
+    assert_eq!(s.value(expired, &[("kind", "pruned_ids")]), 0.0);
     // A second run finds nothing more.
     let (status, _) = call(
         client

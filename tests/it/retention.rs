@@ -460,3 +460,304 @@ async fn import_resumes_after_a_refused_batch_and_counts_once() {
         json!([{"keyword":"order","count":12_000}])
     );
 }
+
+fn outbound(id: &str, at: i64) -> Value {
+    json!({"type":"message","account_id":"a1","timestamp":at,"id":id,"direction":"outbound","message_type":"template"})
+}
+
+fn status(id: &str, status: &str, at: i64) -> Value {
+    json!({"type":"message_status","account_id":"a1","timestamp":at,"message_id":id,"status":status})
+}
+
+/// The summary of the messages endpoint over local days `from..=to`, by `granularity`.
+async fn summary(s: &TestServer, key: &str, granularity: &str, from: &str, to: &str) -> Value {
+    received(
+        s,
+        key,
+        &format!("granularity={granularity}&start_date={from}&end_date={to}"),
+    )
+    .await["summary"]
+        .clone()
+}
+
+fn sent_delivered_read(summary: &Value) -> (i64, i64, i64, f64) {
+    (
+        summary["total_sent"].as_i64().expect("sent"),
+        summary["total_delivered"].as_i64().expect("delivered"),
+        summary["total_read"].as_i64().expect("read"),
+        summary["delivery_rate"].as_f64().expect("rate"),
+    )
+}
+
+/// Issue: a message sent 400 days ago, backfilled, then pruned by compaction; a backfilled
+/// `read` for it then made a second, `unknown` message. It is reported in `ignored` now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfilled_status_after_compaction_is_ignored() {
+    let s = TestServer::start_with(tiered()).await;
+    let key = s.create_org("Backfill", "UTC").await;
+    let now = secs("2026-06-15T12:00:00Z");
+    s.set_now(now);
+    let sent = secs("2025-05-11T09:00:00Z"); // 400 days before now
+    let (status_code, body) = s
+        .post_backfill(
+            &key,
+            &json!([
+                outbound("m400", sent),
+                status("m400", "delivered", sent + 60)
+            ]),
+        )
+        .await;
+    assert_eq!(status_code, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["accepted"], json!(2));
+    let report = s.services.compaction.compact().await.expect("compact");
+    assert_eq!(report.states_pruned, 1, "{report:?}");
+    assert_eq!(s.rollups.tier_rows(None).await.expect("rows").pruned_ids, 1);
+
+    let (status_code, body) = s
+        .post_backfill(
+            &key,
+            &json!([status("m400", "read", sent + 120), outbound("m400", sent)]),
+        )
+        .await;
+    assert_eq!(status_code, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["data"]["accepted"], &body["data"]["duplicates"]),
+        (&json!(0), &json!(1)),
+        "{body}"
+    );
+    assert_eq!(
+        body["data"]["ignored"],
+        json!([{"index": 0, "reason": "message m400 is older than the state window (35 days) and its state was pruned; statuses for it change no figure"}])
+    );
+    let month = summary(&s, &key, "month", "2025-05-01", "2025-05-31").await;
+    assert_eq!(sent_delivered_read(&month), (1, 1, 0, 100.0), "{month}");
+    // Nothing was counted anywhere else either.
+    let all = summary(&s, &key, "month", "2025-05-01", "2026-06-30").await;
+    assert_eq!(sent_delivered_read(&all), (1, 1, 0, 100.0), "{all}");
+    // The trace holds no state: compaction finds nothing more to do.
+    let again = s.services.compaction.compact().await.expect("compact");
+    assert_eq!((again.states_pruned, again.pruned_ids_expired), (0, 0));
+}
+
+/// Issue: a message sent 40 days ago has its state pruned; a `read` for it dated today made
+/// an `unknown` message today. It is reported in `ignored` now, and today counts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_status_after_the_state_window_is_ignored() {
+    let s = TestServer::start_with(tiered()).await;
+    let key = s.create_org("Late status", "UTC").await;
+    let sent = secs("2026-05-06T10:00:00Z");
+    s.set_now(sent + 60);
+    let (status_code, body) = s
+        .post_events(
+            &key,
+            &json!([outbound("m40", sent), status("m40", "sent", sent + 30)]),
+        )
+        .await;
+    assert_eq!(
+        (status_code, &body["data"]["accepted"]),
+        (StatusCode::OK, &json!(2))
+    );
+    let now = sent + 40 * 86_400; // 2026-06-15T10:00:00Z
+    s.set_now(now);
+    let report = s.services.compaction.compact().await.expect("compact");
+    assert_eq!(report.states_pruned, 1, "{report:?}");
+
+    let (status_code, body) = s
+        .post_events(
+            &key,
+            &json!([
+                inbound("in-today", now - 120),
+                status("m40", "read", now - 60)
+            ]),
+        )
+        .await;
+    assert_eq!(status_code, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["accepted"], json!(1), "{body}");
+    assert_eq!(body["data"]["ignored"][0]["index"], json!(1), "{body}");
+    let reason = body["data"]["ignored"][0]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("message m40 is older than the state window (35 days)")
+            && reason.contains("pruned"),
+        "{reason}"
+    );
+    let today = summary(&s, &key, "day", "2026-06-15", "2026-06-15").await;
+    assert_eq!(sent_delivered_read(&today), (0, 0, 0, 0.0), "{today}");
+    assert_eq!(today["total_received"], json!(1));
+    let that_day = summary(&s, &key, "day", "2026-05-06", "2026-05-06").await;
+    assert_eq!(sent_delivered_read(&that_day), (1, 0, 0, 0.0), "{that_day}");
+    let (status_code, body) = s.get(&key, "/api/analytics/dashboard?period=today").await;
+    assert_eq!(status_code, StatusCode::OK, "{body}");
+    let messages = &body["data"]["messages"];
+    assert_eq!(
+        (&messages["sent"], &messages["today"]),
+        (&json!(0), &json!(1)),
+        "{body}"
+    );
+}
+
+/// Conversations, flow runs and markers of pruned ids: their events change no figure, and a
+/// message in a pruned conversation counts without counting in the conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_for_pruned_entities_change_no_figure() {
+    let s = TestServer::start_with(tiered()).await;
+    let key = s.create_org("Pruned", "UTC").await;
+    let t = secs("2026-05-01T10:00:00Z");
+    s.set_now(t + 60);
+    let first = json!([
+        {"type":"conversation","account_id":"a1","timestamp":t,"id":"c1","status":"started"},
+        {"type":"message","account_id":"a1","timestamp":t,"id":"q1","direction":"inbound","message_type":"text","conversation_id":"c1"},
+        {"type":"flow","account_id":"a1","timestamp":t,"id":"run1","flow_name":"FAQ","status":"started"},
+        {"type":"keyword","account_id":"a1","timestamp":t,"id":"kw1","keyword":"price"},
+        {"type":"ai_request","account_id":"a1","timestamp":t,"id":"ai1","tokens":10,"cost":0.01},
+        {"type":"message","account_id":"a1","timestamp":t,"id":"out1","direction":"outbound","message_type":"text"}
+    ]);
+    assert_eq!(
+        s.post_events(&key, &first).await.1["data"]["accepted"],
+        json!(6)
+    );
+    let before = s
+        .get(
+            &key,
+            "/api/analytics/chatbot?start_date=2026-05-01&end_date=2026-05-01",
+        )
+        .await
+        .1;
+    let now = t + 40 * 86_400;
+    s.set_now(now);
+    assert_eq!(
+        s.services
+            .compaction
+            .compact()
+            .await
+            .expect("compact")
+            .states_pruned,
+        6
+    );
+    let late = json!([
+        {"type":"conversation","account_id":"a1","timestamp":now,"id":"c1","status":"transferred"},
+        {"type":"flow","account_id":"a1","timestamp":now,"id":"run1","flow_name":"FAQ","status":"completed"},
+        {"type":"keyword","account_id":"a1","timestamp":now,"id":"kw1","keyword":"price"},
+        {"type":"ai_request","account_id":"a1","timestamp":now,"id":"ai1","tokens":10,"cost":0.01},
+        {"type":"message","account_id":"a1","timestamp":now,"id":"q2","direction":"inbound","message_type":"text","conversation_id":"c1","reply_to":"out1"}
+    ]);
+    let (status_code, body) = s.post_events(&key, &late).await;
+    assert_eq!(status_code, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["data"]["accepted"], &body["data"]["duplicates"]),
+        (&json!(1), &json!(2)),
+        "{body}"
+    );
+    let reasons: Vec<(i64, String)> = body["data"]["ignored"]
+        .as_array()
+        .expect("ignored")
+        .iter()
+        .map(|i| {
+            (
+                i["index"].as_i64().unwrap_or(-1),
+                i["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (0, "conversation c1 is older than the state window (35 days) and its state was pruned; its events change no figure".to_string()),
+            (1, "flow run run1 is older than the state window (35 days) and its state was pruned; its events change no figure".to_string()),
+        ]
+    );
+    // The old day is as it was; the new message counts today, in no conversation.
+    let after = s
+        .get(
+            &key,
+            "/api/analytics/chatbot?start_date=2026-05-01&end_date=2026-05-01",
+        )
+        .await
+        .1;
+    assert_eq!(before["data"], after["data"]);
+    let may = summary(&s, &key, "day", "2026-05-01", "2026-05-01").await;
+    assert_eq!(may["total_received"], json!(1));
+    let (_, old_day) = s
+        .get(
+            &key,
+            "/api/analytics/messages?granularity=day&start_date=2026-05-01&end_date=2026-05-01",
+        )
+        .await;
+    assert_eq!(old_day["data"]["timeline"][0]["sent"], json!(1));
+    let today = summary(&s, &key, "day", "2026-06-10", "2026-06-10").await;
+    assert_eq!(today["total_received"], json!(1));
+    let (_, chat_today) = s
+        .get(
+            &key,
+            "/api/analytics/chatbot?start_date=2026-06-10&end_date=2026-06-10",
+        )
+        .await;
+    assert_eq!(
+        chat_today["data"]["summary"]["total_conversations"],
+        json!(0),
+        "{chat_today}"
+    );
+}
+
+/// A long import keeps the states it writes: a status in its last batch finds the message
+/// of its first, however often compaction runs in between (and prunes once it is done).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_holds_its_states_until_it_finishes() {
+    let s = TestServer::start_with(tiered()).await;
+    let key = s.create_org("Import hold", "UTC").await;
+    let now = secs("2026-06-15T12:00:00Z");
+    s.set_now(now);
+    let org = match s.services.tenants.authenticate(&key).await.expect("auth") {
+        whatstat::engine::keys::Authentication::Valid(c) => c.org,
+        other => panic!("the organization's key does not authenticate: {other:?}"),
+    };
+    let sent = secs("2025-05-11T09:00:00Z");
+    let mut lines = vec![outbound("m-old", sent).to_string()];
+    lines.extend((0..14_998).map(|i| {
+        json!({"type":"keyword","account_id":"a1","timestamp":sent + i,"keyword":"order"})
+            .to_string()
+    }));
+    lines.push(status("m-old", "read", sent + 600).to_string());
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("history.ndjson");
+    std::fs::write(&path, lines.join("\n")).expect("write");
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let compactor = {
+        let (compaction, done) = (s.services.compaction.clone(), done.clone());
+        tokio::spawn(async move {
+            let (mut runs, mut pruned) = (0u64, 0u64);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                pruned += compaction.compact().await.expect("compact").states_pruned;
+                runs += 1;
+                tokio::task::yield_now().await;
+            }
+            (runs, pruned)
+        })
+    };
+    let report = whatstat::import::import(&s.services.ingest, &org, &path)
+        .await
+        .expect("import");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (runs, pruned) = compactor.await.expect("compactor");
+    assert_eq!(
+        (report.events, report.accepted, report.ignored),
+        (15_000, 15_000, 0)
+    );
+    assert!(runs >= 3, "compaction ran {runs} times during the import");
+    let month = summary(&s, &key, "month", "2025-05-01", "2025-05-31").await;
+    assert_eq!(sent_delivered_read(&month), (1, 1, 1, 100.0), "{month}");
+    // Finished, it holds nothing: its message is pruned, and what comes later for it is ignored.
+    // (A compaction still running when the import ended may have pruned it already.)
+    let after = s.services.compaction.compact().await.expect("compact");
+    assert_eq!(pruned + after.states_pruned, 1, "{after:?}");
+    let (_, body) = s
+        .post_backfill(&key, &json!([status("m-old", "failed", sent + 700)]))
+        .await;
+    assert_eq!(
+        body["data"]["ignored"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+    let month = summary(&s, &key, "month", "2025-05-01", "2025-05-31").await;
+    assert_eq!(sent_delivered_read(&month), (1, 1, 1, 100.0), "{month}");
+}

@@ -10,8 +10,8 @@ use common::backend::{Backend, TestDatabase};
 use whatstat::store::credentials::{CredentialKind, CredentialRecord};
 use whatstat::store::{
     AccountRecord, Changes, CounterDelta, CounterQuery, DeliveryState, EntityKey, EntityKind,
-    EntityWrite, OrgRecord, OutboxDelivery, Series, Store, StoreError, Tier, UnroutedPayload,
-    WriteJob,
+    EntityWrite, OrgRecord, OutboxDelivery, Pruned, Series, Store, StoreError, Tier,
+    UnroutedPayload, WriteJob,
 };
 
 async fn open(backend: Backend) -> (TestDatabase, Arc<dyn Store>) {
@@ -83,7 +83,7 @@ fn increment_seen(
         org: org.into(),
         events: 0,
         keys,
-        transition: Box::new(move |stored: &HashMap<EntityKey, Vec<u8>>| {
+        transition: Box::new(move |stored: &HashMap<EntityKey, Vec<u8>>, _: &Pruned| {
             let mut entities = Vec::new();
             let mut seen = 0i64;
             for k in &wanted {
@@ -114,6 +114,37 @@ fn increment_seen(
         outbox: Vec::new(),
     };
     (job, report)
+}
+
+/// The keys a write of `keys` finds with a state, and those it is told were pruned, as
+/// sorted `account/id`s.
+async fn loaded(
+    store: &Arc<dyn Store>,
+    org: &str,
+    keys: &[EntityKey],
+) -> (Vec<String>, Vec<String>) {
+    let seen: Arc<Mutex<(Vec<String>, Vec<String>)>> = Arc::default();
+    let into = seen.clone();
+    let job = WriteJob {
+        org: org.into(),
+        events: 0,
+        keys: keys.to_vec(),
+        transition: Box::new(
+            move |stored: &HashMap<EntityKey, Vec<u8>>, pruned: &Pruned| {
+                let name = |k: &EntityKey| format!("{}/{}", k.account, k.id);
+                let mut found: Vec<String> = stored.keys().map(name).collect();
+                let mut gone: Vec<String> = pruned.iter().map(name).collect();
+                found.sort();
+                gone.sort();
+                *into.lock().expect("seen") = (found, gone);
+                Ok(Changes::default())
+            },
+        ),
+        progress: None,
+        outbox: Vec::new(),
+    };
+    store.apply(job).await.expect("apply");
+    seen.lock().expect("seen").clone()
 }
 
 async fn counter(store: &Arc<dyn Store>, org: &str, tier: Tier, bucket: i64) -> i64 {
@@ -152,7 +183,9 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
         org: "o1".into(),
         events: 0,
         keys: vec![key("a"), key("new")],
-        transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>| Err("refused".to_string())),
+        transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>, _: &Pruned| {
+            Err("refused".to_string())
+        }),
         progress: Some(("o1-import".into(), 99)),
         outbox: Vec::new(),
     };
@@ -181,7 +214,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
                     org: "o1".into(),
                     events: 0,
                     keys: ids.iter().map(|i| key(i)).collect(),
-                    transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>| {
+                    transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>, _: &Pruned| {
                         Err("refused".to_string())
                     }),
                     progress: Some(("o1-import".into(), 99)),
@@ -207,7 +240,7 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
         org: "o1".into(),
         events: 0,
         keys: vec![key("a"), key("b"), key("c")],
-        transition: Box::new(move |stored: &HashMap<EntityKey, Vec<u8>>| {
+        transition: Box::new(move |stored: &HashMap<EntityKey, Vec<u8>>, _: &Pruned| {
             let mut got: Vec<(String, String)> = stored
                 .iter()
                 .map(|(k, v)| (k.id.clone(), String::from_utf8_lossy(v).into_owned()))
@@ -253,12 +286,197 @@ async fn write_jobs_are_atomic_and_race_free(backend: Backend) {
         0
     );
     assert_eq!(counter(&store, "o2", Tier::Hour, 100).await, 2);
-    assert_eq!(store.prune_states(999, 10).await.expect("prune"), 0);
-    assert_eq!(store.prune_states(1_001, 2).await.expect("prune"), 2);
-    assert_eq!(store.prune_states(1_001, 2).await.expect("prune"), 1);
+    // An expired state of another organization, and one of another account.
+    store
+        .apply(increment("o2", &["y"], Some(1_000)))
+        .await
+        .expect("apply");
+    assert_eq!(
+        store
+            .prune_states("o1", 999, 10, Some(5_000))
+            .await
+            .expect("prune"),
+        0
+    );
+    // A hold keeps an organization's states while it lasts, and only that organization's.
+    store
+        .hold_states("o1", "import", 1_001)
+        .await
+        .expect("hold");
+    assert_eq!(
+        store
+            .prune_states("o1", 1_001, 10, Some(5_000))
+            .await
+            .expect("prune"),
+        0
+    );
+    assert_eq!(
+        store
+            .prune_states("o2", 1_001, 10, Some(5_000))
+            .await
+            .expect("prune"),
+        1
+    );
+    // Once it has ended, pruning goes on, in chunks.
+    assert_eq!(
+        store
+            .prune_states("o1", 1_002, 2, Some(5_000))
+            .await
+            .expect("prune"),
+        2
+    );
+    assert_eq!(
+        store
+            .prune_states("o1", 1_002, 2, Some(5_000))
+            .await
+            .expect("prune"),
+        1
+    );
     let rows = store.tier_rows(Some("o1")).await.expect("rows");
-    assert_eq!((rows.hour, rows.day, rows.states), (0, 1, 0), "{rows:?}");
+    assert_eq!(
+        (rows.hour, rows.day, rows.states, rows.pruned_ids),
+        (0, 1, 0, 3),
+        "{rows:?}"
+    );
     assert_eq!(store.tier_rows(Some("o2")).await.expect("rows").states, 1);
+
+    // A write learns which of its keys were pruned: only those of this organization and
+    // account; a key never seen is neither found nor pruned.
+    let other_account = EntityKey {
+        account: "acc2".into(),
+        ..key("a")
+    };
+    let wanted = vec![
+        key("a"),
+        key("b"),
+        key("c"),
+        key("never"),
+        other_account.clone(),
+    ];
+    assert_eq!(
+        loaded(&store, "o1", &wanted).await,
+        (vec![], vec!["acc/a".into(), "acc/b".into(), "acc/c".into()])
+    );
+    assert_eq!(
+        loaded(&store, "o2", &[key("y"), key("a")]).await,
+        (vec![], vec!["acc/y".into()])
+    );
+    // A state written again wins over its trace.
+    store
+        .apply(increment("o1", &["c"], None))
+        .await
+        .expect("apply");
+    assert_eq!(
+        loaded(&store, "o1", &[key("b"), key("c")]).await,
+        (vec!["acc/c".into()], vec!["acc/b".into()])
+    );
+    // A released hold holds nothing.
+    store
+        .apply(increment("o1", &["d"], Some(2_000)))
+        .await
+        .expect("apply");
+    store
+        .hold_states("o1", "import", 9_999)
+        .await
+        .expect("hold");
+    assert_eq!(
+        store
+            .prune_states("o1", 9_000, 100, Some(5_000))
+            .await
+            .expect("prune"),
+        0
+    );
+    store.release_states("o1", "import").await.expect("release");
+    assert_eq!(
+        store
+            .prune_states("o1", 9_000, 100, Some(5_000))
+            .await
+            .expect("prune"),
+        1
+    );
+    assert_eq!(
+        loaded(
+            &store,
+            "o1",
+            &[key("d"), key("never"), other_account.clone()]
+        )
+        .await,
+        (vec![], vec!["acc/d".into()])
+    );
+    assert_eq!(
+        store.tier_rows(Some("o1")).await.expect("rows").pruned_ids,
+        4
+    );
+    // Rows that never held a state leave no trace: PostgreSQL keeps an empty row for each
+    // key a job locked (`never`, acc2's `a`, ...), expiring an hour later.
+    let far = jiff::Timestamp::now().as_second() + 7_200;
+    let placeholders = store
+        .prune_states("o1", far, 100, Some(5_000))
+        .await
+        .expect("prune");
+    assert_eq!(
+        placeholders > 0,
+        backend == Backend::Postgres,
+        "{placeholders}"
+    );
+    assert_eq!(
+        store.tier_rows(Some("o1")).await.expect("rows").pruned_ids,
+        4
+    );
+    assert_eq!(
+        loaded(&store, "o1", &[key("never"), other_account]).await,
+        (vec![], vec![])
+    );
+    // The trace is kept until its own end, then forgotten, in chunks.
+    assert_eq!(
+        store.expire_pruned("o1", 5_000, 10).await.expect("expire"),
+        0
+    );
+    assert_eq!(
+        store.expire_pruned("o2", 5_001, 10).await.expect("expire"),
+        1
+    );
+    assert_eq!(
+        store.expire_pruned("o1", 5_001, 3).await.expect("expire"),
+        3
+    );
+    assert_eq!(
+        store.expire_pruned("o1", 5_001, 3).await.expect("expire"),
+        1
+    );
+    assert_eq!(
+        loaded(&store, "o1", &[key("a"), key("d")]).await,
+        (vec![], vec![])
+    );
+    // Traces kept for good are not expired; deleting the account deletes them.
+    store
+        .apply(increment("o1", &["e"], Some(3_000)))
+        .await
+        .expect("apply");
+    assert_eq!(
+        store
+            .prune_states("o1", 3_001, 10, None)
+            .await
+            .expect("prune"),
+        1
+    );
+    assert_eq!(
+        store
+            .expire_pruned("o1", i64::MAX, 10)
+            .await
+            .expect("expire"),
+        0
+    );
+    assert_eq!(
+        store.tier_rows(Some("o1")).await.expect("rows").pruned_ids,
+        1
+    );
+    assert!(store.delete_account("o1", "acc").await.expect("delete"));
+    assert_eq!(
+        store.tier_rows(Some("o1")).await.expect("rows").pruned_ids,
+        0
+    );
+    assert_eq!(loaded(&store, "o1", &[key("e")]).await, (vec![], vec![]));
 
     // One compactor at a time (on PostgreSQL, across instances).
     let first = store.compaction_lock().await.expect("lock");
@@ -554,7 +772,9 @@ async fn outbox(backend: Backend) {
         org: "o1".into(),
         events: 0,
         keys: vec![key("b")],
-        transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>| Err("refused".to_string())),
+        transition: Box::new(|_: &HashMap<EntityKey, Vec<u8>>, _: &Pruned| {
+            Err("refused".to_string())
+        }),
         progress: None,
         outbox: vec![delivery("d2", "o1", 1_000, 10)],
     };

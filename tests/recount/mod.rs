@@ -1716,6 +1716,180 @@ pub fn recount_spans(
 }
 
 // ---------------------------------------------------------------------------------------
+// The state window (SPEC section 4): what compaction forgets, and what comes after it
+// ---------------------------------------------------------------------------------------
+
+/// Something whose state the window keeps (SPEC section 2, "Late and early events"): a
+/// message, a conversation, a flow run, or the id of a keyword hit or an AI call.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Entity {
+    Message(String),
+    Conversation(String),
+    Flow(String),
+    Keyword(String),
+    Ai(String),
+}
+
+/// What a compaction forgot: the entities (per account) whose window had ended, each with
+/// the time its window started; and those it may or may not have forgotten, as their
+/// window's start depends on the order their events were applied in.
+#[derive(Debug, Default, Clone)]
+pub struct Forgotten {
+    pub pruned: BTreeMap<(String, Entity), i64>,
+    pub unsure: BTreeSet<(String, Entity)>,
+}
+
+/// The unknown statuses that are reported back, never counted.
+fn counted_status(status: &str) -> bool {
+    ["sent", "delivered", "read", "failed"].contains(&status)
+}
+
+/// The entities `posted` (events already posted) made known, and what a compaction at `at`
+/// forgot of them: the window runs from the send, or the start, for `window` seconds. A
+/// message's window starts at its send time, or (known only from statuses) at its
+/// earliest status, or (known only from replies to it) at the time of the reply that
+/// first told of it; a conversation's or flow run's at the earliest thing known about it;
+/// a keyword hit's or AI call's at its own time.
+pub fn forgotten(posted: &[Ev], at: i64, window: i64) -> Forgotten {
+    #[derive(Default)]
+    struct Known {
+        sent: Option<i64>,
+        first_status: Option<i64>,
+        /// Earliest and latest reply telling of it.
+        replies: Option<(i64, i64)>,
+        earliest: Option<i64>,
+    }
+    let mut known: BTreeMap<(String, Entity), Known> = BTreeMap::new();
+    let mut note = |acc: &str, e: Entity, f: &dyn Fn(&mut Known)| {
+        f(known.entry((acc.to_string(), e)).or_default());
+    };
+    let min = |a: Option<i64>, t: i64| Some(a.map_or(t, |a| a.min(t)));
+    let mut replies_seen: BTreeSet<(String, String)> = BTreeSet::new();
+    for e in posted {
+        let t = e.ts;
+        let earliest = |k: &mut Known| k.earliest = min(k.earliest, t);
+        match &e.kind {
+            Kind::Contact { .. } | Kind::Campaign { .. } => {}
+            Kind::Message { id, conv, .. } => {
+                note(&e.acc, Entity::Message(id.clone()), &|k| {
+                    k.sent = k.sent.or(Some(t))
+                });
+                if let Some(c) = conv {
+                    note(&e.acc, Entity::Conversation(c.clone()), &earliest);
+                }
+            }
+            Kind::Reply { id, to } => {
+                note(&e.acc, Entity::Message(id.clone()), &|k| {
+                    k.sent = k.sent.or(Some(t))
+                });
+                // Only the first sighting of a reply tells of the message it answers.
+                if to != id && replies_seen.insert((e.acc.clone(), id.clone())) {
+                    note(&e.acc, Entity::Message(to.clone()), &|k| {
+                        k.replies = Some(k.replies.map_or((t, t), |(a, b)| (a.min(t), b.max(t))))
+                    });
+                }
+            }
+            Kind::Status { msg, status } => {
+                if counted_status(status) {
+                    note(&e.acc, Entity::Message(msg.clone()), &|k| {
+                        k.first_status = min(k.first_status, t)
+                    });
+                }
+            }
+            Kind::Conversation { id, .. } => {
+                note(&e.acc, Entity::Conversation(id.clone()), &earliest)
+            }
+            Kind::Flow { id, .. } => note(&e.acc, Entity::Flow(id.clone()), &earliest),
+            Kind::Keyword { id: Some(id), .. } => {
+                note(&e.acc, Entity::Keyword(id.clone()), &earliest)
+            }
+            Kind::Ai { id: Some(id), .. } => note(&e.acc, Entity::Ai(id.clone()), &earliest),
+            Kind::Keyword { id: None, .. } | Kind::Ai { id: None, .. } => {}
+        }
+    }
+    let mut out = Forgotten::default();
+    for (key, k) in known {
+        // Where the window starts: exactly, or somewhere between two times.
+        let (lo, hi) = match (k.sent, k.first_status, k.replies, k.earliest) {
+            (Some(t), ..) | (None, Some(t), ..) => (t, t),
+            (None, None, Some(span), _) => span,
+            (None, None, None, Some(t)) => (t, t),
+            (None, None, None, None) => continue,
+        };
+        if hi + window < at {
+            out.pruned.insert(key, lo);
+        } else if lo + window < at {
+            out.unsure.insert(key);
+        }
+    }
+    out
+}
+
+/// What becomes of an event posted after a compaction forgot `f` (SPEC section 4): a
+/// status, conversation event or flow event for a forgotten entity is ignored; a message,
+/// or a keyword hit or AI call with an id, seen again is a duplicate; a new message in a
+/// forgotten conversation counts in none, and a reply to a forgotten message marks none.
+#[derive(Debug, Clone)]
+pub enum Fate {
+    /// Counts as this event.
+    Counts(Ev),
+    Duplicate,
+    Ignored,
+}
+
+pub fn fate(e: &Ev, f: &Forgotten) -> Fate {
+    let gone = |entity: Entity| {
+        let key = (e.acc.clone(), entity);
+        assert!(
+            !f.unsure.contains(&key),
+            "the test posts an event for {key:?}, which compaction may or may not have forgotten"
+        );
+        f.pruned.contains_key(&key)
+    };
+    let counts = |kind: Kind| {
+        Fate::Counts(Ev {
+            acc: e.acc.clone(),
+            ts: e.ts,
+            kind,
+        })
+    };
+    match &e.kind {
+        Kind::Status { msg, status }
+            if counted_status(status) && gone(Entity::Message(msg.clone())) =>
+        {
+            Fate::Ignored
+        }
+        Kind::Conversation { id, .. } if gone(Entity::Conversation(id.clone())) => Fate::Ignored,
+        Kind::Flow { id, .. } if gone(Entity::Flow(id.clone())) => Fate::Ignored,
+        Kind::Message { id, .. } | Kind::Reply { id, .. } if gone(Entity::Message(id.clone())) => {
+            Fate::Duplicate
+        }
+        Kind::Keyword { id: Some(id), .. } if gone(Entity::Keyword(id.clone())) => Fate::Duplicate,
+        Kind::Ai { id: Some(id), .. } if gone(Entity::Ai(id.clone())) => Fate::Duplicate,
+        Kind::Message {
+            id,
+            inbound,
+            mtype,
+            conv: Some(c),
+        } if gone(Entity::Conversation(c.clone())) => counts(Kind::Message {
+            id: id.clone(),
+            inbound: *inbound,
+            mtype: mtype.clone(),
+            conv: None,
+        }),
+        Kind::Reply { id, to } if to != id && gone(Entity::Message(to.clone())) => {
+            counts(Kind::Message {
+                id: id.clone(),
+                inbound: true,
+                mtype: "text".into(),
+                conv: None,
+            })
+        }
+        _ => Fate::Counts(e.clone()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Comparison
 // ---------------------------------------------------------------------------------------
 

@@ -247,6 +247,11 @@ impl AccountStore for PostgresStore {
             )
             .await?;
             tx.execute(
+                "DELETE FROM pruned WHERE org = $1 AND account = $2",
+                &[&org, &account],
+            )
+            .await?;
+            tx.execute(
                 "DELETE FROM phone_numbers WHERE org = $1 AND account_id = $2",
                 &[&org, &account],
             )

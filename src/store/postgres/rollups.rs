@@ -4,10 +4,10 @@
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{LOCK_KEY_SQL, Pending, PostgresStore, backend};
+use super::{Failure, LOCK_KEY_SQL, Pending, PostgresStore, backend};
 use crate::store::{
-    CompactionGuard, CounterQuery, CounterRow, RollupStore, Series, StoreError, StoreResult, Tier,
-    TierRows, WriteJob,
+    CompactionGuard, CounterQuery, CounterRow, EntityKind, RollupStore, Series, StoreError,
+    StoreResult, Tier, TierRows, WriteJob, pruned_digest,
 };
 use crate::telemetry;
 
@@ -100,21 +100,107 @@ impl RollupStore for PostgresStore {
         .await
     }
 
-    async fn prune_states(&self, before: i64, limit: usize) -> StoreResult<u64> {
+    async fn prune_states(
+        &self,
+        org: &str,
+        before: i64,
+        limit: usize,
+        forget_after: Option<i64>,
+    ) -> StoreResult<u64> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.retrying(|mut client| async move {
+            let tx = client.transaction().await?;
+            tx.execute(
+                "DELETE FROM state_holds WHERE org = $1 AND until < $2",
+                &[&org, &before],
+            )
+            .await?;
+            // A hold committed before a write's states is seen by this statement whenever
+            // it can see those states; SKIP LOCKED leaves states a write job holds.
+            let gone = tx
+                .query(
+                    "DELETE FROM entities WHERE org = $1 AND (kind, account, id) IN (
+                        SELECT kind, account, id FROM entities
+                        WHERE org = $1 AND keep_until IS NOT NULL AND keep_until < $2
+                          AND NOT EXISTS (SELECT 1 FROM state_holds WHERE org = $1 AND until >= $2)
+                        LIMIT $3 FOR UPDATE SKIP LOCKED)
+                     RETURNING kind, account, id, octet_length(state) > 0",
+                    &[&org, &before, &limit],
+                )
+                .await?;
+            // Placeholders (empty states) were never states: nothing to remember of them.
+            let mut traced = std::collections::BTreeSet::new();
+            for row in &gone {
+                let has_state: bool = row.try_get(3)?;
+                if !has_state {
+                    continue;
+                }
+                let code: i16 = row.try_get(0)?;
+                let kind = EntityKind::from_code(i64::from(code)).ok_or_else(|| {
+                    Failure::Fatal(StoreError::Backend(format!(
+                        "stored kind {code} is not an entity kind"
+                    )))
+                })?;
+                let account: String = row.try_get(1)?;
+                let id: &str = row.try_get(2)?;
+                traced.insert((account, pruned_digest(kind, id)));
+            }
+            if !traced.is_empty() {
+                let (accounts, digests): (Vec<String>, Vec<i64>) = traced.into_iter().unzip();
+                tx.execute(
+                    "INSERT INTO pruned (org, account, digest, keep_until)
+                     SELECT $1, u.a, u.d, $4 FROM UNNEST($2::text[], $3::bigint[]) AS u(a, d)
+                     ON CONFLICT (org, account, digest) DO UPDATE SET keep_until = excluded.keep_until",
+                    &[&org, &accounts, &digests, &forget_after],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(gone.len() as u64)
+        })
+        .await
+    }
+
+    async fn expire_pruned(&self, org: &str, before: i64, limit: usize) -> StoreResult<u64> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.retrying(|client| async move {
             let n = client
                 .execute(
-                    "DELETE FROM entities WHERE (org, kind, account, id) IN (
-                        SELECT org, kind, account, id FROM entities
-                        WHERE keep_until IS NOT NULL AND keep_until < $1
-                        LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                    &[&before, &limit],
+                    "DELETE FROM pruned WHERE (org, account, digest) IN (
+                        SELECT org, account, digest FROM pruned
+                        WHERE org = $1 AND keep_until IS NOT NULL AND keep_until < $2
+                        LIMIT $3 FOR UPDATE SKIP LOCKED)",
+                    &[&org, &before, &limit],
                 )
                 .await?;
             Ok(n)
         })
         .await
+    }
+
+    async fn hold_states(&self, org: &str, name: &str, until: i64) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO state_holds (org, name, until) VALUES ($1, $2, $3)
+                 ON CONFLICT (org, name) DO UPDATE SET until = excluded.until",
+                &[&org, &name, &until],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn release_states(&self, org: &str, name: &str) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM state_holds WHERE org = $1 AND name = $2",
+                &[&org, &name],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     async fn progress(&self, name: &str) -> StoreResult<Option<i64>> {
@@ -155,6 +241,15 @@ impl RollupStore for PostgresStore {
             .map_err(backend)?
             .get(0);
         rows.states = u64::try_from(states).unwrap_or(0);
+        let pruned: i64 = client
+            .query_one(
+                "SELECT COUNT(*) FROM pruned WHERE $1::text IS NULL OR org = $1",
+                &[&org],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        rows.pruned_ids = u64::try_from(pruned).unwrap_or(0);
         Ok(rows)
     }
 

@@ -193,6 +193,10 @@ impl AccountStore for SqliteStore {
                     params![org, account],
                 )?;
                 conn.execute(
+                    "DELETE FROM pruned WHERE org = ?1 AND account = ?2",
+                    params![org, account],
+                )?;
+                conn.execute(
                     "DELETE FROM outbox WHERE org = ?1 AND account = ?2",
                     params![org, account],
                 )?;

@@ -9,10 +9,36 @@ use tokio::sync::oneshot;
 
 use super::{SqliteStore, Task};
 use crate::store::{
-    CompactionGuard, CounterQuery, CounterRow, RollupStore, StoreError, StoreResult, Tier,
-    TierRows, WriteJob,
+    CompactionGuard, CounterQuery, CounterRow, EntityKey, EntityKind, Pruned, RollupStore,
+    StoreError, StoreResult, Tier, TierRows, WriteJob, pruned_digest,
 };
 use crate::telemetry;
+
+/// The entity kind a stored number names.
+fn stored_kind(code: i64) -> StoreResult<EntityKind> {
+    EntityKind::from_code(code)
+        .ok_or_else(|| StoreError::Backend(format!("stored kind {code} is not an entity kind")))
+}
+
+/// Which of `keys` (keys of `org` that have no state) the trace of pruned ids holds.
+pub(super) fn pruned_among(
+    conn: &rusqlite::Connection,
+    org: &str,
+    keys: Vec<EntityKey>,
+) -> StoreResult<Pruned> {
+    let mut pruned = Pruned::default();
+    if keys.is_empty() {
+        return Ok(pruned);
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT 1 FROM pruned WHERE org = ?1 AND account = ?2 AND digest = ?3")?;
+    for key in keys {
+        if stmt.exists(params![org, key.account, pruned_digest(key.kind, &key.id)])? {
+            pruned.insert(key);
+        }
+    }
+    Ok(pruned)
+}
 
 #[async_trait]
 impl RollupStore for SqliteStore {
@@ -95,19 +121,93 @@ impl RollupStore for SqliteStore {
         .await
     }
 
-    async fn prune_states(&self, before: i64, limit: usize) -> StoreResult<u64> {
+    async fn prune_states(
+        &self,
+        org: &str,
+        before: i64,
+        limit: usize,
+        forget_after: Option<i64>,
+    ) -> StoreResult<u64> {
+        let org = org.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.maintain(Box::new(move |conn| {
+            // On the writer thread: no write can come between the check and the delete.
+            if conn
+                .prepare_cached("SELECT 1 FROM state_holds WHERE org = ?1 AND until >= ?2")?
+                .exists(params![org, before])?
+            {
+                return Ok(0);
+            }
+            conn.prepare_cached("DELETE FROM state_holds WHERE org = ?1")?
+                .execute(params![org])?;
+            let expired: Vec<(i64, String, String, bool)> = conn
+                .prepare_cached(
+                    "DELETE FROM entities WHERE (org, kind, account, id) IN (
+                        SELECT org, kind, account, id FROM entities
+                        WHERE org = ?1 AND keep_until IS NOT NULL AND keep_until < ?2 LIMIT ?3)
+                     RETURNING kind, account, id, length(state) > 0",
+                )?
+                .query_map(params![org, before, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut trace = conn.prepare_cached(
+                "INSERT INTO pruned (org, account, digest, keep_until) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (org, account, digest) DO UPDATE SET keep_until = excluded.keep_until",
+            )?;
+            // In key order: each page of the trace is visited once per chunk.
+            let mut traced = Vec::with_capacity(expired.len());
+            for (kind, account, id, _) in expired.iter().filter(|e| e.3) {
+                traced.push((account.as_str(), pruned_digest(stored_kind(*kind)?, id)));
+            }
+            traced.sort_unstable();
+            for (account, digest) in traced {
+                trace.execute(params![org, account, digest, forget_after])?;
+            }
+            Ok(expired.len() as u64)
+        }))
+        .await
+    }
+
+    async fn expire_pruned(&self, org: &str, before: i64, limit: usize) -> StoreResult<u64> {
+        let org = org.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.maintain(Box::new(move |conn| {
             let n = conn
                 .prepare_cached(
-                    "DELETE FROM entities WHERE (org, kind, account, id) IN (
-                        SELECT org, kind, account, id FROM entities
-                        WHERE keep_until IS NOT NULL AND keep_until < ?1 LIMIT ?2)",
+                    "DELETE FROM pruned WHERE (org, account, digest) IN (
+                        SELECT org, account, digest FROM pruned
+                        WHERE org = ?1 AND keep_until IS NOT NULL AND keep_until < ?2 LIMIT ?3)",
                 )?
-                .execute(params![before, limit])?;
+                .execute(params![org, before, limit])?;
             Ok(n as u64)
         }))
         .await
+    }
+
+    async fn hold_states(&self, org: &str, name: &str, until: i64) -> StoreResult<()> {
+        let (org, name) = (org.to_string(), name.to_string());
+        self.maintain(Box::new(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO state_holds (org, name, until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (org, name) DO UPDATE SET until = excluded.until",
+            )?
+            .execute(params![org, name, until])?;
+            Ok(0)
+        }))
+        .await
+        .map(|_| ())
+    }
+
+    async fn release_states(&self, org: &str, name: &str) -> StoreResult<()> {
+        let (org, name) = (org.to_string(), name.to_string());
+        self.maintain(Box::new(move |conn| {
+            conn.prepare_cached("DELETE FROM state_holds WHERE org = ?1 AND name = ?2")?
+                .execute(params![org, name])?;
+            Ok(0)
+        }))
+        .await
+        .map(|_| ())
     }
 
     async fn progress(&self, name: &str) -> StoreResult<Option<i64>> {
@@ -141,6 +241,11 @@ impl RollupStore for SqliteStore {
                 "SELECT COUNT(*) FROM (
                     SELECT org, kind, account, id FROM entities WHERE ?1 IS NULL OR org = ?1
                     UNION SELECT org, kind, account, id FROM entity_log WHERE ?1 IS NULL OR org = ?1)",
+                params![org],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
+            rows.pruned_ids = conn.query_row(
+                "SELECT COUNT(*) FROM pruned WHERE ?1 IS NULL OR org = ?1",
                 params![org],
                 |r| r.get::<_, i64>(0),
             )? as u64;
