@@ -206,7 +206,18 @@ type Maintenance = Box<dyn FnOnce(&Connection) -> StoreResult<u64> + Send>;
 /// Both go through the one queue, so maintenance never races ingestion.
 enum Task {
     Apply(WriteJob, Reply),
-    Maintain(Maintenance, oneshot::Sender<StoreResult<u64>>),
+    Maintain(Maintenance, oneshot::Sender<StoreResult<u64>>, Reach),
+}
+
+/// What a piece of maintenance touches, which decides where it runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Rows other than entity states (counters, the outbox, holds): it runs inside a
+    /// write group, in a savepoint of its own.
+    Rows,
+    /// Entity states (pruning, removing an account): it runs alone, after the entity log
+    /// is merged into the table, so that it sees and removes every state.
+    States,
 }
 
 pub struct SqliteStore {
@@ -254,12 +265,21 @@ impl SqliteStore {
 
     /// Runs a piece of maintenance on the writer thread, between write groups.
     async fn maintain(&self, work: Maintenance) -> StoreResult<u64> {
+        self.maintain_reaching(work, Reach::Rows).await
+    }
+
+    /// Maintenance that reads or deletes entity states.
+    async fn maintain_states(&self, work: Maintenance) -> StoreResult<u64> {
+        self.maintain_reaching(work, Reach::States).await
+    }
+
+    async fn maintain_reaching(&self, work: Maintenance, reach: Reach) -> StoreResult<u64> {
         let (tx, rx) = oneshot::channel();
         // Maintenance waits for room in the queue rather than failing: it is never urgent.
         let writer = self.writer.clone();
         telemetry::write_queued();
         tokio::task::spawn_blocking(move || {
-            writer.send(Task::Maintain(work, tx)).map_err(|_| {
+            writer.send(Task::Maintain(work, tx, reach)).map_err(|_| {
                 telemetry::write_unqueued(1);
                 StoreError::Closed
             })
@@ -359,15 +379,15 @@ fn writer_loop(
             },
         };
         let (size, next) = match first {
-            Task::Maintain(work, reply) => {
+            Task::Maintain(work, reply, Reach::States) => {
                 maintain_alone(&mut conn, &mut recent, work, reply);
                 (1, None)
             }
-            Task::Apply(job, reply) => {
+            first => {
                 // Many writers at once: the ones just answered are about to send again, so
                 // a commit that waits a moment for them saves a commit of their own.
                 let linger = (last_group >= LINGER_AFTER_GROUP).then(|| Instant::now() + LINGER);
-                commit_group(&mut conn, &mut recent, (job, reply), &rx, linger)
+                commit_group(&mut conn, &mut recent, first, &rx, linger)
             }
         };
         last_group = size;
@@ -493,35 +513,54 @@ fn passive_checkpoint(conn: &Connection) -> StoreResult<i64> {
     Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?)
 }
 
-/// Applies a group of write jobs in one transaction and replies only after the commit.
-/// The group is `first` and whatever queues up while it runs, up to a bound, so that jobs
-/// arriving during the work share its commit rather than wait for one of their own. Jobs
-/// run their transitions in arrival order, each seeing the states the earlier ones left,
-/// and their changes are merged: each entity is logged once and each counter written once
-/// with the sum of its deltas. A job whose transition fails is left out alone. Maintenance
-/// ends a group: it is handed back, to run alone next.
+/// Applies a group of tasks in one transaction and replies only after the commit. The
+/// group is `first` and whatever queues up while it runs, up to a bound, so that tasks
+/// arriving during the work share its commit rather than wait for one of their own. Write
+/// jobs run their transitions in arrival order, each seeing the states the earlier ones
+/// left, and their changes are merged: each entity is logged once and each counter written
+/// once with the sum of its deltas. A job whose transition fails is left out alone.
+/// Maintenance of rows runs between the merged writes, in a savepoint of its own;
+/// maintenance of states ends the group and is handed back, to run alone next.
 fn commit_group(
     conn: &mut Connection,
     recent: &mut RecentStates,
-    first: (WriteJob, Reply),
+    first: Task,
     queue: &mpsc::Receiver<Task>,
     linger: Option<Instant>,
 ) -> (usize, Option<Task>) {
-    let mut results: Vec<(Reply, StoreResult<()>)> = Vec::new();
+    let mut results: Vec<Outcome> = Vec::new();
     let mut logged: Vec<(String, EntityWrite)> = Vec::new();
     let mut carried = None;
     let started = Instant::now();
-    let mut events = 0;
+    // Events of the group's write jobs; `None` for a group of maintenance only.
+    let mut events = None;
     let outcome = (|| -> StoreResult<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut pending: HashMap<String, OrgWrites> = HashMap::new();
         let mut keys = 0;
         let mut next = Some(first);
-        while let Some((job, reply)) = next.take() {
-            keys += job.keys.len();
-            events += job.events;
-            let result = run_job(&tx, recent, &mut pending, job);
-            results.push((reply, result));
+        while let Some(task) = next.take() {
+            match task {
+                Task::Apply(job, reply) => {
+                    keys += job.keys.len();
+                    *events.get_or_insert(0) += job.events;
+                    let result = run_job(&tx, recent, &mut pending, job);
+                    results.push(Outcome::Applied(reply, result));
+                }
+                Task::Maintain(work, reply, _) => {
+                    // The rows written so far first, so that the work sees them; states
+                    // stay pending, for the lookups of the jobs still to come.
+                    write_rows(&tx, &mut pending)?;
+                    tx.execute_batch("SAVEPOINT maintenance")?;
+                    let result = work(&tx);
+                    if result.is_ok() {
+                        tx.execute_batch("RELEASE maintenance")?;
+                    } else {
+                        tx.execute_batch("ROLLBACK TO maintenance; RELEASE maintenance")?;
+                    }
+                    results.push(Outcome::Maintained(reply, result));
+                }
+            }
             if results.len() >= MAX_GROUP || keys >= MAX_GROUP_KEYS {
                 break;
             }
@@ -533,12 +572,14 @@ fn commit_group(
                 }),
             };
             match task {
-                Some(Task::Apply(job, reply)) => next = Some((job, reply)),
-                Some(maintenance) => carried = Some(maintenance),
-                None => {}
+                Some(Task::Maintain(work, reply, Reach::States)) => {
+                    carried = Some(Task::Maintain(work, reply, Reach::States));
+                }
+                other => next = other,
             }
         }
-        write_pending(&tx, pending, &mut logged)?;
+        write_rows(&tx, &mut pending)?;
+        log_states(&tx, pending, &mut logged)?;
         tx.commit()?;
         Ok(())
     })();
@@ -547,19 +588,43 @@ fn commit_group(
         Ok(()) => {
             recent.committed(logged);
             tracing::trace!(tasks = size, "committed write group");
-            telemetry::group_committed(started.elapsed(), events);
-            for (reply, r) in results {
-                let _ = reply.send(r);
+            if let Some(events) = events {
+                telemetry::group_committed(started.elapsed(), events);
+            }
+            for r in results {
+                r.send();
             }
         }
         Err(e) => {
             tracing::error!(error = %e, tasks = size, "write group failed; nothing of it was stored");
-            for (reply, _) in results {
-                let _ = reply.send(Err(e.for_each_job()));
+            for r in results {
+                r.fail(&e);
             }
         }
     }
     (size, carried)
+}
+
+enum Outcome {
+    Applied(Reply, StoreResult<()>),
+    Maintained(oneshot::Sender<StoreResult<u64>>, StoreResult<u64>),
+}
+
+impl Outcome {
+    fn send(self) {
+        match self {
+            Outcome::Applied(reply, r) => drop(reply.send(r)),
+            Outcome::Maintained(reply, r) => drop(reply.send(r)),
+        }
+    }
+
+    fn fail(self, e: &StoreError) {
+        let err = e.for_each_job();
+        match self {
+            Outcome::Applied(reply, _) => drop(reply.send(Err(err))),
+            Outcome::Maintained(reply, _) => drop(reply.send(Err(err))),
+        }
+    }
 }
 
 /// Loads a job's states (the group's pending writes first, then the entity log, then the
@@ -605,21 +670,15 @@ fn run_job(
     Ok(())
 }
 
-/// Writes the group's pending changes, in key order: entity states to the log (`logged`
-/// gets them, for the memory copy once committed), counters to their rows.
-fn write_pending(
-    conn: &Connection,
-    pending: HashMap<String, OrgWrites>,
-    logged: &mut Vec<(String, EntityWrite)>,
-) -> StoreResult<()> {
-    for (org, mut w) in pending {
+/// Writes and forgets the pending changes other than entity states, in key order:
+/// accounts, counters, progress positions and outbox deliveries.
+fn write_rows(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) -> StoreResult<()> {
+    for (org, w) in pending.iter_mut() {
         let mut stmt = conn
             .prepare_cached("INSERT OR IGNORE INTO accounts (org, account_id) VALUES (?1, ?2)")?;
         for account in &w.accounts {
             stmt.execute(params![org, account])?;
         }
-        RecentStates::append(conn, &org, w.entities.values())?;
-        let entities = std::mem::take(&mut w.entities);
         let mut stmt = conn.prepare_cached(
             "INSERT INTO counters (org, tier, bucket, account, series, dim, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (org, account, tier, series, bucket, dim) DO UPDATE SET value = value + excluded.value",
@@ -642,7 +701,24 @@ fn write_pending(
             stmt.execute(params![name, position])?;
         }
         outbox::insert(conn, &w.outbox)?;
-        logged.extend(entities.into_values().map(|e| (org.clone(), e)));
+        w.accounts.clear();
+        w.counters.clear();
+        w.progress.clear();
+        w.outbox.clear();
+    }
+    Ok(())
+}
+
+/// Appends the group's entity states to the entity log, in key order; `logged` gets them,
+/// for the memory copy once the group is committed.
+fn log_states(
+    conn: &Connection,
+    pending: HashMap<String, OrgWrites>,
+    logged: &mut Vec<(String, EntityWrite)>,
+) -> StoreResult<()> {
+    for (org, w) in pending {
+        RecentStates::append(conn, &org, w.entities.values())?;
+        logged.extend(w.entities.into_values().map(|e| (org.clone(), e)));
     }
     Ok(())
 }

@@ -175,7 +175,7 @@ impl AccountStore for SqliteStore {
     async fn delete_account(&self, org: &str, account: &str) -> StoreResult<bool> {
         let (org, account) = (org.to_string(), account.to_string());
         let n = self
-            .maintain(Box::new(move |conn| {
+            .maintain_states(Box::new(move |conn| {
                 // The organization-wide sums lose what this account added to them.
                 conn.execute(
                     "UPDATE counters AS total SET value = total.value - own.value

@@ -130,7 +130,7 @@ impl RollupStore for SqliteStore {
     ) -> StoreResult<u64> {
         let org = org.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.maintain(Box::new(move |conn| {
+        self.maintain_states(Box::new(move |conn| {
             // On the writer thread: no write can come between the check and the delete.
             if conn
                 .prepare_cached("SELECT 1 FROM state_holds WHERE org = ?1 AND until >= ?2")?
