@@ -1,18 +1,22 @@
 //! whatstat's benchmark harness: durable ingest, single-event requests, query latency at
 //! growing volumes (idle and under ingest), peak RSS and storage per tier, side by side
-//! with raw-row aggregation in SQLite, PostgreSQL and DuckDB on the same data.
+//! with raw-row aggregation in SQLite, PostgreSQL and DuckDB on the same data; and the
+//! ingest of a message stream in time and in random order, side by side with the peers'
+//! write path (a row INSERTed per message, an UPDATE per status) on the same stream.
 //!
 //! `cargo run --release --bin whatstat-bench -- --quick` runs in under a minute.
 
 #![forbid(unsafe_code)]
 
 mod baseline;
+mod stream;
+mod writes;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -20,6 +24,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 use whatstat::demo::{DemoOptions, day_events};
+
+use stream::{Order, Stream};
 
 const MASTER_KEY: &str = "bench-master-key";
 /// Pause between a fill and the idle measurement, for the store's background work.
@@ -51,6 +57,23 @@ async fn settle() {
     }
 }
 const ZONE: &str = "Asia/Kolkata";
+/// The PostgreSQL server the backend, the baselines and the peers' write path use.
+const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
+/// Seeds of the message stream and of its shuffle.
+const STREAM_SEED: u64 = 17;
+const SHUFFLE_SEED: u64 = 18;
+
+/// What a run measures.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum Part {
+    /// The message stream (--stream-events) posted in time order, into a fresh store.
+    Time,
+    /// The same stream shuffled, into a fresh store.
+    Random,
+    /// The demo generator's stages (--sizes): ingest, single-event requests, webhooks,
+    /// queries idle and under ingest against raw-row aggregation.
+    Demo,
+}
 const ENDPOINTS: [(&str, &str); 3] = [
     ("messages", "/api/analytics/messages?granularity=day"),
     ("chatbot", "/api/analytics/chatbot"),
@@ -75,9 +98,26 @@ struct Args {
     /// Query samples per endpoint and condition.
     #[arg(long)]
     samples: Option<usize>,
-    /// Seconds of single-event requests at concurrency 64.
+    /// Seconds of single-event requests at concurrency 64 [default: 15; --quick: 3].
     #[arg(long)]
     single_secs: Option<u64>,
+    /// What to measure, comma-separated: time (the message stream in time order), random
+    /// (the same stream shuffled), demo (the demo generator's stages at --sizes).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "time,random,demo"
+    )]
+    stream: Vec<Part>,
+    /// Events of the message stream (10 accounts, 29 days, 5,000-event NDJSON bodies)
+    /// [default: 1000000; --quick: 20000].
+    #[arg(long)]
+    stream_events: Option<u64>,
+    /// The peers' write path measured on the message stream, for the backends named:
+    /// sqlite, postgres, or none.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    write_baselines: Vec<String>,
     /// whatstat backends to measure: sqlite, postgres.
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     backends: Vec<String>,
@@ -206,6 +246,61 @@ impl Server {
             .into());
         }
         Ok(())
+    }
+
+    /// One NDJSON body of `lines` events, all of them new: anything but a 200 answer
+    /// saying so is an error.
+    async fn post_new_events(&self, body: bytes::Bytes, lines: u64) -> Result<(), AnyError> {
+        let r = self
+            .client
+            .post(format!("{}/api/events", self.base))
+            .bearer_auth(&self.key)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("ingest answered {status}: {text}").into());
+        }
+        let answer: Value = serde_json::from_str(&text)?;
+        let (accepted, duplicates) = (
+            answer["data"]["accepted"].as_u64(),
+            answer["data"]["duplicates"].as_u64(),
+        );
+        if accepted != Some(lines) || duplicates != Some(0) {
+            return Err(format!(
+                "a body of {lines} new events was answered {text}, not {lines} accepted and 0 duplicates"
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The messages answer's summary for `range` (`start_date=...&end_date=...`).
+    async fn messages_summary(&self, range: &str) -> Result<stream::Totals, AnyError> {
+        let r: Value = self
+            .client
+            .get(format!("{}/api/analytics/messages?{range}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let s = &r["data"]["summary"];
+        let get = |k: &str| {
+            s[k].as_u64()
+                .ok_or_else(|| format!("no `{k}` in the messages summary: {s}"))
+        };
+        Ok(stream::Totals {
+            sent: get("total_sent")?,
+            received: get("total_received")?,
+            delivered: get("total_delivered")?,
+            read: get("total_read")?,
+            failed: get("total_failed")?,
+        })
     }
 
     /// One query: the time the client saw, and the time the server says it spent
@@ -360,8 +455,15 @@ async fn latencies(server: &Server, samples: usize) -> Result<Latencies, AnyErro
     Ok(out)
 }
 
-/// Single-event requests from 64 concurrent clients; returns requests per second.
-async fn single_events(server: &Arc<Server>, secs: u64, now: i64) -> Result<f64, AnyError> {
+/// Single-event requests from 64 concurrent clients, each a message with an id of its own
+/// (`s{round}-{client}-{n}`: give every call on one store its own `round`), each answer
+/// checked to have accepted it as new; returns requests per second.
+async fn single_events(
+    server: &Arc<Server>,
+    secs: u64,
+    now: i64,
+    round: &str,
+) -> Result<f64, AnyError> {
     use http_body_util::{BodyExt, Full};
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -377,7 +479,7 @@ async fn single_events(server: &Arc<Server>, secs: u64, now: i64) -> Result<f64,
     let started = Instant::now();
     for worker in 0..64u64 {
         let (done, stop) = (done.clone(), stop.clone());
-        let (addr, auth) = (addr.clone(), auth.clone());
+        let (addr, auth, round) = (addr.clone(), auth.clone(), round.to_string());
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(&addr).await?;
             stream.set_nodelay(true)?;
@@ -388,7 +490,7 @@ async fn single_events(server: &Arc<Server>, secs: u64, now: i64) -> Result<f64,
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let body = format!(
-                    r#"[{{"type":"message","account_id":"single","timestamp":{},"id":"s{worker}-{i}","direction":"inbound","message_type":"text"}}]"#,
+                    r#"[{{"type":"message","account_id":"single","timestamp":{},"id":"s{round}-{worker}-{i}","direction":"inbound","message_type":"text"}}]"#,
                     now - 60
                 );
                 let request = hyper::Request::post("/api/events")
@@ -398,9 +500,13 @@ async fn single_events(server: &Arc<Server>, secs: u64, now: i64) -> Result<f64,
                     .body(Full::new(bytes::Bytes::from(body)))?;
                 let response = sender.send_request(request).await?;
                 let status = response.status();
-                response.into_body().collect().await?;
-                if !status.is_success() {
+                let answer = response.into_body().collect().await?.to_bytes();
+                if status != hyper::StatusCode::OK {
                     return Err::<(), AnyError>(format!("single event answered {status}").into());
+                }
+                let answer: Value = serde_json::from_slice(&answer)?;
+                if answer["data"]["accepted"] != 1 {
+                    return Err(format!("a new single event was answered {answer}").into());
                 }
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 1;
@@ -549,8 +655,16 @@ struct Stage {
     baselines: Vec<(String, baseline::Latencies)>,
 }
 
-struct BackendResult {
+/// Everything measured on one backend.
+struct BackendReport {
     name: String,
+    streams: Vec<StreamResult>,
+    /// Single-event requests on the first stream's store, when the demo stages did not run.
+    stream_single_rps: Option<f64>,
+    demo: Option<BackendResult>,
+}
+
+struct BackendResult {
     ingest_eps: f64,
     single_rps: f64,
     webhook: (f64, f64),
@@ -588,8 +702,85 @@ async fn run(args: Args) -> Result<(), AnyError> {
         start_of(today.tomorrow()?)?,
         start_of(today)?,
     );
+    for b in &args.write_baselines {
+        if !["sqlite", "postgres", "none"].contains(&b.as_str()) {
+            return Err(format!(
+                "--write-baselines: unknown `{b}`; allowed: sqlite, postgres, none"
+            )
+            .into());
+        }
+    }
+    let orders: Vec<Order> = [(Part::Time, Order::Time), (Part::Random, Order::Random)]
+        .into_iter()
+        .filter(|(p, _)| args.stream.contains(p))
+        .map(|(_, o)| o)
+        .collect();
+    let demo = args.stream.contains(&Part::Demo);
+    let stream = if orders.is_empty() {
+        None
+    } else {
+        let events = args
+            .stream_events
+            .unwrap_or(if quick { 20_000 } else { 1_000_000 });
+        if events == 0 {
+            return Err("--stream-events: 0; allowed: 1 or more".into());
+        }
+        let s = Stream::generate(events, now, STREAM_SEED)?;
+        eprintln!(
+            "== message stream: {} events, {} messages ({} sent, {} received), {:.0} bytes per event on average",
+            s.events(),
+            s.messages(),
+            s.totals.sent,
+            s.totals.received,
+            s.mean_event_bytes()
+        );
+        Some(s)
+    };
+    // The stream's days, whole local days (a run may cross midnight).
+    let stream_range = format!(
+        "start_date={}&end_date={today}",
+        jiff::Timestamp::from_second(now - stream::DAYS * 86_400)?
+            .to_zoned(tz.clone())
+            .date()
+    );
     let mut results = Vec::new();
     for (i, backend) in args.backends.iter().enumerate() {
+        let mut report = BackendReport {
+            name: backend.clone(),
+            streams: Vec::new(),
+            stream_single_rps: None,
+            demo: None,
+        };
+        if let Some(stream) = &stream {
+            for (k, &order) in orders.iter().enumerate() {
+                // Without the demo stages, single-event requests run on the first stream's store.
+                let single = (!demo && k == 0).then_some((single_secs, now));
+                match stream_stage(
+                    &args,
+                    backend,
+                    stream,
+                    order,
+                    &stream_range,
+                    samples,
+                    single,
+                )
+                .await
+                {
+                    Ok((r, rps)) => {
+                        report.streams.push(r);
+                        report.stream_single_rps = report.stream_single_rps.or(rps);
+                    }
+                    Err(e) => eprintln!(
+                        "backend {backend}, {} order: not measured: {e}",
+                        order.name()
+                    ),
+                }
+            }
+        }
+        if !demo {
+            results.push(report);
+            continue;
+        }
         // The baseline rows are collected once, on the first backend's pass.
         let collect = i == 0;
         let pg_sizes = args
@@ -613,11 +804,12 @@ async fn run(args: Args) -> Result<(), AnyError> {
         )
         .await
         {
-            Ok(r) => results.push(r),
-            Err(e) => eprintln!("backend {backend}: not measured: {e}"),
+            Ok(r) => report.demo = Some(r),
+            Err(e) => eprintln!("backend {backend}, demo stages: not measured: {e}"),
         }
+        results.push(report);
     }
-    print_report(&results, &sizes, samples, quick);
+    print_report(&results, &sizes, samples, quick, stream.as_ref());
     if !args.keep {
         let _ = std::fs::remove_dir_all(&args.workdir);
     }
@@ -635,21 +827,8 @@ async fn bench_backend(
     range: (i64, i64, i64),
     collect_baseline: bool,
 ) -> Result<BackendResult, AnyError> {
-    let db_path = args.workdir.join("whatstat.db");
-    let url = match backend {
-        "sqlite" => {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
-            }
-            format!("sqlite://{}", db_path.display())
-        }
-        "postgres" => {
-            recreate_pg("whatstat_bench")?;
-            "postgres://postgres@127.0.0.1:5432/whatstat_bench".to_string()
-        }
-        other => return Err(format!("unknown backend {other}").into()),
-    };
-    eprintln!("== {backend}: starting server");
+    let (url, db_path) = fresh_store(args, backend)?;
+    eprintln!("== {backend}: demo stages, starting server");
     let server = Arc::new(Server::start(&url).await?);
     let mut generator = Generator::new(now)?;
     let mut rows = if collect_baseline {
@@ -718,10 +897,12 @@ async fn bench_backend(
         stop.store(true, Ordering::Relaxed);
         stored += load.await??;
         if si == 0 {
-            single_rps = single_events(&server, single_secs, now).await?;
-            eprintln!("   single-event requests: {single_rps:.0}/s");
+            single_rps = single_events(&server, single_secs, now, "a").await?;
+            eprintln!(
+                "   single-event requests (a unique message id each, every one accepted as new): {single_rps:.0}/s"
+            );
             let streams = open_streams(&server, STREAM_CLIENTS).await?;
-            let with_streams = single_events(&server, single_secs, now).await?;
+            let with_streams = single_events(&server, single_secs, now, "b").await?;
             eprintln!(
                 "   single-event requests with {} live streams of the organization: {with_streams:.0}/s ({:+.1} %)",
                 streams.len(),
@@ -806,7 +987,6 @@ async fn bench_backend(
         _ => pg_tiers().unwrap_or_else(|e| format!("unknown ({e})")),
     };
     Ok(BackendResult {
-        name: backend.to_string(),
         ingest_eps,
         single_rps,
         webhook,
@@ -815,6 +995,168 @@ async fn bench_backend(
         peak_rss_mb,
         tiers,
     })
+}
+
+/// A fresh, empty store for `backend`: its URL, and its file on SQLite.
+fn fresh_store(args: &Args, backend: &str) -> Result<(String, PathBuf), AnyError> {
+    let db_path = args.workdir.join("whatstat.db");
+    let url = match backend {
+        "sqlite" => {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
+            }
+            format!("sqlite://{}", db_path.display())
+        }
+        "postgres" => {
+            recreate_pg("whatstat_bench")?;
+            format!("{PG_BASE}/whatstat_bench")
+        }
+        other => {
+            return Err(format!("unknown backend `{other}`; allowed: sqlite, postgres").into());
+        }
+    };
+    Ok((url, db_path))
+}
+
+/// Posts the bodies in their order over 4 concurrent connections, each body checked to
+/// be answered 200 with all of its events new.
+async fn post_stream(server: &Arc<Server>, bodies: &[bytes::Bytes]) -> Result<(), AnyError> {
+    let bodies = Arc::new(bodies.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (bodies, next, s) = (bodies.clone(), next.clone(), server.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let lines = body.iter().filter(|&&c| c == b'\n').count() as u64;
+                s.post_new_events(body.clone(), lines).await?;
+            }
+            Ok::<(), AnyError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// One order of the message stream on one backend.
+struct StreamResult {
+    order: Order,
+    events: u64,
+    events_per_second: f64,
+    /// The messages query after the stream: p50 / p99 the client saw, and the server's.
+    messages: (f64, f64),
+    messages_server: (f64, f64),
+    peak_rss_mb: f64,
+    peer: Option<Result<writes::Outcome, String>>,
+}
+
+/// The message stream in `order` into a fresh store: durable ingest, the stored figures
+/// checked against the stream, the messages query, single-event requests when `single`
+/// (seconds, now) is given, then the peers' write path on the same bodies.
+async fn stream_stage(
+    args: &Args,
+    backend: &str,
+    stream: &Stream,
+    order: Order,
+    summary_range: &str,
+    samples: usize,
+    single: Option<(u64, i64)>,
+) -> Result<(StreamResult, Option<f64>), AnyError> {
+    let (url, _) = fresh_store(args, backend)?;
+    let bodies = stream.bodies(order, SHUFFLE_SEED);
+    eprintln!(
+        "== {backend}: {} events of the message stream in {} order ({} bodies), starting server",
+        stream.events(),
+        order.name(),
+        bodies.len()
+    );
+    let stage_started = Instant::now();
+    let server = Arc::new(Server::start(&url).await?);
+    let started = Instant::now();
+    post_stream(&server, &bodies).await?;
+    let events_per_second = stream.events() as f64 / started.elapsed().as_secs_f64();
+    eprintln!(
+        "   durable ingest: {events_per_second:.0} events/s (every body answered 200, all its events new)"
+    );
+    let stored = server.messages_summary(summary_range).await?;
+    if stored != stream.totals {
+        return Err(format!(
+            "after the stream the messages answer says {stored:?}; the stream holds {:?}",
+            stream.totals
+        )
+        .into());
+    }
+    if !args.quick {
+        settle().await;
+    }
+    let lat = latencies(&server, samples).await?;
+    let (messages, messages_server) = (lat.client[0], lat.server[0]);
+    eprintln!(
+        "   messages query: p50 {:.2} ms, p99 {:.2} ms (server {:.2} / {:.2})",
+        messages.0, messages.1, messages_server.0, messages_server.1
+    );
+    let single_rps = match single {
+        Some((secs, now)) => {
+            let rps = single_events(&server, secs, now, "a").await?;
+            eprintln!(
+                "   single-event requests (a unique message id each, every one accepted as new): {rps:.0}/s"
+            );
+            Some(rps)
+        }
+        None => None,
+    };
+    let peak_rss_mb = server.peak_rss_mb();
+    eprintln!("   peak RSS {peak_rss_mb:.0} MB");
+    // The server stops before the peers' write path runs, which then has the machine.
+    drop(server);
+    let peer = if args.write_baselines.iter().any(|b| b == backend) {
+        let r = match backend {
+            "sqlite" => tokio::task::block_in_place(|| {
+                writes::sqlite(&args.workdir, &bodies, &stream.final_status)
+            }),
+            _ => {
+                writes::postgres(
+                    PG_BASE,
+                    "whatstat_bench_peer",
+                    &bodies,
+                    &stream.final_status,
+                )
+                .await
+            }
+        };
+        match &r {
+            Ok(o) => eprintln!(
+                "   peers' write path: {:.0} events/s ({} events); {} statuses found no row, {} messages end with another status than the last of their ladder, {} transactions retried after a deadlock",
+                o.events_per_second,
+                o.events,
+                o.lost_statuses,
+                o.wrong_status,
+                o.retried_transactions
+            ),
+            Err(e) => eprintln!("   peers' write path: not measured: {e}"),
+        }
+        Some(r)
+    } else {
+        None
+    };
+    eprintln!(
+        "   stage done in {:.1} s",
+        stage_started.elapsed().as_secs_f64()
+    );
+    Ok((
+        StreamResult {
+            order,
+            events: stream.events(),
+            events_per_second,
+            messages,
+            messages_server,
+            peak_rss_mb,
+            peer,
+        },
+        single_rps,
+    ))
 }
 
 fn recreate_pg(db: &str) -> Result<(), AnyError> {
@@ -890,7 +1232,106 @@ fn tier_text(rows: &[(i64, i64)], states: i64, mb: f64) -> String {
     )
 }
 
-fn print_report(results: &[BackendResult], sizes: &[u64], samples: usize, quick: bool) {
+/// The summary of one backend: both orders of the stream against the peers' write path,
+/// single-event requests, the messages query at every volume measured, peak RSS.
+fn print_summary(r: &BackendReport) {
+    println!("| measure | value |\n|---|---|");
+    for st in &r.streams {
+        let peer = match &st.peer {
+            Some(Ok(p)) => format!(
+                "; {:.2}x the peers' write path ({:.0} events/s)",
+                st.events_per_second / p.events_per_second,
+                p.events_per_second
+            ),
+            Some(Err(_)) => "; the peers' write path not measured".into(),
+            None => String::new(),
+        };
+        println!(
+            "| durable ingest, message stream in {} order, {} events | {:.0} events/s{peer} |",
+            st.order.name(),
+            st.events,
+            st.events_per_second
+        );
+    }
+    let single = r
+        .demo
+        .as_ref()
+        .map(|d| d.single_rps)
+        .or(r.stream_single_rps);
+    if let Some(rps) = single {
+        println!(
+            "| single-event requests, a unique message id each, concurrency 64 | {rps:.0} requests/s |"
+        );
+    }
+    let mut medians: Vec<String> = r
+        .streams
+        .iter()
+        .map(|st| {
+            format!(
+                "{:.2} ms at {} events ({} order)",
+                st.messages.0,
+                st.events,
+                st.order.name()
+            )
+        })
+        .collect();
+    if let Some(d) = &r.demo {
+        medians.extend(
+            d.stages
+                .iter()
+                .map(|s| format!("{:.2} ms at {} events (demo)", s.idle[0].0, s.events)),
+        );
+    }
+    println!("| messages query, median | {} |", medians.join("; "));
+    let peak = r
+        .streams
+        .iter()
+        .map(|s| s.peak_rss_mb)
+        .chain(r.demo.as_ref().map(|d| d.peak_rss_mb))
+        .fold(f64::NAN, f64::max);
+    println!("| peak RSS of the server, largest of the stages | {peak:.0} MB |\n");
+    if r.streams.is_empty() {
+        return;
+    }
+    println!(
+        "| stream order | events | whatstat durable ingest | peers' write path | ratio | statuses the peers found no row for | messages the peers left with another status | peers' transactions retried after a deadlock | messages query p50 / p99 (server's own p50 / p99) | peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for st in &r.streams {
+        let peer = match &st.peer {
+            Some(Ok(p)) => format!(
+                "{:.0} events/s | {:.2}x | {} | {} | {}",
+                p.events_per_second,
+                st.events_per_second / p.events_per_second,
+                p.lost_statuses,
+                p.wrong_status,
+                p.retried_transactions
+            ),
+            Some(Err(e)) => format!("not measured: {e} | | | | "),
+            None => "not measured | | | | ".into(),
+        };
+        println!(
+            "| {} | {} | {:.0} events/s | {peer} | {:.2} / {:.2} ms ({:.2} / {:.2}) | {:.0} MB |",
+            st.order.name(),
+            st.events,
+            st.events_per_second,
+            st.messages.0,
+            st.messages.1,
+            st.messages_server.0,
+            st.messages_server.1,
+            st.peak_rss_mb
+        );
+    }
+    println!();
+}
+
+fn print_report(
+    results: &[BackendReport],
+    sizes: &[u64],
+    samples: usize,
+    quick: bool,
+    stream: Option<&Stream>,
+) {
     println!(
         "\n## whatstat benchmark{}\n",
         if quick {
@@ -899,18 +1340,34 @@ fn print_report(results: &[BackendResult], sizes: &[u64], samples: usize, quick:
             ""
         }
     );
+    if let Some(s) = stream {
+        println!(
+            "Message stream: {} events ({} messages, {:.0} bytes per event on average), {} accounts over {} days, NDJSON bodies of {} events posted by 4 concurrent connections (all inside the state window: no backfill), into a fresh store per order; every body answered 200 with all its events new, and the stored figures checked against the stream. Peers' write path: the same bodies parsed and applied in one transaction each, one INSERT per message and one UPDATE ... WHERE id per status (SQLite: one connection, WAL, synchronous=FULL; PostgreSQL: 4 connections, synchronous_commit=on). Ratio: whatstat's events/s over the peers'.\n",
+            s.events(),
+            s.messages(),
+            s.mean_event_bytes(),
+            stream::ACCOUNTS,
+            stream::DAYS,
+            stream::BODY_EVENTS
+        );
+    }
     println!(
-        "Query latency: p50 / p99 in ms over {samples} sequential requests per endpoint (HTTP, default 30-day range, all accounts). Sizes asked: {sizes:?}.\n"
+        "Query latency: p50 / p99 in ms over {samples} sequential requests per endpoint (HTTP, default 30-day range, all accounts). Demo sizes asked: {sizes:?}.\n"
     );
-    for r in results {
-        println!("### whatstat on {}\n", r.name);
+    for report in results {
+        println!("### whatstat on {}\n", report.name);
+        print_summary(report);
+        let Some(r) = &report.demo else {
+            continue;
+        };
+        println!("Demo generator stages:\n");
         println!("| measure | value |\n|---|---|");
         println!(
             "| durable ingest, NDJSON batches of 5,000 (4 concurrent) | {:.0} events/s |",
             r.ingest_eps
         );
         println!(
-            "| single-event requests, concurrency 64 | {:.0} requests/s |",
+            "| single-event requests, a unique message id each, concurrency 64 | {:.0} requests/s |",
             r.single_rps
         );
         println!(
