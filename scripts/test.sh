@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole check: formatting, lints (warnings are errors), every test, schemathesis
-# against the generated API description, and the benchmark's smoke run.
+# against the generated API description, the fuzz targets for a minute each, and the
+# benchmark's smoke run.
 # Needs PostgreSQL on 127.0.0.1:5432 (started here if it is not running).
 set -euo pipefail
 
@@ -97,6 +98,11 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 cargo build --bin whatstat
 (cd tests/browser && npm ci --no-audit --no-fund && npm test)
+
+step "fuzz targets, ${FUZZ_SECONDS:-60} s each (scripts/fuzz.sh)"
+# cargo-fuzz (installed when missing) on nightly, else stable with RUSTC_BOOTSTRAP=1; each
+# target from its seed corpus in fuzz/corpus, failing on any crash.
+scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 
 step "benchmark smoke run (quick mode, no thresholds)"
 cargo run --release --bin whatstat-bench -- --quick

@@ -6,6 +6,8 @@ pub mod api;
 pub mod config;
 pub mod demo;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod secrets;
 pub mod store;

@@ -189,17 +189,28 @@ pub fn download(data: &Value, table: CsvTable, endpoint: &str) -> Response {
 pub fn to_csv(columns: &[&str], rows: &[Value]) -> String {
     let mut out = String::new();
     let header: Vec<String> = columns.iter().map(|c| cell(&Value::from(*c))).collect();
-    out.push_str(&header.join(","));
-    out.push_str("\r\n");
+    push_record(&mut out, &header);
     for row in rows {
         let cells: Vec<String> = columns
             .iter()
             .map(|c| cell(row.get(*c).unwrap_or(&Value::Null)))
             .collect();
-        out.push_str(&cells.join(","));
-        out.push_str("\r\n");
+        push_record(&mut out, &cells);
     }
     out
+}
+
+/// One record and its line end. A record of one empty cell is written `""`: as an empty
+/// line, CSV readers skip it and the row would be lost.
+fn push_record(out: &mut String, cells: &[String]) {
+    if let [only] = cells
+        && only.is_empty()
+    {
+        out.push_str("\"\"");
+    } else {
+        out.push_str(&cells.join(","));
+    }
+    out.push_str("\r\n");
 }
 
 /// One cell: numbers as the JSON writes them, `null` empty, text neutralized and quoted
@@ -261,6 +272,19 @@ mod tests {
             to_csv(CsvTable::TopKeywords.columns(), &rows),
             "keyword,count\r\n\"'=HYPERLINK(\"\"x\"\")\",1\r\n'+1,2\r\n'-x,3\r\n'@sum,4\r\nplain,-5\r\n"
         );
+    }
+
+    #[test]
+    fn a_lone_empty_cell_is_quoted_not_an_empty_line() {
+        // Found by the `csv` fuzz target: an empty line is skipped by CSV readers.
+        let rows = vec![
+            json!({"only": null}),
+            json!({"only": ""}),
+            json!({"only": "x"}),
+        ];
+        assert_eq!(to_csv(&["only"], &rows), "only\r\n\"\"\r\n\"\"\r\nx\r\n");
+        assert_eq!(to_csv(&[""], &[]), "\"\"\r\n");
+        assert_eq!(to_csv(&["a", "b"], &[json!({})]), "a,b\r\n,\r\n");
     }
 
     #[test]

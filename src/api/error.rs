@@ -59,7 +59,7 @@ impl ErrorCode {
         (
             ErrorCode::RangeNotServable,
             400,
-            "a range that cannot be served as asked: the kept tiers cannot serve it exactly (the message says what they can), its start is not before its end, an hourly timeline starts off the hour, or it holds more than 10000 timeline buckets",
+            "a range that cannot be served as asked: the kept tiers cannot serve it exactly (the message says what they can), its start is not before its end, an hourly timeline starts off the hour, it holds more than 10000 timeline buckets, or it (or its timeline's last bucket) reaches beyond the years -9999 to 9999",
         ),
         (
             ErrorCode::InvalidApiKey,
@@ -283,6 +283,10 @@ fn range_error(e: RangeError) -> ApiError {
             "parameter `start_date` must be before `end_date` (end_date as a date is inclusive)",
         ),
         RangeError::NotServable(message) => ApiError::new(ErrorCode::RangeNotServable, message),
+        RangeError::BeyondCalendar => ApiError::new(
+            ErrorCode::RangeNotServable,
+            "the range reaches beyond the years -9999 to 9999 that dates can hold (with no `start_date`, it starts 30 days before `end_date`; a timeline's last week or month must end within them too); narrow it",
+        ),
         RangeError::TooManyBuckets { limit, granularity } => ApiError::new(
             ErrorCode::RangeNotServable,
             format!(

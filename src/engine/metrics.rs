@@ -117,6 +117,10 @@ pub enum RangeError {
     InvalidBound { bound: Bound, value: String },
     #[error("the start of the range is not before its end")]
     Empty,
+    /// The range, the 30 days before its end when it has no start, or a bucket of its
+    /// timeline reaches past the years dates can hold (-9999 to 9999).
+    #[error("the range reaches beyond the years -9999 to 9999")]
+    BeyondCalendar,
     /// The stored tiers cannot serve the range exactly; the message says what they can.
     #[error("{0}")]
     NotServable(String),
@@ -365,43 +369,7 @@ impl Analytics {
 
     pub(crate) fn window(&self, org: &Org, p: &RangeParams) -> Result<Window, EngineError> {
         let view = self.view_calendar(org, p.tz.as_deref())?;
-        let today = view.zoned(self.now_ts()).date();
-        let bad = |bound: Bound, v: &str| RangeError::InvalidBound {
-            bound,
-            value: v.to_string(),
-        };
-        let start_of = |d: Date| view.start_of(d).map(|z| z.timestamp().as_second());
-        let after = |d: Date| view.start_of_next_day(d).map(|z| z.timestamp().as_second());
-        let start = match p.start_date.as_deref() {
-            Some(s) => parse_point(s, &start_of).ok_or_else(|| bad(Bound::Start, s))?,
-            None => None,
-        };
-        let end = match p.end_date.as_deref() {
-            // A date as end is inclusive: the range runs to the end of that local day.
-            Some(s) => parse_point(s, &after).ok_or_else(|| bad(Bound::End, s))?,
-            None => None,
-        };
-        let internal = || EngineError::Internal("calendar arithmetic failed".into());
-        let end = match end {
-            Some(e) => e,
-            None => after(today).ok_or_else(internal)?,
-        };
-        let start = match start {
-            Some(s) => s,
-            None => {
-                let end_day = view
-                    .zoned(Timestamp::from_second(end - 1).map_err(|_| internal())?)
-                    .date();
-                let first = end_day
-                    .checked_sub(jiff::Span::new().days(29))
-                    .map_err(|_| internal())?;
-                start_of(first).ok_or_else(internal)?
-            }
-        };
-        if start >= end {
-            return Err(RangeError::Empty.into());
-        }
-        Ok(Window { start, end, view })
+        resolve_window(view, self.now_ts(), p)
     }
 
     pub(crate) async fn check_account(
@@ -976,6 +944,54 @@ impl Analytics {
     }
 }
 
+/// The window `p` asks for, read in `view` at `now`: from `start_date` (the 30 days up
+/// to the end when absent) to `end_date` (the end of today when absent).
+pub(crate) fn resolve_window(
+    view: Calendar,
+    now: Timestamp,
+    p: &RangeParams,
+) -> Result<Window, EngineError> {
+    let today = view.zoned(now).date();
+    let bad = |bound: Bound, v: &str| RangeError::InvalidBound {
+        bound,
+        value: v.to_string(),
+    };
+    let start_of = |d: Date| view.start_of(d).map(|z| z.timestamp().as_second());
+    let after = |d: Date| view.start_of_next_day(d).map(|z| z.timestamp().as_second());
+    let start = match p.start_date.as_deref() {
+        Some(s) => parse_point(s, &start_of).ok_or_else(|| bad(Bound::Start, s))?,
+        None => None,
+    };
+    let end = match p.end_date.as_deref() {
+        // A date as end is inclusive: the range runs to the end of that local day.
+        Some(s) => parse_point(s, &after).ok_or_else(|| bad(Bound::End, s))?,
+        None => None,
+    };
+    let end = match end {
+        Some(e) => e,
+        None => after(today)
+            .ok_or_else(|| EngineError::Internal("calendar arithmetic failed".into()))?,
+    };
+    let start = match start {
+        Some(s) => s,
+        None => {
+            // An end near the first instant dates can hold leaves no 30 days before it.
+            let beyond = || EngineError::from(RangeError::BeyondCalendar);
+            let end_day = view
+                .zoned(Timestamp::from_second(end - 1).map_err(|_| beyond())?)
+                .date();
+            let first = end_day
+                .checked_sub(jiff::Span::new().days(29))
+                .map_err(|_| beyond())?;
+            start_of(first).ok_or_else(beyond)?
+        }
+    };
+    if start >= end {
+        return Err(RangeError::Empty.into());
+    }
+    Ok(Window { start, end, view })
+}
+
 /// Parses a range end point: a local date through `day`, or an RFC 3339 instant.
 /// `None` means unparseable; `Some(None)` cannot happen but keeps the caller simple.
 fn parse_point(s: &str, day: &dyn Fn(Date) -> Option<i64>) -> Option<Option<i64>> {
@@ -1069,7 +1085,8 @@ pub(crate) fn timeline_buckets(
     g: Granularity,
 ) -> Result<Vec<TimelineBucket>, EngineError> {
     let cal = &w.view;
-    let internal = || EngineError::Internal("calendar arithmetic failed".into());
+    // A bucket that would end past the years dates can hold (a week or a month of 9999).
+    let beyond = || EngineError::from(RangeError::BeyondCalendar);
     let mut out = Vec::new();
     let mut t = w.start;
     while t < w.end {
@@ -1080,7 +1097,7 @@ pub(crate) fn timeline_buckets(
             }
             .into());
         }
-        let z = cal.zoned(Timestamp::from_second(t).map_err(|_| internal())?);
+        let z = cal.zoned(Timestamp::from_second(t).map_err(|_| beyond())?);
         let date = z.date();
         let (label, next) = match g {
             Granularity::Hour => {
@@ -1092,7 +1109,7 @@ pub(crate) fn timeline_buckets(
             Granularity::Day => (
                 date.to_string(),
                 cal.start_of_next_day(date)
-                    .ok_or_else(internal)?
+                    .ok_or_else(beyond)?
                     .timestamp()
                     .as_second(),
             ),
@@ -1101,14 +1118,14 @@ pub(crate) fn timeline_buckets(
                     .checked_sub(
                         jiff::Span::new().days(i64::from(date.weekday().to_monday_zero_offset())),
                     )
-                    .map_err(|_| internal())?;
+                    .map_err(|_| beyond())?;
                 let next_monday = monday
                     .checked_add(jiff::Span::new().days(7))
-                    .map_err(|_| internal())?;
+                    .map_err(|_| beyond())?;
                 (
                     monday.to_string(),
                     cal.start_of(next_monday)
-                        .ok_or_else(internal)?
+                        .ok_or_else(beyond)?
                         .timestamp()
                         .as_second(),
                 )
@@ -1116,7 +1133,7 @@ pub(crate) fn timeline_buckets(
             Granularity::Month => (
                 date.strftime("%Y-%m").to_string(),
                 cal.start_of_next_month(date)
-                    .ok_or_else(internal)?
+                    .ok_or_else(beyond)?
                     .timestamp()
                     .as_second(),
             ),
@@ -1143,6 +1160,58 @@ mod tests {
         assert_eq!(rate(2, 3), 66.7);
         assert_eq!(rate(98, 100), 98.0);
         assert_eq!(ratio_whole(5, 2), 3);
+    }
+
+    fn range(start: Option<&str>, end: Option<&str>) -> RangeParams {
+        RangeParams {
+            start_date: start.map(str::to_string),
+            end_date: end.map(str::to_string),
+            ..RangeParams::default()
+        }
+    }
+
+    #[test]
+    fn a_range_beyond_the_calendar_is_refused_not_an_internal_error() {
+        // Found by the `query` fuzz target: these answered 500.
+        let view = Calendar::new(jiff::tz::TimeZone::UTC);
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().expect("now");
+        // No start: the 30 days before an end near the first instant do not exist.
+        for end in ["-009999-01-20T00:00:00Z", "-009999-01-05T12:00:00+01:00"] {
+            let err = resolve_window(view.clone(), now, &range(None, Some(end)))
+                .err()
+                .expect("refused");
+            assert!(
+                matches!(err, EngineError::Range(RangeError::BeyondCalendar)),
+                "{end}: {err:?}"
+            );
+        }
+        // A week or a month of the timeline that would end after 9999.
+        for (start, end, g) in [
+            ("9999-12-01", "9999-12-02", Granularity::Month),
+            (
+                "9999-12-29T00:00:00Z",
+                "9999-12-30T22:00:00Z",
+                Granularity::Week,
+            ),
+            ("9999-12-30", "9999-12-30T22:00:00Z", Granularity::Day),
+        ] {
+            let w = resolve_window(view.clone(), now, &range(Some(start), Some(end)))
+                .unwrap_or_else(|e| panic!("{start}..{end}: {e:?}"));
+            let err = timeline_buckets(&w, g).err().expect("refused");
+            assert!(
+                matches!(err, EngineError::Range(RangeError::BeyondCalendar)),
+                "{start}..{end} by {g:?}: {err:?}"
+            );
+        }
+        // Ranges within the calendar still resolve, the default start 30 days back.
+        let w = resolve_window(view.clone(), now, &range(None, Some("2025-12-31"))).expect("ok");
+        assert_eq!(w.end - w.start, 30 * 86_400);
+        let w =
+            resolve_window(view, now, &range(Some("9999-12-01"), Some("9999-12-29"))).expect("ok");
+        assert_eq!(
+            timeline_buckets(&w, Granularity::Day).expect("days").len(),
+            29
+        );
     }
 
     #[test]

@@ -552,7 +552,7 @@ const LARGE_BODY_BYTES: usize = 64 * 1024;
 
 /// Validates every event of a body: the valid ones with their index in the request and
 /// the ignored ones in the report, or every error at once.
-fn parse_events(
+pub(crate) fn parse_events(
     body: EventsBody<'_>,
     admission: &Admission,
 ) -> Result<(Vec<(usize, event::Event)>, IngestReport), EngineError> {

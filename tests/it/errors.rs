@@ -535,6 +535,19 @@ async fn bad_parameters_of_every_endpoint() {
             "/api/analytics/messages?start_date=2000-01-01&end_date=2026-03-12&granularity=hour",
             &["10000"],
         ),
+        // Ranges reaching past the years dates can hold (these answered 500 before).
+        (
+            "/api/analytics/messages?end_date=-009999-01-20T00:00:00Z",
+            &["-9999 to 9999", "`start_date`"],
+        ),
+        (
+            "/api/analytics/messages?start_date=9999-12-01&end_date=9999-12-02&granularity=month",
+            &["-9999 to 9999"],
+        ),
+        (
+            "/api/analytics/costs?end_date=9999-12-30T22:00:00Z&granularity=week",
+            &["-9999 to 9999"],
+        ),
         // chatbot
         ("/api/analytics/chatbot?limit=0", &["`limit`", "1 to 1000"]),
         ("/api/analytics/chatbot?limit=-1", &["`limit`"]),
