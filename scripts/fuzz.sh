@@ -4,6 +4,8 @@
 # the committed seed corpus, copied to a work directory so that a run leaves the tree as
 # it was. Prints per target the inputs run, the corpus size and the crashes; fails if any
 # target crashed (a panic, an input slower than FUZZ_TIMEOUT, running out of memory).
+# The corpus size is libFuzzer's (the inputs it keeps, superseded ones left out) and the
+# files of the work directory's corpus (every input that ever added coverage).
 #
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]      (targets: events webhook query csv)
 #
@@ -97,6 +99,9 @@ execs_in() {
     echo "${n:-0}"
 }
 
+# libFuzzer's last word on its corpus: "cov: N ft: N corp: N/SIZE".
+corpus_in() { grep -o 'cov: [0-9]* ft: [0-9]* corp: [0-9]*/[0-9]*[a-zA-Z]*' "$1" | tail -n 1 || true; }
+
 crash_files() { find "$1" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) | sort; }
 
 failed=0
@@ -107,7 +112,7 @@ for target in "${targets[@]}"; do
     artifacts="$work/artifacts/$target"
     logs="$work/logs/$target"
     progress="$work/$target.progress"
-    mkdir -p "$artifacts" "$logs"
+    mkdir -p "$artifacts" "$logs" "$work/tmp"
     if [ ! -d "$corpus" ]; then
         mkdir -p "$corpus"
         cp fuzz/corpus/"$target"/* "$corpus"/
@@ -125,7 +130,8 @@ for target in "${targets[@]}"; do
         [ "$chunk" -gt "$session_secs" ] && chunk="$session_secs"
         sessions=$((sessions + 1))
         log="$logs/run-${sessions}.log"
-        "$bin_dir/$target" "$corpus" "${dict[@]}" \
+        # TMPDIR: the query target's store, removed with the work directory.
+        TMPDIR="$work/tmp" "$bin_dir/$target" "$corpus" "${dict[@]}" \
             -artifact_prefix="$artifacts/" -timeout="$timeout_secs" -rss_limit_mb=2048 \
             -print_final_stats=1 >"$log" 2>&1 &
         pid=$!
@@ -163,6 +169,9 @@ for target in "${targets[@]}"; do
             tail -n 40 "$log"
         fi
     done
+    last="$(corpus_in "$logs/run-${sessions}.log" 2>/dev/null || true)"
+    kept="${last##*corp: }"
+    cov="${last%% ft:*}"
     units="$(find "$corpus" -type f | wc -l)"
     bytes="$(du -sb "$corpus" | cut -f1)"
     crashes="$(crash_files "$artifacts" | wc -l)"
@@ -173,8 +182,8 @@ for target in "${targets[@]}"; do
         crash_files "$artifacts" | sed 's/^/  /'
         echo "replay one with: $bin_dir/$target <file>"
     fi
-    line="$(printf '%-8s %8s s %12s runs %7s corpus inputs %10s bytes %3s crashes' \
-        "$target" "$done_secs" "$execs" "$units" "$bytes" "$crashes")"
+    line="$(printf '%-8s %6s s %11s runs %3s crashes; corpus %s inputs (%s) in memory, %s files (%s bytes) on disk; %s' \
+        "$target" "$done_secs" "$execs" "$crashes" "${kept%%/*}" "${kept#*/}" "$units" "$bytes" "${cov:-cov: ?}")"
     echo "$line"
     summary+=("$line")
 done
