@@ -102,18 +102,19 @@ const KEYWORDS: &[(&str, u32)] = &[
     ("cancel", 5),
 ];
 const MODELS: &[(&str, u32)] = &[("gpt-4o-mini", 70), ("gpt-4o", 20), ("claude-haiku", 10)];
-const ERROR_CODES: &[(&str, u32)] = &[
+pub const ERROR_CODES: &[(&str, u32)] = &[
     ("131026", 50),
     ("131047", 25),
     ("131049", 15),
     ("130472", 10),
 ];
 /// Relative traffic per local hour: quiet nights, a late-morning and an evening peak.
-const HOURLY: [u32; 24] = [
+pub const HOURLY: [u32; 24] = [
     2, 1, 1, 1, 1, 2, 4, 7, 10, 13, 15, 15, 14, 12, 11, 11, 12, 14, 16, 16, 13, 9, 6, 3,
 ];
 
-fn pick<T: Copy>(rng: &mut StdRng, table: &[(T, u32)]) -> T {
+/// A value drawn from `table` with the weights beside each.
+pub fn pick<T: Copy>(rng: &mut StdRng, table: &[(T, u32)]) -> T {
     let total: u32 = table.iter().map(|(_, w)| w).sum();
     let mut r = rng.random_range(0..total);
     for (v, w) in table {

@@ -429,13 +429,7 @@ fn maintain_alone(
     let outcome = (|| -> StoreResult<StoreResult<u64>> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         recent.merge_within(&tx)?;
-        tx.execute_batch("SAVEPOINT maintenance")?;
-        let result = work(&tx);
-        if result.is_ok() {
-            tx.execute_batch("RELEASE maintenance")?;
-        } else {
-            tx.execute_batch("ROLLBACK TO maintenance; RELEASE maintenance")?;
-        }
+        let result = in_savepoint(&tx, work)?;
         tx.commit()?;
         Ok(result)
     })();
@@ -513,6 +507,19 @@ fn passive_checkpoint(conn: &Connection) -> StoreResult<i64> {
     Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?)
 }
 
+/// Runs maintenance in a savepoint: if it fails, what it did is undone and the
+/// transaction around it goes on. The outer error is the savepoint's own.
+fn in_savepoint(conn: &Connection, work: Maintenance) -> StoreResult<StoreResult<u64>> {
+    conn.execute_batch("SAVEPOINT maintenance")?;
+    let result = work(conn);
+    if result.is_ok() {
+        conn.execute_batch("RELEASE maintenance")?;
+    } else {
+        conn.execute_batch("ROLLBACK TO maintenance; RELEASE maintenance")?;
+    }
+    Ok(result)
+}
+
 /// Applies a group of tasks in one transaction and replies only after the commit. The
 /// group is `first` and whatever queues up while it runs, up to a bound, so that tasks
 /// arriving during the work share its commit rather than wait for one of their own. Write
@@ -551,13 +558,7 @@ fn commit_group(
                     // The rows written so far first, so that the work sees them; states
                     // stay pending, for the lookups of the jobs still to come.
                     write_rows(&tx, &mut pending)?;
-                    tx.execute_batch("SAVEPOINT maintenance")?;
-                    let result = work(&tx);
-                    if result.is_ok() {
-                        tx.execute_batch("RELEASE maintenance")?;
-                    } else {
-                        tx.execute_batch("ROLLBACK TO maintenance; RELEASE maintenance")?;
-                    }
+                    let result = in_savepoint(&tx, work)?;
                     results.push(Outcome::Maintained(reply, result));
                 }
             }

@@ -16,6 +16,22 @@ fn serve(database_url: &str) -> Served {
     serve_binary("whatstat", database_url, MASTER, &[], &[], None)
 }
 
+/// Creates an organization in UTC with the master key; returns its API key.
+async fn create_org(client: &reqwest::Client, server: &Served, name: &str) -> String {
+    let (status, body) = call(
+        client
+            .post(format!("{}/api/admin/orgs", server.base))
+            .bearer_auth(MASTER)
+            .json(&json!({"name": name, "timezone": "UTC"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["data"]["api_key"]
+        .as_str()
+        .expect("api_key")
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_health_and_keeps_data_across_a_kill() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -31,18 +47,7 @@ async fn the_binary_serves_health_and_keeps_data_across_a_kill() {
     assert_eq!(body, json!({"status": "success", "data": {"status": "ok"}}));
 
     // Administration with the master key given on the command line.
-    let (status, body) = call(
-        client
-            .post(format!("{}/api/admin/orgs", server.base))
-            .bearer_auth(MASTER)
-            .json(&json!({"name": "Binary", "timezone": "UTC"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let key = body["data"]["api_key"]
-        .as_str()
-        .expect("api_key")
-        .to_string();
+    let key = create_org(&client, &server, "Binary").await;
     let (status, body) = call(
         client
             .post(format!("{}/api/admin/orgs", server.base))
@@ -257,18 +262,7 @@ async fn a_kill_under_load_loses_nothing_acknowledged() {
     let database_url = format!("sqlite://{}", dir.path().join("whatstat.db").display());
     let client = reqwest::Client::new();
     let server = serve(&database_url);
-    let (status, body) = call(
-        client
-            .post(format!("{}/api/admin/orgs", server.base))
-            .bearer_auth(MASTER)
-            .json(&json!({"name": "Killed", "timezone": "UTC"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let key = body["data"]["api_key"]
-        .as_str()
-        .expect("api_key")
-        .to_string();
+    let key = create_org(&client, &server, "Killed").await;
     let t = jiff::Timestamp::now().as_second() - 60;
 
     // Four loaders post until the server dies; each keeps what it posted and what was

@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use whatstat::demo::{ERROR_CODES, HOURLY, pick};
 
 /// Accounts of the stream.
 pub const ACCOUNTS: u32 = 10;
@@ -98,29 +99,6 @@ const PREFIXES: &[(&str, u32)] = &[
     ("52155", 7),
     ("62812", 5),
 ];
-const ERROR_CODES: &[(&str, u32)] = &[
-    ("131026", 50),
-    ("131047", 25),
-    ("131049", 15),
-    ("130472", 10),
-];
-/// Relative traffic per local hour.
-const HOURLY: [u32; 24] = [
-    2, 1, 1, 1, 1, 2, 4, 7, 10, 13, 15, 15, 14, 12, 11, 11, 12, 14, 16, 16, 13, 9, 6, 3,
-];
-
-fn pick<T: Copy>(rng: &mut StdRng, table: &[(T, u32)]) -> T {
-    let total: u32 = table.iter().map(|(_, w)| w).sum();
-    let mut r = rng.random_range(0..total);
-    for (v, w) in table {
-        if r < *w {
-            return *v;
-        }
-        r -= w;
-    }
-    table[0].0
-}
-
 #[derive(Serialize)]
 struct Line<'a> {
     #[serde(rename = "type")]
