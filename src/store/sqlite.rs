@@ -242,13 +242,22 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         // States the last run logged and did not merge go into the table before anything
         // else reads it.
+        // If that cannot be written now (a full disk), the writer keeps them in memory
+        // from the log and merges them later.
         let mut recent = RecentStates::load(&conn)?;
-        let merged = recent.merge(&mut conn)?;
-        if merged > 0 {
-            tracing::info!(
-                states = merged,
-                "merged the entity log left by the last run"
-            );
+        match recent.merge(&mut conn) {
+            Ok(0) => {}
+            Ok(merged) => {
+                tracing::info!(
+                    states = merged,
+                    "merged the entity log left by the last run"
+                )
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                states = recent.len(),
+                "could not merge the entity log left by the last run; will retry"
+            ),
         }
         let checkpointer = Checkpointer::start(connect(path, READER_CACHE_KIB)?)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
