@@ -224,6 +224,9 @@ pub struct SqliteStore {
     path: String,
     writer: mpsc::SyncSender<Task>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// The database file, locked for this process while the store is open: the writer's
+    /// memory copy of the entity log is only coherent with one writing process.
+    _one_writer: std::fs::File,
 }
 
 impl SqliteStore {
@@ -237,6 +240,7 @@ impl SqliteStore {
             })?;
         }
         let mut conn = connect(path, WRITER_CACHE_KIB)?;
+        let one_writer = lock_for_this_process(path)?;
         migrate(&mut conn)?;
         // Checkpoints are the checkpointer's job, so that commits do not wait for them.
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
@@ -269,6 +273,7 @@ impl SqliteStore {
             path: path.to_string(),
             writer: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
+            _one_writer: one_writer,
         })
     }
 
@@ -316,6 +321,24 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || with_reader(&pool, &path, f))
             .await
             .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
+    }
+}
+
+/// Takes an advisory lock on the database file (flock, apart from the byte-range locks
+/// SQLite itself takes), so that a second process (`whatstat import` or `compact` while
+/// `serve` runs) is refused instead of working from a stale copy of the entity log.
+fn lock_for_this_process(path: &str) -> StoreResult<std::fs::File> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| StoreError::Backend(format!("cannot open {path}: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Backend(format!(
+            "the SQLite store {path} is open in another process (a running `whatstat serve`?): \
+             stop it first, or do this through its HTTP API"
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Backend(format!("cannot lock {path}: {e}")))
+        }
     }
 }
 
@@ -402,7 +425,9 @@ fn writer_loop(
         last_group = size;
         telemetry::write_unqueued(size);
         carried = next;
-        if recent.len() >= entity_log::MERGE_AFTER_ENTRIES {
+        if recent.len() >= entity_log::MERGE_AFTER_ENTRIES
+            || recent.appended() >= entity_log::MERGE_AFTER_ROWS
+        {
             merge_log(&mut conn, &mut recent);
         }
         checkpointer.after_commit(&conn);
@@ -561,7 +586,15 @@ fn commit_group(
                     keys += job.keys.len();
                     *events.get_or_insert(0) += job.events;
                     let result = run_job(&tx, recent, &mut pending, job);
+                    // Some errors (out of memory, some I/O) make SQLite roll the whole
+                    // transaction back itself: then nothing of the group may go on.
+                    let rolled_back = result.is_err() && tx.is_autocommit();
                     results.push(Outcome::Applied(reply, result));
+                    if rolled_back {
+                        return Err(StoreError::Backend(
+                            "SQLite rolled the write group back".into(),
+                        ));
+                    }
                 }
                 Task::Maintain(work, reply, _) => {
                     // The rows written so far first, so that the work sees them; states
@@ -736,6 +769,24 @@ fn log_states(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A second process opening a store that one has open is refused, naming what to do;
+    /// once the first closes it, it opens.
+    #[test]
+    fn one_process_at_a_time_writes_a_store() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("w.db");
+        let path = path.to_str().expect("path");
+        let first = SqliteStore::open(path).expect("first");
+        // Another open file description stands for another process here.
+        let err = match SqliteStore::open(path) {
+            Ok(_) => panic!("a second store opened the same file"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("is open in another process"), "{err}");
+        drop(first);
+        SqliteStore::open(path).expect("reopened once the first closed");
+    }
 
     /// A store made when an organization had one key keeps it working, as an admin key.
     #[test]

@@ -1186,7 +1186,13 @@ fn sqlite_tiers(path: &std::path::Path) -> Result<String, AnyError> {
     let rows: Vec<(i64, i64)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    let states: i64 = conn.query_row("SELECT COUNT(*) FROM entities", [], |r| r.get(0))?;
+    // States still in the entity log (not merged into their table yet) count too, once.
+    let states: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM (SELECT org, kind, account, id FROM entities
+                               UNION SELECT org, kind, account, id FROM entity_log)",
+        [],
+        |r| r.get(0),
+    )?;
     let size = std::fs::metadata(path)?.len()
         + std::fs::metadata(format!("{}-wal", path.display())).map_or(0, |m| m.len());
     Ok(tier_text(&rows, states, size as f64 / 1e6))

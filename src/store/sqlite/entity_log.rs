@@ -23,6 +23,9 @@ use crate::store::{EntityKey, EntityKind, EntityWrite, StoreError, StoreResult};
 /// enough that a merge rewrites each table page for many states, few enough that the
 /// memory copy stays small (a state and its key take about 200 bytes here).
 pub(super) const MERGE_AFTER_ENTRIES: usize = 100_000;
+/// Rows appended beyond this are merged too: states rewritten commit after commit (a
+/// contact, a long conversation) add a row each time but one entry.
+pub(super) const MERGE_AFTER_ROWS: usize = 400_000;
 
 #[derive(Clone)]
 pub(super) struct Logged {
@@ -35,6 +38,8 @@ pub(super) struct Logged {
 pub(super) struct RecentStates {
     by_org: HashMap<String, HashMap<EntityKey, Logged>>,
     entries: usize,
+    /// Rows in the log, versions of one entity included.
+    rows: usize,
 }
 
 impl RecentStates {
@@ -75,7 +80,12 @@ impl RecentStates {
         self.entries
     }
 
+    pub fn appended(&self) -> usize {
+        self.rows
+    }
+
     fn insert(&mut self, org: String, key: EntityKey, logged: Logged) {
+        self.rows += 1;
         if self
             .by_org
             .entry(org)
@@ -136,6 +146,7 @@ impl RecentStates {
         let merged = self.entries;
         self.by_org.clear();
         self.entries = 0;
+        self.rows = 0;
         Ok(merged)
     }
 
@@ -154,6 +165,7 @@ impl RecentStates {
     pub fn forget(&mut self) {
         self.by_org.clear();
         self.entries = 0;
+        self.rows = 0;
     }
 }
 
