@@ -104,7 +104,7 @@ fn check(outcome: &Outcome, items: Option<usize>, backfill: bool) {
                 common::assert_valid_event(e, backfill);
             }
         }
-        Err(EngineError::InvalidEvents(errors)) => {
+        Err(EngineError::InvalidEvents { errors, .. }) => {
             assert!(!errors.is_empty());
             let items = items.expect("per-event errors come from an array or NDJSON");
             assert!(errors.windows(2).all(|w| w[0].index < w[1].index));
@@ -155,7 +155,10 @@ fn same_answer(nd: &Outcome, arr: &Outcome, array: &str) {
                 "ignored differ as NDJSON and as {array}"
             );
         }
-        (Err(EngineError::InvalidEvents(a)), Err(EngineError::InvalidEvents(b))) => {
+        (
+            Err(EngineError::InvalidEvents { errors: a, .. }),
+            Err(EngineError::InvalidEvents { errors: b, .. }),
+        ) => {
             assert_eq!(a, b, "errors differ as NDJSON and as {array}");
         }
         // The array nests one level deeper than its lines: a line at the JSON nesting limit
