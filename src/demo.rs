@@ -44,7 +44,7 @@ impl Default for DemoOptions {
     }
 }
 
-const INBOUND_TYPES: &[(&str, u32)] = &[
+pub const INBOUND_TYPES: &[(&str, u32)] = &[
     ("text", 70),
     ("image", 12),
     ("audio", 6),
@@ -54,7 +54,7 @@ const INBOUND_TYPES: &[(&str, u32)] = &[
     ("interactive", 3),
     ("button", 1),
 ];
-const OUTBOUND_TYPES: &[(&str, u32)] = &[
+pub const OUTBOUND_TYPES: &[(&str, u32)] = &[
     ("text", 55),
     ("template", 35),
     ("image", 6),

@@ -321,25 +321,21 @@ async fn a_kill_under_load_loses_nothing_acknowledged() {
         "sent {sent}, delivered {delivered}, acknowledged {acknowledged}, posted {}",
         posted.len() * PER_BATCH
     );
-    for events in &acked {
-        let (status, body) = call(
+    let post = |events: &Value| {
+        call(
             client
                 .post(format!("{}/api/events", server.base))
                 .bearer_auth(&key)
                 .json(events),
         )
-        .await;
+    };
+    for events in &acked {
+        let (status, body) = post(events).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(counts(&body), (0, (2 * PER_BATCH) as u64));
     }
     for events in &posted {
-        let (status, body) = call(
-            client
-                .post(format!("{}/api/events", server.base))
-                .bearer_auth(&key)
-                .json(events),
-        )
-        .await;
+        let (status, body) = post(events).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let (status, body) = call(client.get(&messages).bearer_auth(&key)).await;

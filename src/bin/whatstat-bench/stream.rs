@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use whatstat::demo::{ERROR_CODES, HOURLY, pick};
+use whatstat::demo::{ERROR_CODES, HOURLY, INBOUND_TYPES, OUTBOUND_TYPES, pick};
 
 /// Accounts of the stream.
 pub const ACCOUNTS: u32 = 10;
@@ -63,23 +63,6 @@ pub struct Stream {
     pub final_status: HashMap<String, &'static str>,
 }
 
-const INBOUND_TYPES: &[(&str, u32)] = &[
-    ("text", 70),
-    ("image", 12),
-    ("audio", 6),
-    ("document", 3),
-    ("sticker", 3),
-    ("location", 2),
-    ("interactive", 3),
-    ("button", 1),
-];
-const OUTBOUND_TYPES: &[(&str, u32)] = &[
-    ("text", 55),
-    ("template", 35),
-    ("image", 6),
-    ("document", 3),
-    ("interactive", 1),
-];
 /// (name, language, category), weighted.
 const TEMPLATES: &[((&str, &str, &str), u32)] = &[
     (("order_update", "en_US", "utility"), 35),
