@@ -20,7 +20,7 @@ mod rollups;
 mod tenants;
 mod unrouted;
 
-use super::{EntityWrite, OrgWrites, StoreError, StoreResult, WriteJob};
+use super::{EntityWrite, OrgWrites, Series, StoreError, StoreResult, WriteJob};
 use crate::telemetry;
 use entity_log::RecentStates;
 
@@ -196,6 +196,48 @@ CREATE TABLE state_holds (
     until INTEGER NOT NULL,
     PRIMARY KEY (org, name)
 ) WITHOUT ROWID;
+"#,
+    // Counters under integer keys: an account of an organization (its scope) and a series
+    // become small numbers, so that the key of each of the millions of counter rows is a
+    // few bytes compared as integers instead of repeated text compared byte by byte. The
+    // expiry index, as large as the table, goes: expiry deletes key ranges per scope and
+    // series instead.
+    r#"
+CREATE TABLE counter_scopes (
+    id INTEGER PRIMARY KEY,
+    org TEXT NOT NULL,
+    account TEXT NOT NULL,
+    UNIQUE (org, account)
+);
+CREATE TABLE counter_series (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+INSERT INTO counter_scopes (org, account) SELECT DISTINCT org, account FROM counters ORDER BY org, account;
+INSERT INTO counter_series (name) SELECT DISTINCT series FROM counters ORDER BY series;
+CREATE TABLE counters_by_id (
+    scope INTEGER NOT NULL,
+    tier INTEGER NOT NULL,
+    series INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    dim TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (scope, tier, series, bucket, dim)
+) WITHOUT ROWID;
+INSERT INTO counters_by_id (scope, tier, series, bucket, dim, value)
+    SELECT s.id, c.tier, n.id, c.bucket, c.dim, c.value
+    FROM counters AS c
+    JOIN counter_scopes AS s ON s.org = c.org AND s.account = c.account
+    JOIN counter_series AS n ON n.name = c.series;
+DROP INDEX counters_expiry;
+DROP TABLE counters;
+ALTER TABLE counters_by_id RENAME TO counters;
+-- The counters by name, for reading a store by hand.
+CREATE VIEW counter_rows AS
+    SELECT s.org, s.account, c.tier, n.name AS series, c.bucket, c.dim, c.value
+    FROM counters AS c
+    JOIN counter_scopes AS s ON s.id = c.scope
+    JOIN counter_series AS n ON n.id = c.series;
 "#,
 ];
 
@@ -716,6 +758,8 @@ fn run_job(
 /// Writes and forgets the pending changes other than entity states, in key order:
 /// accounts, counters, progress positions and outbox deliveries.
 fn write_rows(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) -> StoreResult<()> {
+    // Looked up once per group: a new id made in a group that fails is rolled back with it.
+    let mut series_ids: HashMap<Series, i64> = HashMap::new();
     for (org, w) in pending.iter_mut() {
         let mut stmt = conn
             .prepare_cached("INSERT OR IGNORE INTO accounts (org, account_id) VALUES (?1, ?2)")?;
@@ -723,19 +767,28 @@ fn write_rows(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) -> St
             stmt.execute(params![org, account])?;
         }
         let mut stmt = conn.prepare_cached(
-            "INSERT INTO counters (org, tier, bucket, account, series, dim, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (org, account, tier, series, bucket, dim) DO UPDATE SET value = value + excluded.value",
+            "INSERT INTO counters (scope, tier, series, bucket, dim, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (scope, tier, series, bucket, dim) DO UPDATE SET value = value + excluded.value",
         )?;
+        let mut scopes: HashMap<&str, i64> = HashMap::new();
         for ((account, tier, series, bucket, dim), delta) in w.changed_counters() {
-            stmt.execute(params![
-                org,
-                tier.code(),
-                bucket,
-                account,
-                series.as_str(),
-                dim,
-                delta
-            ])?;
+            let scope = match scopes.get(account.as_str()) {
+                Some(&id) => id,
+                None => {
+                    let id = rollups::scope_id(conn, org, account)?;
+                    scopes.insert(account, id);
+                    id
+                }
+            };
+            let series = match series_ids.get(series) {
+                Some(&id) => id,
+                None => {
+                    let id = rollups::series_id(conn, *series)?;
+                    series_ids.insert(*series, id);
+                    id
+                }
+            };
+            stmt.execute(params![scope, tier.code(), series, bucket, dim, delta])?;
         }
         let mut stmt = conn.prepare_cached(
             "INSERT INTO progress (name, position) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
@@ -822,9 +875,10 @@ mod tests {
         );
     }
 
-    /// A store made before counters were keyed by series keeps every figure.
+    /// A store made before counters were keyed by series, and then by integers, keeps every
+    /// figure.
     #[test]
-    fn counters_survive_the_rekeying_migration() {
+    fn counters_survive_the_rekeying_migrations() {
         let mut conn = Connection::open_in_memory().expect("open");
         for sql in &MIGRATIONS[..2] {
             conn.execute_batch(sql).expect("old schema");
@@ -838,7 +892,7 @@ mod tests {
         .expect("old rows");
         migrate(&mut conn).expect("migrate");
         let rows: Vec<(String, i64, i64, String, String, String, i64)> = conn
-            .prepare("SELECT org, tier, bucket, account, series, dim, value FROM counters ORDER BY org, tier, bucket, series")
+            .prepare("SELECT org, tier, bucket, account, series, dim, value FROM counter_rows ORDER BY org, tier, bucket, series")
             .expect("prepare")
             .query_map([], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
@@ -858,17 +912,20 @@ mod tests {
                 row("p", 2, 202611, "b", "keyword", "hi", 1),
             ]
         );
-        // The new key takes increments, and the expiry index is back.
+        // The new key takes increments, and the expiry index is gone.
+        let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+        let scope = rollups::scope_id(&conn, "o", "a").expect("scope");
+        let sent = rollups::series_id(&conn, Series::Sent).expect("series");
+        assert_eq!(one("SELECT COUNT(*) FROM counter_scopes"), 3);
         conn.execute(
-            "INSERT INTO counters (org, tier, bucket, account, series, dim, value) VALUES ('o', 0, 100, 'a', 'sent', '', 4)
-             ON CONFLICT (org, account, tier, series, bucket, dim) DO UPDATE SET value = value + excluded.value",
-            [],
+            "INSERT INTO counters (scope, tier, series, bucket, dim, value) VALUES (?1, 0, ?2, 100, '', 4)
+             ON CONFLICT (scope, tier, series, bucket, dim) DO UPDATE SET value = value + excluded.value",
+            params![scope, sent],
         )
         .expect("upsert");
-        let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
         assert_eq!(
             one(
-                "SELECT value FROM counters WHERE org = 'o' AND account = 'a' AND tier = 0 AND series = 'sent' AND bucket = 100"
+                "SELECT value FROM counter_rows WHERE org = 'o' AND account = 'a' AND tier = 0 AND series = 'sent' AND bucket = 100"
             ),
             7
         );
@@ -876,7 +933,7 @@ mod tests {
             one(
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'counters_expiry'"
             ),
-            1
+            0
         );
     }
 }

@@ -630,6 +630,83 @@ async fn accounts_and_unrouted_payloads(backend: Backend) {
     assert!(!store.delete_unrouted(id).await.expect("delete"));
 }
 
+/// Expiry in chunks removes exactly the old rows of one tier of one organization, over
+/// every account and series, and never more than a chunk at a time.
+async fn expiry_walks_every_account_and_series(backend: Backend) {
+    let (_db, store) = open(backend).await;
+    let mut counters = Vec::new();
+    for (org_delta, account) in [(1, "acc"), (1, "other"), (1, "")] {
+        for series in [Series::Sent, Series::ByType, Series::Keyword] {
+            for bucket in [10, 20, 30] {
+                for tier in [Tier::Hour, Tier::Day] {
+                    counters.push(CounterDelta {
+                        account: account.into(),
+                        tier,
+                        bucket,
+                        series,
+                        dim: if series == Series::Sent {
+                            String::new()
+                        } else {
+                            "x".into()
+                        },
+                        delta: org_delta,
+                    });
+                }
+            }
+        }
+    }
+    for org in ["o1", "o2"] {
+        let counters = counters.clone();
+        let job = WriteJob {
+            org: org.into(),
+            events: 0,
+            keys: Vec::new(),
+            transition: Box::new(move |_: &HashMap<EntityKey, Vec<u8>>, _: &Pruned| {
+                Ok(Changes {
+                    accounts: vec!["acc".into(), "other".into()],
+                    entities: Vec::new(),
+                    counters: counters.clone(),
+                })
+            }),
+            progress: None,
+            outbox: Vec::new(),
+        };
+        store.apply(job).await.expect("apply");
+    }
+    let before = store.tier_rows(Some("o1")).await.expect("rows");
+    assert_eq!((before.hour, before.day), (27, 27));
+    // Buckets 10 and 20 of 3 accounts and 3 series: 18 rows, in chunks of 5.
+    let mut chunks = Vec::new();
+    loop {
+        let n = store
+            .expire_counters("o1", Tier::Hour, 30, 5)
+            .await
+            .expect("expire");
+        chunks.push(n);
+        if n < 5 {
+            break;
+        }
+    }
+    assert_eq!(chunks, vec![5, 5, 5, 3]);
+    let after = store.tier_rows(Some("o1")).await.expect("rows");
+    assert_eq!((after.hour, after.day), (9, 27));
+    let other = store.tier_rows(Some("o2")).await.expect("rows");
+    assert_eq!((other.hour, other.day), (27, 27));
+    assert_eq!(counter(&store, "o1", Tier::Hour, 30).await, 1);
+    assert_eq!(counter(&store, "o1", Tier::Hour, 20).await, 0);
+    assert_eq!(counter(&store, "o2", Tier::Hour, 20).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_expiry() {
+    expiry_walks_every_account_and_series(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_expiry() {
+    expiry_walks_every_account_and_series(Backend::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_write_jobs() {
     write_jobs_are_atomic_and_race_free(Backend::Sqlite).await;

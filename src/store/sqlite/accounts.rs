@@ -177,17 +177,27 @@ impl AccountStore for SqliteStore {
         let n = self
             .maintain_states(Box::new(move |conn| {
                 // The organization-wide sums lose what this account added to them.
-                conn.execute(
-                    "UPDATE counters AS total SET value = total.value - own.value
-                     FROM (SELECT tier, bucket, series, dim, value FROM counters WHERE org = ?1 AND account = ?2) AS own
-                     WHERE total.org = ?1 AND total.account = ?3 AND total.tier = own.tier AND total.bucket = own.bucket
-                       AND total.series = own.series AND total.dim = own.dim",
-                    params![org, account, crate::store::ALL_ACCOUNTS],
-                )?;
-                conn.execute(
-                    "DELETE FROM counters WHERE org = ?1 AND account = ?2",
-                    params![org, account],
-                )?;
+                let scope = |account: &str| -> StoreResult<Option<i64>> {
+                    Ok(conn
+                        .prepare_cached(
+                            "SELECT id FROM counter_scopes WHERE org = ?1 AND account = ?2",
+                        )?
+                        .query_row(params![org, account], |r| r.get(0))
+                        .optional()?)
+                };
+                if let Some(own) = scope(&account)? {
+                    if let Some(total) = scope(crate::store::ALL_ACCOUNTS)? {
+                        conn.execute(
+                            "UPDATE counters AS total SET value = total.value - own.value
+                             FROM (SELECT tier, series, bucket, dim, value FROM counters WHERE scope = ?1) AS own
+                             WHERE total.scope = ?2 AND total.tier = own.tier AND total.series = own.series
+                               AND total.bucket = own.bucket AND total.dim = own.dim",
+                            params![own, total],
+                        )?;
+                    }
+                    conn.execute("DELETE FROM counters WHERE scope = ?1", params![own])?;
+                    conn.execute("DELETE FROM counter_scopes WHERE id = ?1", params![own])?;
+                }
                 conn.execute(
                     "DELETE FROM entities WHERE org = ?1 AND account = ?2",
                     params![org, account],

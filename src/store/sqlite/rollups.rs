@@ -4,12 +4,12 @@
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{SqliteStore, Task};
 use crate::store::{
-    CompactionGuard, CounterQuery, CounterRow, EntityKey, EntityKind, Pruned, RollupStore,
+    CompactionGuard, CounterQuery, CounterRow, EntityKey, EntityKind, Pruned, RollupStore, Series,
     StoreError, StoreResult, Tier, TierRows, WriteJob, pruned_digest,
 };
 use crate::telemetry;
@@ -40,6 +40,71 @@ pub(super) fn pruned_among(
     Ok(pruned)
 }
 
+/// The number counter rows store for an account of an organization (its scope), made on
+/// first use. The organization-wide sums have a scope of their own (`ALL_ACCOUNTS`).
+pub(super) fn scope_id(conn: &Connection, org: &str, account: &str) -> StoreResult<i64> {
+    let found = conn
+        .prepare_cached("SELECT id FROM counter_scopes WHERE org = ?1 AND account = ?2")?
+        .query_row(params![org, account], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    conn.prepare_cached("INSERT INTO counter_scopes (org, account) VALUES (?1, ?2)")?
+        .execute(params![org, account])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The number counter rows store for a series, made on first use.
+pub(super) fn series_id(conn: &Connection, series: Series) -> StoreResult<i64> {
+    let found = conn
+        .prepare_cached("SELECT id FROM counter_series WHERE name = ?1")?
+        .query_row(params![series.as_str()], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    conn.prepare_cached("INSERT INTO counter_series (name) VALUES (?1)")?
+        .execute(params![series.as_str()])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Deletes up to `limit` rows of `tier` older than `before` of one organization, walking
+/// its scopes and the series as key ranges (there is no index by bucket alone).
+fn expire_rows(
+    conn: &Connection,
+    org: &str,
+    tier: Tier,
+    before: i64,
+    limit: usize,
+) -> StoreResult<u64> {
+    let scopes = conn
+        .prepare_cached("SELECT id FROM counter_scopes WHERE org = ?1 ORDER BY id")?
+        .query_map(params![org], |r| r.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let series = conn
+        .prepare_cached("SELECT id FROM counter_series ORDER BY id")?
+        .query_map([], |r| r.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut delete = conn.prepare_cached(
+        "DELETE FROM counters WHERE (scope, tier, series, bucket, dim) IN (
+            SELECT scope, tier, series, bucket, dim FROM counters
+            WHERE scope = ?1 AND tier = ?2 AND series = ?3 AND bucket < ?4 LIMIT ?5)",
+    )?;
+    let mut deleted = 0u64;
+    for scope in scopes {
+        for &s in &series {
+            let left = (limit as u64).saturating_sub(deleted);
+            if left == 0 {
+                return Ok(deleted);
+            }
+            let left = i64::try_from(left).unwrap_or(i64::MAX);
+            deleted += delete.execute(params![scope, tier.code(), s, before, left])? as u64;
+        }
+    }
+    Ok(deleted)
+}
+
 #[async_trait]
 impl RollupStore for SqliteStore {
     async fn apply(&self, job: WriteJob) -> StoreResult<()> {
@@ -63,12 +128,13 @@ impl RollupStore for SqliteStore {
             // for is one key range, and the rows of the others are never read.
             let mut stmt = conn.prepare_cached(
                 "SELECT bucket, dim, value FROM counters
-                 WHERE org = ?1 AND account = ?2 AND tier = ?3 AND series = ?4 AND bucket BETWEEN ?5 AND ?6",
+                 WHERE scope = (SELECT id FROM counter_scopes WHERE org = ?1 AND account = ?2)
+                   AND tier = ?3 AND series = (SELECT id FROM counter_series WHERE name = ?4)
+                   AND bucket BETWEEN ?5 AND ?6",
             )?;
             let mut out = Vec::new();
             for &series in &q.series {
-                let mut rows =
-                    stmt.query(params![
+                let mut rows = stmt.query(params![
                     q.org,
                     q.account,
                     q.tier.code(),
@@ -107,16 +173,8 @@ impl RollupStore for SqliteStore {
         limit: usize,
     ) -> StoreResult<u64> {
         let org = org.to_string();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.maintain(Box::new(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "DELETE FROM counters WHERE (org, account, tier, series, bucket, dim) IN (
-                        SELECT org, account, tier, series, bucket, dim FROM counters
-                        WHERE org = ?1 AND tier = ?2 AND bucket < ?3 LIMIT ?4)",
-                )?
-                .execute(params![org, tier.code(), before, limit])?;
-            Ok(n as u64)
+            expire_rows(conn, &org, tier, before, limit)
         }))
         .await
     }
@@ -226,7 +284,9 @@ impl RollupStore for SqliteStore {
         self.read(move |conn| {
             let mut rows = TierRows::default();
             let mut stmt = conn.prepare_cached(
-                "SELECT tier, COUNT(*) FROM counters WHERE ?1 IS NULL OR org = ?1 GROUP BY tier",
+                "SELECT tier, COUNT(*) FROM counters
+                 WHERE ?1 IS NULL OR scope IN (SELECT id FROM counter_scopes WHERE org = ?1)
+                 GROUP BY tier",
             )?;
             let counts = stmt.query_map(params![org], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
