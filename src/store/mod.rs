@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use rustc_hash::FxHashMap;
 
 pub use keys::{EntityKind, Series, Tier};
 
@@ -281,7 +282,10 @@ pub(crate) type CounterKey = (String, Tier, Series, i64, String);
 #[derive(Default)]
 pub(crate) struct OrgWrites {
     pub entities: BTreeMap<EntityKey, EntityWrite>,
-    pub counters: BTreeMap<CounterKey, i64>,
+    /// Hashed, not ordered: a group sums hundreds of thousands of deltas into far fewer
+    /// keys, and ordering each delta on its text keys cost more than the writes (the keys
+    /// are sorted once, by the backend that writes them).
+    pub counters: FxHashMap<CounterKey, i64>,
     pub accounts: BTreeSet<String>,
     pub progress: BTreeMap<String, i64>,
     pub outbox: Vec<OutboxDelivery>,
@@ -311,7 +315,8 @@ impl OrgWrites {
         }
     }
 
-    /// The counters that change, without those whose deltas cancelled out.
+    /// The counters that change, without those whose deltas cancelled out, in no order: a
+    /// backend writes them in the order of its own keys.
     pub fn changed_counters(&self) -> impl Iterator<Item = (&CounterKey, i64)> {
         self.counters
             .iter()

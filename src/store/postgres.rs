@@ -738,7 +738,9 @@ async fn write_org(
         tx.execute(&stmt, &[&org, &kinds, &accounts, &ids, &states, &until])
             .await?;
     }
-    let counters: Vec<_> = w.changed_counters().collect();
+    // In key order, so that concurrent writers lock rows in one order.
+    let mut counters: Vec<_> = w.changed_counters().collect();
+    counters.sort_unstable_by(|a, b| a.0.cmp(b.0));
     if !counters.is_empty() {
         let n = counters.len();
         let (mut tiers, mut buckets, mut accounts, mut series, mut dims, mut values) = (

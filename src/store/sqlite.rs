@@ -770,7 +770,10 @@ fn write_rows(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) -> St
             "INSERT INTO counters (scope, tier, series, bucket, dim, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (scope, tier, series, bucket, dim) DO UPDATE SET value = value + excluded.value",
         )?;
+        // Under the table's own integer key, in its order: sorting on integers costs a
+        // fraction of sorting on the text keys, and the writes walk the table in order.
         let mut scopes: HashMap<&str, i64> = HashMap::new();
+        let mut rows: Vec<(i64, i64, i64, i64, &str, i64)> = Vec::with_capacity(w.counters.len());
         for ((account, tier, series, bucket, dim), delta) in w.changed_counters() {
             let scope = match scopes.get(account.as_str()) {
                 Some(&id) => id,
@@ -788,7 +791,18 @@ fn write_rows(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) -> St
                     id
                 }
             };
-            stmt.execute(params![scope, tier.code(), series, bucket, dim, delta])?;
+            rows.push((
+                scope,
+                i64::from(tier.code()),
+                series,
+                *bucket,
+                dim.as_str(),
+                delta,
+            ));
+        }
+        rows.sort_unstable();
+        for (scope, tier, series, bucket, dim, delta) in rows {
+            stmt.execute(params![scope, tier, series, bucket, dim, delta])?;
         }
         let mut stmt = conn.prepare_cached(
             "INSERT INTO progress (name, position) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
