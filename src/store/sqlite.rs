@@ -758,7 +758,8 @@ fn run_job(
 /// Writes and forgets the pending changes other than entity states, in key order:
 /// accounts, counters, progress positions and outbox deliveries.
 fn write_rows(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) -> StoreResult<()> {
-    // Looked up once per group: a new id made in a group that fails is rolled back with it.
+    // Ids are looked up (or made) inside the group's transaction: one made by a group that
+    // fails is rolled back with it, so they are never kept across calls.
     let mut series_ids: HashMap<Series, i64> = HashMap::new();
     for (org, w) in pending.iter_mut() {
         let mut stmt = conn
