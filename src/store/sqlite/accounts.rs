@@ -177,14 +177,7 @@ impl AccountStore for SqliteStore {
         let n = self
             .maintain_states(Box::new(move |conn| {
                 // The organization-wide sums lose what this account added to them.
-                let scope = |account: &str| -> StoreResult<Option<i64>> {
-                    Ok(conn
-                        .prepare_cached(
-                            "SELECT id FROM counter_scopes WHERE org = ?1 AND account = ?2",
-                        )?
-                        .query_row(params![org, account], |r| r.get(0))
-                        .optional()?)
-                };
+                let scope = |account: &str| super::rollups::find_scope(conn, &org, account);
                 if let Some(own) = scope(&account)? {
                     if let Some(total) = scope(crate::store::ALL_ACCOUNTS)? {
                         conn.execute(

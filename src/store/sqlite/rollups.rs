@@ -40,14 +40,18 @@ pub(super) fn pruned_among(
     Ok(pruned)
 }
 
-/// The number counter rows store for an account of an organization (its scope), made on
-/// first use. The organization-wide sums have a scope of their own (`ALL_ACCOUNTS`).
-pub(super) fn scope_id(conn: &Connection, org: &str, account: &str) -> StoreResult<i64> {
-    let found = conn
+/// The number counter rows store for an account of an organization (its scope), if it
+/// has any. The organization-wide sums have a scope of their own (`ALL_ACCOUNTS`).
+pub(super) fn find_scope(conn: &Connection, org: &str, account: &str) -> StoreResult<Option<i64>> {
+    Ok(conn
         .prepare_cached("SELECT id FROM counter_scopes WHERE org = ?1 AND account = ?2")?
         .query_row(params![org, account], |r| r.get(0))
-        .optional()?;
-    if let Some(id) = found {
+        .optional()?)
+}
+
+/// As [`find_scope`], made on first use.
+pub(super) fn scope_id(conn: &Connection, org: &str, account: &str) -> StoreResult<i64> {
+    if let Some(id) = find_scope(conn, org, account)? {
         return Ok(id);
     }
     conn.prepare_cached("INSERT INTO counter_scopes (org, account) VALUES (?1, ?2)")?
