@@ -22,6 +22,7 @@ pub const HTTP_DURATION: &str = "whatstat_http_request_duration_seconds";
 pub const WRITE_QUEUE_DEPTH: &str = "whatstat_write_queue_depth";
 pub const COMMIT_DURATION: &str = "whatstat_commit_duration_seconds";
 pub const COMMIT_BATCH_EVENTS: &str = "whatstat_commit_batch_events";
+pub const ROWS_WRITTEN: &str = "whatstat_store_rows_written_total";
 pub const SIGNATURE_FAILURES: &str = "whatstat_webhook_signature_failures_total";
 pub const UNROUTED_PAYLOADS: &str = "whatstat_unrouted_payloads";
 pub const COMPACTION_EXPIRED: &str = "whatstat_compaction_rows_expired_total";
@@ -109,6 +110,13 @@ fn describe() {
         COMMIT_BATCH_EVENTS,
         "Events written by one group commit of the store"
     );
+    describe_counter!(
+        ROWS_WRITTEN,
+        "Rows the store's group commits wrote: counters (one upsert per counter and commit) and states (entity states written)"
+    );
+    for table in ["counters", "states"] {
+        counter!(ROWS_WRITTEN, "table" => table).increment(0);
+    }
     describe_counter!(
         SIGNATURE_FAILURES,
         "Meta webhook POSTs refused for their signature: missing_signature or bad_signature"
@@ -211,6 +219,12 @@ pub fn write_unqueued(jobs: usize) {
 pub fn group_committed(took: Duration, events: usize) {
     histogram!(COMMIT_DURATION).record(took.as_secs_f64());
     histogram!(COMMIT_BATCH_EVENTS).record(events as f64);
+}
+
+/// Rows a committed group wrote: what its size costs the store, whatever the events were.
+pub fn rows_written(counters: usize, states: usize) {
+    counter!(ROWS_WRITTEN, "table" => "counters").increment(counters as u64);
+    counter!(ROWS_WRITTEN, "table" => "states").increment(states as u64);
 }
 
 /// The gauges read when a scrape asks.

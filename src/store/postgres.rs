@@ -580,6 +580,10 @@ async fn write_group(
         write_org(&tx, org, w).await?;
     }
     tx.commit().await?;
+    telemetry::rows_written(
+        writes.values().map(|w| w.changed_counters().count()).sum(),
+        writes.values().map(|w| w.entities.len()).sum(),
+    );
     Ok(results)
 }
 

@@ -617,6 +617,7 @@ fn commit_group(
     let started = Instant::now();
     // Events of the group's write jobs; `None` for a group of maintenance only.
     let mut events = None;
+    let mut counter_rows = 0;
     let outcome = (|| -> StoreResult<()> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut pending: HashMap<String, OrgWrites> = HashMap::new();
@@ -641,7 +642,7 @@ fn commit_group(
                 Task::Maintain(work, reply, _) => {
                     // The rows written so far first, so that the work sees them; states
                     // stay pending, for the lookups of the jobs still to come.
-                    write_rows(&tx, &mut pending)?;
+                    counter_rows += write_rows(&tx, &mut pending)?;
                     let result = in_savepoint(&tx, work)?;
                     results.push(Outcome::Maintained(reply, result));
                 }
@@ -663,7 +664,7 @@ fn commit_group(
                 other => next = other,
             }
         }
-        write_rows(&tx, &mut pending)?;
+        counter_rows += write_rows(&tx, &mut pending)?;
         log_states(&tx, pending, &mut logged)?;
         tx.commit()?;
         Ok(())
@@ -671,6 +672,7 @@ fn commit_group(
     let size = results.len();
     match outcome {
         Ok(()) => {
+            telemetry::rows_written(counter_rows, logged.len());
             recent.committed(logged);
             tracing::trace!(tasks = size, "committed write group");
             if let Some(events) = events {
@@ -756,8 +758,10 @@ fn run_job(
 }
 
 /// Writes and forgets the pending changes other than entity states, in key order:
-/// accounts, counters, progress positions and outbox deliveries.
-fn write_rows(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) -> StoreResult<()> {
+/// accounts, counters, progress positions and outbox deliveries; returns how many
+/// counters it wrote.
+fn write_rows(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) -> StoreResult<usize> {
+    let mut written = 0;
     // Ids are looked up (or made) inside the group's transaction: one made by a group that
     // fails is rolled back with it, so they are never kept across calls.
     let mut series_ids: HashMap<Series, i64> = HashMap::new();
@@ -802,6 +806,7 @@ fn write_rows(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) -> St
             ));
         }
         rows.sort_unstable();
+        written += rows.len();
         for (scope, tier, series, bucket, dim, delta) in rows {
             stmt.execute(params![scope, tier, series, bucket, dim, delta])?;
         }
@@ -817,7 +822,7 @@ fn write_rows(conn: &Connection, pending: &mut HashMap<String, OrgWrites>) -> St
         w.progress.clear();
         w.outbox.clear();
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Appends the group's entity states to the entity log, in key order; `logged` gets them,

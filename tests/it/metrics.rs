@@ -543,6 +543,48 @@ async fn compaction_counts_the_rows_it_expired() {
     assert_eq!(s.value(expired, &[("kind", "states")]), pruned as f64);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_count_each_commit_s_counters_and_states() {
+    let db = TestDatabase::fresh().await;
+    let server = serve("metrics-rows", &db, &[]);
+    let (base, client) = (server.base.as_str(), reqwest::Client::new());
+    let key = create_org(&client, base).await;
+    let rows = |s: &Scrape| {
+        let get = |t| s.value("whatstat_store_rows_written_total", &[("table", t)]);
+        (get("counters"), get("states"))
+    };
+    assert_eq!(rows(&scrape(&client, base, Some(MASTER)).await), (0.0, 0.0));
+    let t = jiff::Timestamp::now().as_second() - 60;
+    // One message (one state) adds to by_type, sent and delivered: 3 series in 3 tiers,
+    // for its account and for the organization.
+    let post = async |events: &Value| {
+        let d = post_events(&client, base, &key, events).await;
+        (d["accepted"].as_u64(), d["duplicates"].as_u64())
+    };
+    let sent = json!([
+        outbound("acc", "m1", "text", t),
+        status("acc", "m1", "delivered", t)
+    ]);
+    assert_eq!(post(&sent).await, (Some(2), Some(0)));
+    assert_eq!(
+        rows(&scrape(&client, base, Some(MASTER)).await),
+        (18.0, 1.0)
+    );
+    // Duplicates change no state and write nothing.
+    assert_eq!(post(&sent).await, (Some(0), Some(2)));
+    assert_eq!(
+        rows(&scrape(&client, base, Some(MASTER)).await),
+        (18.0, 1.0)
+    );
+    // An inbound message: by_type again (the same rows, upserted) and received.
+    let received = json!([inbound("acc", "m2", "text", t)]);
+    assert_eq!(post(&received).await, (Some(1), Some(0)));
+    assert_eq!(
+        rows(&scrape(&client, base, Some(MASTER)).await),
+        (30.0, 2.0)
+    );
+}
+
 #[test]
 fn the_parser_reads_labels_with_braces_and_escapes() {
     let samples = parse(
