@@ -118,6 +118,10 @@ struct Args {
     /// sqlite, postgres, or none.
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     write_baselines: Vec<String>,
+    /// The message stream's fields: full (recipients, templates, campaigns, pricing), or
+    /// plain (the same events without them, to measure what they cost).
+    #[arg(long, value_enum, default_value = "full")]
+    stream_fields: stream::Fields,
     /// whatstat backends to measure: sqlite, postgres.
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     backends: Vec<String>,
@@ -301,6 +305,28 @@ impl Server {
             read: get("total_read")?,
             failed: get("total_failed")?,
         })
+    }
+
+    /// Rows the store's commits wrote so far, from `/metrics`: (counters, states).
+    async fn rows_written(&self) -> Result<(u64, u64), AnyError> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(MASTER_KEY)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let read = |table: &str| {
+            let name = format!("whatstat_store_rows_written_total{{table=\"{table}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(name.as_str()))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(|v| v as u64)
+                .ok_or_else(|| format!("/metrics has no `{name}`"))
+        };
+        Ok((read("counters")?, read("states")?))
     }
 
     /// One query: the time the client saw, and the time the server says it spent
@@ -725,7 +751,7 @@ async fn run(args: Args) -> Result<(), AnyError> {
         if events == 0 {
             return Err("--stream-events: 0; allowed: 1 or more".into());
         }
-        let s = Stream::generate(events, now, STREAM_SEED)?;
+        let s = Stream::generate(events, now, STREAM_SEED, args.stream_fields)?;
         eprintln!(
             "== message stream: {} events, {} messages ({} sent, {} received), {:.0} bytes per event on average",
             s.events(),
@@ -1045,6 +1071,9 @@ struct StreamResult {
     order: Order,
     events: u64,
     events_per_second: f64,
+    /// Rows the store's commits wrote for the stream: counter upserts, entity states.
+    counter_rows: u64,
+    state_rows: u64,
     /// The messages query after the stream: p50 / p99 the client saw, and the server's.
     messages: (f64, f64),
     messages_server: (f64, f64),
@@ -1079,6 +1108,13 @@ async fn stream_stage(
     let events_per_second = stream.events() as f64 / started.elapsed().as_secs_f64();
     eprintln!(
         "   durable ingest: {events_per_second:.0} events/s (every body answered 200, all its events new)"
+    );
+    let (counter_rows, state_rows) = server.rows_written().await?;
+    let per_event = |n: u64| n as f64 / stream.events() as f64;
+    eprintln!(
+        "   rows written: {counter_rows} counter upserts ({:.2} per event), {state_rows} entity states ({:.2} per event)",
+        per_event(counter_rows),
+        per_event(state_rows)
     );
     let stored = server.messages_summary(summary_range).await?;
     if stored != stream.totals {
@@ -1150,6 +1186,8 @@ async fn stream_stage(
             order,
             events: stream.events(),
             events_per_second,
+            counter_rows,
+            state_rows,
             messages,
             messages_server,
             peak_rss_mb,
@@ -1253,10 +1291,12 @@ fn print_summary(r: &BackendReport) {
             None => String::new(),
         };
         println!(
-            "| durable ingest, message stream in {} order, {} events | {:.0} events/s{peer} |",
+            "| durable ingest, message stream in {} order, {} events | {:.0} events/s{peer}; {:.2} counter upserts and {:.2} entity states written per event |",
             st.order.name(),
             st.events,
-            st.events_per_second
+            st.events_per_second,
+            st.counter_rows as f64 / st.events as f64,
+            st.state_rows as f64 / st.events as f64
         );
     }
     let single = r
@@ -1348,10 +1388,14 @@ fn print_report(
     );
     if let Some(s) = stream {
         println!(
-            "Message stream: {} events ({} messages, {:.0} bytes per event on average), {} accounts over {} days, NDJSON bodies of {} events posted by 4 concurrent connections (all inside the state window: no backfill), into a fresh store per order; every body answered 200 with all its events new, and the stored figures checked against the stream. Peers' write path: the same bodies parsed and applied in one transaction each, one INSERT per message and one UPDATE ... WHERE id per status (SQLite: one connection, WAL, synchronous=FULL; PostgreSQL: 4 connections, synchronous_commit=on). Ratio: whatstat's events/s over the peers'.\n",
+            "Message stream: {} events ({} messages, {:.0} bytes per event on average, {} fields), {} accounts over {} days, NDJSON bodies of {} events posted by 4 concurrent connections (all inside the state window: no backfill), into a fresh store per order; every body answered 200 with all its events new, and the stored figures checked against the stream. Peers' write path: the same bodies parsed and applied in one transaction each, one INSERT per message and one UPDATE ... WHERE id per status (SQLite: one connection, WAL, synchronous=FULL; PostgreSQL: 4 connections, synchronous_commit=on). Ratio: whatstat's events/s over the peers'.\n",
             s.events(),
             s.messages(),
             s.mean_event_bytes(),
+            match s.fields {
+                stream::Fields::Full => "full",
+                stream::Fields::Plain => "plain",
+            },
             stream::ACCOUNTS,
             stream::DAYS,
             stream::BODY_EVENTS

@@ -44,6 +44,15 @@ impl Order {
     }
 }
 
+/// Which fields the stream's events carry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Fields {
+    /// Recipients, templates, campaigns and pricing, as a platform reports them.
+    Full,
+    /// Only what the messages figures read: the same events without the fields above.
+    Plain,
+}
+
 /// What the messages answer must say once the whole stream is stored.
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
@@ -58,6 +67,7 @@ pub struct Stream {
     /// One JSON object per event, in time order (message before its statuses).
     lines: Vec<String>,
     pub totals: Totals,
+    pub fields: Fields,
     /// Every message's id and the status a raw-row store ends with when it applies every
     /// status in order: `received` for inbound, else the last status of its ladder.
     pub final_status: HashMap<String, &'static str>,
@@ -165,7 +175,15 @@ fn send_time(rng: &mut StdRng, now: i64) -> i64 {
 impl Stream {
     /// Messages and their statuses until at least `events` events, every timestamp at or
     /// before `now`. Deterministic for a given seed and `now`.
-    pub fn generate(events: u64, now: i64, seed: u64) -> Result<Stream, serde_json::Error> {
+    /// Without `fields`, the same events leave out what only campaigns, templates and
+    /// costs read (recipient, template, campaign, pricing), to measure what those cost.
+    pub fn generate(
+        events: u64,
+        now: i64,
+        seed: u64,
+        fields: Fields,
+    ) -> Result<Stream, serde_json::Error> {
+        let full = fields == Fields::Full;
         let mut rng = StdRng::seed_from_u64(seed);
         let accounts: Vec<String> = (1..=ACCOUNTS).map(|a| format!("acct-{a:02}")).collect();
         let mut timed: Vec<(i64, String)> = Vec::with_capacity(events as usize + 3);
@@ -232,11 +250,11 @@ impl Stream {
                     direction: Some("outbound"),
                     message_type: Some(kind),
                     contact_id: Some(&number),
-                    recipient: Some(&number),
-                    template_name: template.map(|t| t.0),
-                    template_language: template.map(|t| t.1),
-                    template_category: template.map(|t| t.2),
-                    campaign_id: campaign.as_deref(),
+                    recipient: Some(number.as_str()).filter(|_| full),
+                    template_name: template.map(|t| t.0).filter(|_| full),
+                    template_language: template.map(|t| t.1).filter(|_| full),
+                    template_category: template.map(|t| t.2).filter(|_| full),
+                    campaign_id: campaign.as_deref().filter(|_| full),
                     ..Line::new("message", account, t)
                 },
             )?;
@@ -244,8 +262,8 @@ impl Stream {
             push(
                 sent_at,
                 &Line {
-                    pricing_category: Some(pricing.0),
-                    pricing_type: Some(pricing.1),
+                    pricing_category: Some(pricing.0).filter(|_| full),
+                    pricing_type: Some(pricing.1).filter(|_| full),
                     ..Line::status(account, sent_at, &id, "sent")
                 },
             )?;
@@ -283,6 +301,7 @@ impl Stream {
         Ok(Stream {
             lines: timed.into_iter().map(|(_, l)| l).collect(),
             totals,
+            fields,
             final_status,
         })
     }
@@ -329,7 +348,7 @@ mod tests {
     #[test]
     fn the_stream_has_the_described_shape() {
         let now = 1_750_000_000;
-        let s = Stream::generate(50_000, now, 1).unwrap();
+        let s = Stream::generate(50_000, now, 1, Fields::Full).unwrap();
         assert!(s.events() >= 50_000 && s.events() < 50_004);
         let t = s.totals;
         let messages = t.sent + t.received;
@@ -350,6 +369,34 @@ mod tests {
             assert!(at >= last && at <= now && at > now - DAYS * 86_400);
             last = at;
         }
+        // Without the fields, the same events: only those fields are gone.
+        let plain = Stream::generate(50_000, now, 1, Fields::Plain).unwrap();
+        assert_eq!(plain.lines.len(), s.lines.len());
+        assert_eq!(plain.totals, s.totals);
+        let strip = |l: &str| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            let had = o.len();
+            for f in [
+                "recipient",
+                "template_name",
+                "template_language",
+                "template_category",
+                "campaign_id",
+                "pricing_category",
+                "pricing_type",
+            ] {
+                o.remove(f);
+            }
+            (v, had)
+        };
+        let mut dropped = 0;
+        for (f, p) in s.lines.iter().zip(&plain.lines) {
+            let ((full, had), (bare, kept)) = (strip(f), strip(p));
+            assert_eq!(full, bare);
+            dropped += had - kept;
+        }
+        assert!(dropped > 0 && plain.lines.iter().all(|l| !l.contains("recipient")));
         // Both orders hold the same events, in bodies of at most 5,000.
         let time = s.bodies(Order::Time, 2);
         let random = s.bodies(Order::Random, 2);

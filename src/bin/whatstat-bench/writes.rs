@@ -431,12 +431,12 @@ pub async fn postgres(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::{Order, Stream};
+    use crate::stream::{Fields, Order, Stream};
 
     #[test]
     fn the_sqlite_write_path_applies_every_event_and_counts_what_it_loses() {
         let dir = tempfile::tempdir().unwrap();
-        let stream = Stream::generate(12_000, 1_750_000_000, 3).unwrap();
+        let stream = Stream::generate(12_000, 1_750_000_000, 3, Fields::Full).unwrap();
         let time = sqlite(
             dir.path(),
             &stream.bodies(Order::Time, 4),
