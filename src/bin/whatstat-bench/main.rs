@@ -1226,7 +1226,7 @@ fn sqlite_tiers(path: &std::path::Path) -> Result<String, AnyError> {
         .collect::<Result<_, _>>()?;
     // States still in the entity log (not merged into their table yet) count too, once.
     let states: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM (SELECT org, kind, account, id FROM entities
+        "SELECT COUNT(*) FROM (SELECT org, kind, account, id FROM entity_rows
                                UNION SELECT org, kind, account, id FROM entity_log)",
         [],
         |r| r.get(0),

@@ -189,12 +189,10 @@ impl AccountStore for SqliteStore {
                         )?;
                     }
                     conn.execute("DELETE FROM counters WHERE scope = ?1", params![own])?;
+                    // States are kept under the scope too: an account without one has none.
+                    conn.execute("DELETE FROM entities WHERE scope = ?1", params![own])?;
                     conn.execute("DELETE FROM counter_scopes WHERE id = ?1", params![own])?;
                 }
-                conn.execute(
-                    "DELETE FROM entities WHERE org = ?1 AND account = ?2",
-                    params![org, account],
-                )?;
                 conn.execute(
                     "DELETE FROM pruned WHERE org = ?1 AND account = ?2",
                     params![org, account],

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
+use rustc_hash::FxHashMap;
 
 use crate::store::{EntityKey, EntityKind, EntityWrite, StoreError, StoreResult};
 
@@ -36,7 +37,10 @@ pub(super) struct Logged {
 /// The latest logged state of each entity not merged yet, per organization.
 #[derive(Default)]
 pub(super) struct RecentStates {
-    by_org: HashMap<String, HashMap<EntityKey, Logged>>,
+    /// Fx-hashed, as a write group's counters are: every key of every job is looked up
+    /// here, SipHash took 3 % of the writer's time, and the ids come from senders that
+    /// hold an organization's key.
+    by_org: HashMap<String, FxHashMap<EntityKey, Logged>>,
     entries: usize,
     /// Rows in the log, versions of one entity included.
     rows: usize,
@@ -169,32 +173,31 @@ impl RecentStates {
     }
 }
 
-/// Writes the latest state of every logged entity into `entities`, in key order so that
-/// the table's pages are visited once each, in order.
+/// Writes the latest state of every logged entity into `entities`, in the table's key
+/// order (scope, kind, id) so that its pages are visited once each, in order.
 fn merge_into_table(conn: &Connection, recent: &RecentStates) -> StoreResult<()> {
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO entities (org, kind, account, id, state, keep_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (org, kind, account, id) DO UPDATE SET state = excluded.state, keep_until = excluded.keep_until",
+        "INSERT INTO entities (scope, kind, id, state, keep_until) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (scope, kind, id) DO UPDATE SET state = excluded.state, keep_until = excluded.keep_until",
     )?;
-    let mut orgs: Vec<&String> = recent.by_org.keys().collect();
-    orgs.sort();
-    for org in orgs {
-        let Some(states) = recent.by_org.get(org) else {
-            continue;
-        };
-        let mut keys: Vec<&EntityKey> = states.keys().collect();
-        keys.sort();
-        for key in keys {
-            let Some(l) = states.get(key) else { continue };
-            stmt.execute(params![
-                org,
-                key.kind.code(),
-                key.account,
-                key.id,
-                l.state,
-                l.keep_until
-            ])?;
+    let mut rows: Vec<(i64, i64, &str, &Logged)> = Vec::with_capacity(recent.entries);
+    for (org, states) in &recent.by_org {
+        let mut scopes: HashMap<&str, i64> = HashMap::new();
+        for (key, logged) in states {
+            let scope = match scopes.get(key.account.as_str()) {
+                Some(&id) => id,
+                None => {
+                    let id = super::rollups::scope_id(conn, org, &key.account)?;
+                    scopes.insert(&key.account, id);
+                    id
+                }
+            };
+            rows.push((scope, key.kind.code().into(), &key.id, logged));
         }
+    }
+    rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    for (scope, kind, id, l) in rows {
+        stmt.execute(params![scope, kind, id, l.state, l.keep_until])?;
     }
     Ok(())
 }

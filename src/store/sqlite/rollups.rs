@@ -1,6 +1,7 @@
 //! Entity states and counters in SQLite: writes go through the writer thread (see the
 //! module above); counter queries are short reads on the calling thread.
 
+use std::collections::HashMap;
 use std::sync::mpsc;
 
 use async_trait::async_trait;
@@ -202,12 +203,17 @@ impl RollupStore for SqliteStore {
             }
             conn.prepare_cached("DELETE FROM state_holds WHERE org = ?1")?
                 .execute(params![org])?;
-            let expired: Vec<(i64, String, String, bool)> = conn
+            let accounts: HashMap<i64, String> = conn
+                .prepare_cached("SELECT id, account FROM counter_scopes WHERE org = ?1")?
+                .query_map(params![org], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let expired: Vec<(i64, i64, String, bool)> = conn
                 .prepare_cached(
-                    "DELETE FROM entities WHERE (org, kind, account, id) IN (
-                        SELECT org, kind, account, id FROM entities
-                        WHERE org = ?1 AND keep_until IS NOT NULL AND keep_until < ?2 LIMIT ?3)
-                     RETURNING kind, account, id, length(state) > 0",
+                    "DELETE FROM entities WHERE (scope, kind, id) IN (
+                        SELECT scope, kind, id FROM entities
+                        WHERE scope IN (SELECT id FROM counter_scopes WHERE org = ?1)
+                          AND keep_until IS NOT NULL AND keep_until < ?2 LIMIT ?3)
+                     RETURNING kind, scope, id, length(state) > 0",
                 )?
                 .query_map(params![org, before, limit], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -219,7 +225,10 @@ impl RollupStore for SqliteStore {
             )?;
             // In key order: each page of the trace is visited once per chunk.
             let mut traced = Vec::with_capacity(expired.len());
-            for (kind, account, id, _) in expired.iter().filter(|e| e.3) {
+            for (kind, scope, id, _) in expired.iter().filter(|e| e.3) {
+                let account = accounts.get(scope).ok_or_else(|| {
+                    StoreError::Backend(format!("a state of {org} has an unknown scope {scope}"))
+                })?;
                 traced.push((account.as_str(), pruned_digest(stored_kind(*kind)?, id)));
             }
             traced.sort_unstable();
@@ -303,7 +312,7 @@ impl RollupStore for SqliteStore {
             // an older version of them.
             rows.states = conn.query_row(
                 "SELECT COUNT(*) FROM (
-                    SELECT org, kind, account, id FROM entities WHERE ?1 IS NULL OR org = ?1
+                    SELECT org, kind, account, id FROM entity_rows WHERE ?1 IS NULL OR org = ?1
                     UNION SELECT org, kind, account, id FROM entity_log WHERE ?1 IS NULL OR org = ?1)",
                 params![org],
                 |r| r.get::<_, i64>(0),
