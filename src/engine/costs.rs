@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::event::{CampaignStatus, PricingType};
 use super::metrics::{
     AnsweredRange, FailureReason, Granularity, RangeParams, Totals, Window, answered_range, rate,
-    reasons, round_to, timeline_buckets,
+    reasons, round_to,
 };
 use super::rates::money;
 use super::state::{DIM_SEPARATOR, Series, join_dim, series, split_dim};
@@ -470,7 +470,7 @@ impl Analytics {
         name: &str,
         granularity: Granularity,
     ) -> Result<(Priced, Vec<TemplateTimelineEntry>), EngineError> {
-        let buckets = timeline_buckets(w, granularity)?;
+        let buckets = self.timeline(org, w, granularity)?;
         let parts: Vec<(i64, i64)> = buckets.iter().map(|b| (b.start, b.end)).collect();
         let priced = self
             .priced(
@@ -528,7 +528,7 @@ impl Analytics {
         let w = self.window(org, p)?;
         self.check_account(org, p.account_id.as_deref()).await?;
         let account = p.account_id.as_deref();
-        let buckets = timeline_buckets(&w, granularity)?;
+        let buckets = self.timeline(org, &w, granularity)?;
         let parts: Vec<(i64, i64)> = buckets.iter().map(|b| (b.start, b.end)).collect();
         let priced = self
             .priced(

@@ -435,6 +435,28 @@ impl Analytics {
         Ok(sums)
     }
 
+    /// The timeline's buckets. A range too long to list may also be one the tiers cannot
+    /// serve: saying what can be served helps more than saying it is long, so every
+    /// timeline refuses it alike.
+    pub(crate) fn timeline(
+        &self,
+        org: &Org,
+        w: &Window,
+        granularity: Granularity,
+    ) -> Result<Vec<TimelineBucket>, EngineError> {
+        match timeline_buckets(w, granularity) {
+            Err(too_long @ EngineError::Range(RangeError::TooManyBuckets { .. })) => {
+                let bounds = self.tier_bounds(org);
+                let first = (w.start, w.end.min(w.start.saturating_add(3600)));
+                Err(match cover(&org.calendar, first.0, first.1, &bounds) {
+                    Err(u) => self.refusal(org, &bounds, u.at),
+                    Ok(_) => too_long,
+                })
+            }
+            other => other,
+        }
+    }
+
     fn refusal(&self, org: &Org, bounds: &TierBounds, at: i64) -> EngineError {
         let show = |s: i64| {
             Timestamp::from_second(s)
@@ -504,20 +526,7 @@ impl Analytics {
         w: &Window,
         granularity: Granularity,
     ) -> Result<MessagesAnswer, EngineError> {
-        let buckets = match timeline_buckets(w, granularity) {
-            Ok(b) => b,
-            // A range too long to list may also be one the tiers cannot serve: saying what
-            // can be served helps more than saying it is long.
-            Err(too_long @ EngineError::Range(RangeError::TooManyBuckets { .. })) => {
-                let bounds = self.tier_bounds(org);
-                let first = (w.start, w.end.min(w.start.saturating_add(3600)));
-                return Err(match cover(&org.calendar, first.0, first.1, &bounds) {
-                    Err(u) => self.refusal(org, &bounds, u.at),
-                    Ok(_) => too_long,
-                });
-            }
-            Err(e) => return Err(e),
-        };
+        let buckets = self.timeline(org, w, granularity)?;
         let parts: Vec<(i64, i64)> = buckets.iter().map(|b| (b.start, b.end)).collect();
         let totals = self.totals(org, account, &parts, MESSAGE_SERIES).await?;
         let mut all = Totals::default();
@@ -629,7 +638,7 @@ impl Analytics {
                 (t.into_iter().next().unwrap_or_default(), None)
             }
             Some(g) => {
-                let buckets = timeline_buckets(w, g)?;
+                let buckets = self.timeline(org, w, g)?;
                 let parts: Vec<(i64, i64)> = buckets.iter().map(|b| (b.start, b.end)).collect();
                 let totals = self.totals(org, account, &parts, CHATBOT_SERIES).await?;
                 let mut all = Totals::default();

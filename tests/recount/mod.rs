@@ -1531,6 +1531,10 @@ pub fn instants_servable(tz: &TimeZone, a: i64, b: i64, k: &Kept) -> bool {
     true
 }
 
+/// Timeline buckets the server builds at most (`MAX_TIMELINE_BUCKETS` in
+/// src/engine/metrics.rs); a longer timeline is refused.
+const MAX_TIMELINE_BUCKETS: usize = 10_000;
+
 /// What a refusal must name: the tiers, and the local day each of the hourly and daily
 /// tiers is kept from.
 pub fn refusal_needles(tz: &TimeZone, k: &Kept) -> Vec<String> {
@@ -1611,12 +1615,26 @@ pub fn recount_kept(
                         })
                     }
                 };
+                // A timeline of more buckets than the server lists (a year of hours, say)
+                // is refused: for what the tiers keep when its first hour is gone, else
+                // for its length.
+                let too_long = buckets(&tz, *first, *last, gran).0.len() > MAX_TIMELINE_BUCKETS;
+                let first_hour = hour_servable(start_of_day(&tz, *first), &k);
+                let timeline = |exp: &dyn Fn() -> Exp| {
+                    if too_long && !first_hour {
+                        refused()
+                    } else if too_long {
+                        Exp::Refused(vec![format!("more than {MAX_TIMELINE_BUCKETS}")])
+                    } else {
+                        serve(ok, exp)
+                    }
+                };
                 checks.push((
                     format!(
                         "/api/analytics/messages?start_date={first}&end_date={last}&granularity={}{q}",
                         gran.name()
                     ),
-                    serve(ok, &|| messages_expect(&f, &tz, *first, *last, gran, *acc)),
+                    timeline(&|| messages_expect(&f, &tz, *first, *last, gran, *acc)),
                 ));
                 // The chatbot timeline: the same buckets and rules.
                 checks.push((
@@ -1624,7 +1642,7 @@ pub fn recount_kept(
                         "/api/analytics/chatbot?start_date={first}&end_date={last}&granularity={}{q}",
                         gran.name()
                     ),
-                    serve(ok, &|| {
+                    timeline(&|| {
                         chatbot_timeline_expect(&f, &tz, *first, *last, gran, *acc)
                     }),
                 ));
