@@ -17,6 +17,7 @@ mod entity_log;
 pub(crate) mod faults;
 mod outbox;
 mod rollups;
+mod stored_keys;
 mod tenants;
 mod unrouted;
 
@@ -768,6 +769,10 @@ fn run_job(
         }
         if let Some(l) = recent.get(&job.org, &key) {
             found.insert(key, l.state.clone());
+            continue;
+        }
+        if !recent.table_may_hold(&job.org, &key) {
+            missing.push(key);
             continue;
         }
         let scope = match scopes.get(&key.account) {

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, params};
 use rustc_hash::FxHashMap;
 
+use super::stored_keys::StoredKeys;
 use crate::store::{EntityKey, EntityKind, EntityWrite, StoreError, StoreResult};
 
 /// States logged beyond this are merged into the table after the commit that logged them:
@@ -35,7 +36,6 @@ pub(super) struct Logged {
 }
 
 /// The latest logged state of each entity not merged yet, per organization.
-#[derive(Default)]
 pub(super) struct RecentStates {
     /// Fx-hashed, as a write group's counters are: every key of every job is looked up
     /// here, SipHash took 3 % of the writer's time, and the ids come from senders that
@@ -44,12 +44,19 @@ pub(super) struct RecentStates {
     entries: usize,
     /// Rows in the log, versions of one entity included.
     rows: usize,
+    /// Which keys the table may hold, so that a key it never held is not looked up there.
+    stored: StoredKeys,
 }
 
 impl RecentStates {
     /// Reads the log left by the last run (states committed, not merged yet).
     pub fn load(conn: &Connection) -> StoreResult<RecentStates> {
-        let mut recent = RecentStates::default();
+        let mut recent = RecentStates {
+            by_org: HashMap::new(),
+            entries: 0,
+            rows: 0,
+            stored: StoredKeys::load(conn)?,
+        };
         let mut stmt = conn.prepare(
             "SELECT org, kind, account, id, state, keep_until FROM entity_log ORDER BY seq",
         )?;
@@ -78,6 +85,12 @@ impl RecentStates {
 
     pub fn get(&self, org: &str, key: &EntityKey) -> Option<&Logged> {
         self.by_org.get(org)?.get(key)
+    }
+
+    /// `false`: the `entities` table has never held this key, so looking it up there
+    /// would find nothing.
+    pub fn table_may_hold(&self, org: &str, key: &EntityKey) -> bool {
+        self.stored.may_hold(org, key)
     }
 
     pub fn len(&self) -> usize {
@@ -148,22 +161,36 @@ impl RecentStates {
         tx.execute("DELETE FROM entity_log", [])?;
         tx.commit()?;
         let merged = self.entries;
-        self.by_org.clear();
-        self.entries = 0;
-        self.rows = 0;
+        self.note_stored();
+        if self.stored.crowded() {
+            // Rarely (each time the table has grown fourfold): one read of its keys.
+            self.stored = StoredKeys::load(conn)?;
+        }
+        self.forget();
         Ok(merged)
     }
 
     /// Like [`merge`](Self::merge), inside a transaction the caller commits (maintenance
     /// that must see every state). The memory copy is emptied only by [`forget`](Self::forget)
     /// once that transaction committed.
-    pub fn merge_within(&self, conn: &Connection) -> StoreResult<()> {
+    pub fn merge_within(&mut self, conn: &Connection) -> StoreResult<()> {
         if self.entries == 0 {
             return Ok(());
         }
         merge_into_table(conn, self)?;
         conn.execute("DELETE FROM entity_log", [])?;
+        // Before the commit: if it fails, the filter only holds keys it need not.
+        self.note_stored();
         Ok(())
+    }
+
+    /// Adds every logged key to the keys the table may hold (it is about to hold them).
+    fn note_stored(&mut self) {
+        for (org, states) in &self.by_org {
+            for key in states.keys() {
+                self.stored.add(org, key);
+            }
+        }
     }
 
     pub fn forget(&mut self) {
@@ -242,7 +269,7 @@ mod tests {
     #[test]
     fn the_latest_logged_state_wins_in_memory_after_a_restart_and_in_the_table() {
         let mut conn = store();
-        let mut recent = RecentStates::default();
+        let mut recent = RecentStates::load(&conn).expect("empty log");
         for round in [[1u8], [2u8]] {
             let writes = [
                 write("m1", &round),
@@ -265,8 +292,21 @@ mod tests {
             Some(vec![2])
         );
 
+        assert!(!reloaded.table_may_hold("o", &key("m1")));
         assert_eq!(reloaded.merge(&mut conn).expect("merge"), 3);
         assert_eq!(reloaded.len(), 0);
+        // What the table now holds is a "maybe"; what it never held, still a "no".
+        assert!(
+            ["m1", "m2", "m3"]
+                .iter()
+                .all(|m| reloaded.table_may_hold("o", &key(m)))
+        );
+        assert!(
+            RecentStates::load(&conn)
+                .expect("reload")
+                .table_may_hold("o", &key("m2"))
+        );
+        assert!(!reloaded.table_may_hold("o", &key("m4")));
         assert_eq!(
             table(&conn),
             vec![
