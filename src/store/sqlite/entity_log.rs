@@ -162,11 +162,17 @@ impl RecentStates {
         tx.commit()?;
         let merged = self.entries;
         self.note_stored();
-        if self.stored.crowded() {
-            // Rarely (each time the table has grown fourfold): one read of its keys.
-            self.stored = StoredKeys::load(conn)?;
-        }
         self.forget();
+        if self.stored.crowded() {
+            // Rarely (each time the table has grown fourfold): one read of its keys. A
+            // crowded filter is still exact, so failing to read them costs only lookups.
+            match StoredKeys::load(conn) {
+                Ok(stored) => self.stored = stored,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not rebuild the filter of stored entity keys; keeping the old one")
+                }
+            }
+        }
         Ok(merged)
     }
 
