@@ -236,10 +236,11 @@ fn merge_into_table(conn: &Connection, recent: &RecentStates) -> StoreResult<()>
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn key(id: &str) -> EntityKey {
+    /// A message of account `a`.
+    pub(in crate::store::sqlite) fn key(id: &str) -> EntityKey {
         EntityKey {
             kind: EntityKind::Message,
             account: "a".into(),

@@ -114,15 +114,8 @@ fn mix(mut z: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::entity_log::tests::key;
     use super::*;
-
-    fn key(id: &str) -> EntityKey {
-        EntityKey {
-            kind: EntityKind::Message,
-            account: "a".into(),
-            id: id.into(),
-        }
-    }
 
     /// Every key added is a "maybe"; of keys never added, few are.
     #[test]
