@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
-use rustc_hash::FxHashMap;
 
 use super::stored_keys::StoredKeys;
 use crate::store::{EntityKey, EntityKind, EntityWrite, StoreError, StoreResult};
@@ -37,10 +36,10 @@ pub(super) struct Logged {
 
 /// The latest logged state of each entity not merged yet, per organization.
 pub(super) struct RecentStates {
-    /// Fx-hashed, as a write group's counters are: every key of every job is looked up
-    /// here, SipHash took 3 % of the writer's time, and the ids come from senders that
-    /// hold an organization's key.
-    by_org: HashMap<String, FxHashMap<EntityKey, Logged>>,
+    /// SipHash, randomly keyed, although it takes about 3 % of the writer's time: the ids
+    /// are the senders' own, and colliding ones chosen against a fixed hash would slow the
+    /// one writer every organization shares.
+    by_org: HashMap<String, HashMap<EntityKey, Logged>>,
     entries: usize,
     /// Rows in the log, versions of one entity included.
     rows: usize,
