@@ -576,14 +576,13 @@ async fn write_group(
             Err(e) => results.push(Err(StoreError::Transition(e))),
         }
     }
+    let (mut counter_rows, mut state_rows) = (0, 0);
     for (org, w) in &writes {
-        write_org(&tx, org, w).await?;
+        counter_rows += write_org(&tx, org, w).await?;
+        state_rows += w.entities.len();
     }
     tx.commit().await?;
-    telemetry::rows_written(
-        writes.values().map(|w| w.changed_counters().count()).sum(),
-        writes.values().map(|w| w.entities.len()).sum(),
-    );
+    telemetry::rows_written(counter_rows, state_rows);
     Ok(results)
 }
 
@@ -697,12 +696,12 @@ async fn pruned_among(
 }
 
 /// Writes one organization's share of a group, one statement per table, rows in one
-/// sorted order.
+/// sorted order; returns how many counters it wrote.
 async fn write_org(
     tx: &deadpool_postgres::Transaction<'_>,
     org: &str,
     w: &OrgWrites,
-) -> Result<(), Failure> {
+) -> Result<usize, Failure> {
     if !w.accounts.is_empty() {
         let accounts: Vec<&str> = w.accounts.iter().map(String::as_str).collect();
         let stmt = tx
@@ -745,6 +744,7 @@ async fn write_org(
     // In key order, so that concurrent writers lock rows in one order.
     let mut counters: Vec<_> = w.changed_counters().collect();
     counters.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let written = counters.len();
     if !counters.is_empty() {
         let n = counters.len();
         let (mut tiers, mut buckets, mut accounts, mut series, mut dims, mut values) = (
@@ -789,7 +789,7 @@ async fn write_org(
         tx.execute(&stmt, &[&org, name, position]).await?;
     }
     outbox::insert(tx, org, &w.outbox).await?;
-    Ok(())
+    Ok(written)
 }
 
 fn org_row(r: &tokio_postgres::Row) -> StoreResult<OrgRecord> {
