@@ -7,7 +7,8 @@ rm -rf /tmp/prof; mkdir -p /tmp/prof
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 $bin serve --listen 127.0.0.1:$port --master-key m --database-url "$db" --compact-interval-secs 0 >/tmp/prof/server.log 2>&1 &
 pid=$!; echo $pid > /tmp/prof/pid
-for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/health >/dev/null && break; sleep 0.2; done
+# Up to a minute: a server under valgrind starts slowly.
+for _ in $(seq 300); do curl -sf http://127.0.0.1:$port/health >/dev/null && break; sleep 0.2; done
 key=$(curl -sf -H 'Authorization: Bearer m' -H 'content-type: application/json' -d '{"name":"P","timezone":"Asia/Kolkata"}' http://127.0.0.1:$port/api/admin/orgs | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["api_key"])')
 echo "$port $key" > /tmp/prof/addr
 [ -n "${BEFORE_POST:-}" ] && eval "$BEFORE_POST"

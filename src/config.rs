@@ -17,6 +17,7 @@ use crate::engine::webhook::{
     DEFAULT_UNROUTED_MAX_BYTES, DEFAULT_UNROUTED_MAX_PAYLOADS, SecretSource, WebhookConfig,
 };
 use crate::secrets::{SecretKey, key_file_for};
+use crate::store::StoreOptions;
 
 /// The example card shipped in docs/, with illustrative prices.
 pub const EXAMPLE_RATE_CARD: &str = include_str!("../docs/rate-card.example.csv");
@@ -96,6 +97,13 @@ pub struct StoreArgs {
     #[arg(long, env = "WHATSTAT_FORWARD_DENY_PRIVATE", num_args = 0..=1, default_missing_value = "true")]
     pub forward_deny_private: Option<bool>,
 
+    /// Page cache of the SQLite writer, in MiB (8 to 65536). Each MiB is a MiB of the
+    /// server's memory; more helps ingest only where the operating system's file cache is
+    /// small (docs/operating.md "Memory").
+    /// [default: 32]
+    #[arg(long, env = "WHATSTAT_SQLITE_CACHE_MIB")]
+    pub sqlite_cache_mib: Option<u64>,
+
     /// Longest wait between two attempts of a webhook delivery, in seconds. [default: 300]
     #[arg(long, env = "WHATSTAT_FORWARD_MAX_BACKOFF_SECS")]
     pub forward_max_backoff_secs: Option<u64>,
@@ -125,6 +133,7 @@ pub struct FileConfig {
     pub default_ai_price: Option<f64>,
     pub rate_card: Option<PathBuf>,
     pub currency: Option<String>,
+    pub sqlite_cache_mib: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub rate_limit: Option<u32>,
     pub compact_interval_secs: Option<u64>,
@@ -186,6 +195,15 @@ impl StoreArgs {
             .clone()
             .or_else(|| file.database_url.clone())
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.into())
+    }
+
+    /// How the store is opened: the SQLite writer's page cache.
+    pub fn store_options(&self, file: &FileConfig) -> Result<StoreOptions, ConfigError> {
+        let mib = self
+            .sqlite_cache_mib
+            .or(file.sqlite_cache_mib)
+            .unwrap_or(StoreOptions::DEFAULT_SQLITE_CACHE_MIB);
+        StoreOptions::with_sqlite_cache_mib(mib).map_err(ConfigError::Invalid)
     }
 
     pub fn engine_config(&self, file: &FileConfig) -> Result<EngineConfig, ConfigError> {

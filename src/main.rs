@@ -236,7 +236,7 @@ type AnyError = Box<dyn std::error::Error + Send + Sync>;
 async fn open_services(args: &StoreArgs) -> Result<(Services, String), AnyError> {
     let file = args.file()?;
     let url = args.database_url(&file);
-    let store = store::open(&url).await?;
+    let store = store::open_with(&url, args.store_options(&file)?).await?;
     Ok((Services::new(store, args.engine_config(&file)?), url))
 }
 

@@ -40,7 +40,6 @@ pub fn of_wa_id(digits: &str) -> &'static str {
             continue;
         };
         return match regions.as_slice() {
-            // "001" is the metadata's name for non-geographic codes (+800, +882, ...).
             [only] if *only == NON_GEOGRAPHIC => UNKNOWN,
             [only] => only,
             _ => of_shared_code(digits, len, code),
@@ -49,7 +48,7 @@ pub fn of_wa_id(digits: &str) -> &'static str {
     UNKNOWN
 }
 
-/// Which metadata region names a number's code, a code that several share.
+/// The metadata's region of non-geographic calling codes, which name no country.
 const NON_GEOGRAPHIC: &str = "001";
 
 /// The lazy DFA's cache of each expression, in bytes: libphonenumber's expressions for
@@ -124,7 +123,8 @@ impl SharedCodes {
     }
 }
 
-/// A number whose calling code several countries share.
+/// A number whose calling code several countries share. One lookup at a time, so that
+/// each expression keeps a single matching cache rather than one per thread.
 fn of_shared_code(digits: &str, code_len: usize, code: u16) -> &'static str {
     static SHARED: OnceLock<Mutex<SharedCodes>> = OnceLock::new();
     let shared = SHARED.get_or_init(|| {

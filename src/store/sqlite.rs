@@ -21,7 +21,7 @@ mod stored_keys;
 mod tenants;
 mod unrouted;
 
-use super::{EntityWrite, OrgWrites, Series, StoreError, StoreResult, WriteJob};
+use super::{EntityWrite, OrgWrites, Series, StoreError, StoreOptions, StoreResult, WriteJob};
 use crate::telemetry;
 use entity_log::RecentStates;
 
@@ -305,6 +305,10 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &str) -> StoreResult<Self> {
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    pub fn open_with(path: &str, options: StoreOptions) -> StoreResult<Self> {
         if let Some(dir) = Path::new(path)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -313,7 +317,7 @@ impl SqliteStore {
                 StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let mut conn = connect(path, WRITER_CACHE_KIB)?;
+        let mut conn = connect(path, options.sqlite_cache_kib())?;
         let one_writer = lock_for_this_process(path)?;
         migrate(&mut conn)?;
         // Checkpoints are the checkpointer's job, so that commits do not wait for them.
@@ -435,9 +439,6 @@ fn with_reader<T>(
     result
 }
 
-/// Page cache of the writer, in KiB: the entity states it looks up for every event are
-/// far larger than SQLite's 2 MiB default once a store holds millions of events.
-const WRITER_CACHE_KIB: i64 = 128 * 1024;
 /// Readers only read rollups, a few pages per query.
 const READER_CACHE_KIB: i64 = 8 * 1024;
 
@@ -887,6 +888,23 @@ fn log_states(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The page cache asked for is the one each connection runs with.
+    #[test]
+    fn connections_take_the_page_cache_asked_for() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cache.db").display().to_string();
+        let options = StoreOptions::with_sqlite_cache_mib(16).expect("in bounds");
+        let conn = connect(&path, options.sqlite_cache_kib()).expect("connect");
+        let size: i64 = conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .expect("cache_size");
+        // Negative: KiB rather than pages.
+        assert_eq!(size, -16 * 1024);
+        assert_eq!(StoreOptions::default().sqlite_cache_kib(), 32 * 1024);
+        assert!(StoreOptions::with_sqlite_cache_mib(7).is_err());
+        assert!(StoreOptions::with_sqlite_cache_mib(65_537).is_err());
+    }
 
     /// A second process opening a store that one has open is refused, naming what to do;
     /// once the first closes it, it opens.

@@ -240,6 +240,39 @@ fn an_unknown_log_format_names_the_allowed_ones() {
     );
 }
 
+/// A page cache out of bounds is refused with the bounds, from a flag or a file.
+#[test]
+fn a_sqlite_cache_out_of_bounds_names_the_allowed_sizes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = format!("sqlite://{}", dir.path().join("whatstat.db").display());
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_whatstat"))
+            .args(["compact", "--database-url", &database_url])
+            .args(args)
+            .env_remove("WHATSTAT_SQLITE_CACHE_MIB")
+            .output()
+            .expect("run whatstat");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&["--sqlite-cache-mib", "4"]);
+    assert!(!ok, "a 4 MiB cache was taken");
+    assert!(
+        err.contains("--sqlite-cache-mib is 4; allowed: 8 to 65536 (MiB)"),
+        "{err}"
+    );
+    let config = dir.path().join("cache.toml");
+    std::fs::write(&config, "sqlite_cache_mib = 100000\n").expect("config");
+    let (ok, err) = run(&["--config", &config.display().to_string()]);
+    assert!(!ok, "a 100000 MiB cache was taken");
+    assert!(err.contains("--sqlite-cache-mib is 100000"), "{err}");
+    // In bounds, the same store opens and compacts.
+    let (ok, err) = run(&["--sqlite-cache-mib", "16"]);
+    assert!(ok, "{err}");
+}
+
 /// One loader's batch: `n` outbound messages of its own ids, each with a `delivered`.
 fn loader_batch(loader: usize, batch: usize, n: usize, t: i64) -> Value {
     let mut events = Vec::with_capacity(2 * n);

@@ -133,10 +133,17 @@ struct Args {
     workdir: PathBuf,
     #[arg(long)]
     keep: bool,
+    /// Page cache of the measured server's SQLite writer, in MiB, as `whatstat serve
+    /// --sqlite-cache-mib` [default: the server's, 32].
+    #[arg(long, env = "WHATSTAT_SQLITE_CACHE_MIB")]
+    sqlite_cache_mib: Option<u64>,
     /// Internal: run the server on this database URL and print its address.
     #[arg(long, hide = true)]
     child_serve: Option<String>,
 }
+
+/// `--sqlite-cache-mib`, for the servers the run starts.
+static SQLITE_CACHE_MIB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -145,15 +152,22 @@ fn main() -> Result<(), AnyError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let options = match args.sqlite_cache_mib {
+        Some(mib) => whatstat::store::StoreOptions::with_sqlite_cache_mib(mib)?,
+        None => whatstat::store::StoreOptions::default(),
+    };
     if let Some(url) = &args.child_serve {
-        return rt.block_on(child_serve(url));
+        return rt.block_on(child_serve(url, options));
+    }
+    if let Some(mib) = args.sqlite_cache_mib {
+        SQLITE_CACHE_MIB.get_or_init(|| mib);
     }
     rt.block_on(run(args))
 }
 
 /// The measured server: the real router, engine and store, in a process of its own.
-async fn child_serve(url: &str) -> Result<(), AnyError> {
-    let store = whatstat::store::open(url).await?;
+async fn child_serve(url: &str, options: whatstat::store::StoreOptions) -> Result<(), AnyError> {
+    let store = whatstat::store::open_with(url, options).await?;
     let mut config = whatstat::engine::EngineConfig {
         hourly_retention_days: Some(30),
         daily_retention_days: Some(365),
@@ -185,8 +199,12 @@ struct Server {
 
 impl Server {
     async fn start(url: &str) -> Result<Server, AnyError> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["--child-serve", url])
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args(["--child-serve", url]);
+        if let Some(mib) = SQLITE_CACHE_MIB.get() {
+            command.args(["--sqlite-cache-mib", &mib.to_string()]);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
