@@ -32,7 +32,6 @@ const MIN_NATIONAL_DIGITS: usize = 2;
 
 /// The ISO 3166 alpha-2 code of the number's country, or `unknown`.
 pub fn of_wa_id(digits: &str) -> &'static str {
-    let database: &'static Database = &DATABASE;
     // No calling code starts with 0 (the crate refuses such a number).
     if digits.starts_with('0') {
         return UNKNOWN;
@@ -43,19 +42,24 @@ pub fn of_wa_id(digits: &str) -> &'static str {
         let Some(code) = digits.get(..len).and_then(|c| c.parse::<u16>().ok()) else {
             return UNKNOWN;
         };
-        let Some(regions) = database.region(&code) else {
+        let Some(regions) = database().by_code(&code) else {
             continue;
         };
         if digits.len() < len + MIN_NATIONAL_DIGITS {
             return UNKNOWN;
         }
         return match regions.as_slice() {
-            [only] if *only == NON_GEOGRAPHIC => UNKNOWN,
-            [only] => only,
-            _ => of_shared_code(digits, len, code),
+            [only] if only.id() == NON_GEOGRAPHIC => UNKNOWN,
+            [only] => only.id(),
+            shared => of_shared_code(digits, len, shared),
         };
     }
     UNKNOWN
+}
+
+/// libphonenumber's metadata, as the crate loads it once.
+fn database() -> &'static Database {
+    &DATABASE
 }
 
 /// The metadata's region of non-geographic calling codes, which name no country.
@@ -136,7 +140,7 @@ impl SharedCodes {
 /// A number whose calling code several countries share. One lookup at a time, so that
 /// each expression keeps few matching caches (the regex crate makes one for each thread
 /// that runs it while another thread does).
-fn of_shared_code(digits: &str, code_len: usize, code: u16) -> &'static str {
+fn of_shared_code(digits: &str, code_len: usize, regions: &[&'static Metadata]) -> &'static str {
     static SHARED: OnceLock<Mutex<SharedCodes>> = OnceLock::new();
     let shared = SHARED.get_or_init(|| {
         Mutex::new(SharedCodes {
@@ -149,12 +153,10 @@ fn of_shared_code(digits: &str, code_len: usize, code: u16) -> &'static str {
     if let Some(found) = shared.known.get(digits) {
         return found;
     }
-    let database: &'static Database = &DATABASE;
-    let regions = database.by_code(&code).unwrap_or_default();
     // The digits after the code as given: Italy's numbers keep their leading 0, as in
     // libphonenumber (the crate strips it here, and then finds Italian landlines nowhere).
     let national = digits.get(code_len..).unwrap_or("");
-    let found = shared.region_of(national, &regions);
+    let found = shared.region_of(national, regions);
     if shared.known.len() >= SHARED_LIMIT {
         shared.known.clear();
     }
@@ -164,6 +166,9 @@ fn of_shared_code(digits: &str, code_len: usize, code: u16) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     #[test]
@@ -208,9 +213,8 @@ mod tests {
         };
         let id = number.country().id();
         let id: Option<&str> = id.as_ref().map(|i| i.as_ref());
-        let database: &'static Database = &DATABASE;
         let country = id
-            .and_then(|id| database.by_id(id))
+            .and_then(|id| database().by_id(id))
             .map_or(UNKNOWN, |m| m.id());
         (country, phonenumber::is_valid(&number))
     }
@@ -221,23 +225,15 @@ mod tests {
     /// find no country where the lookup here reads the digits as given.)
     #[test]
     fn answers_as_the_crate_s_full_parse() {
-        let database: &'static Database = &DATABASE;
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = StdRng::seed_from_u64(0x2545_f491_4f6c_dd1d);
         let mut shared = 0;
         for code in 1..1000u16 {
-            let Some(regions) = database.region(&code) else {
+            let Some(regions) = database().region(&code) else {
                 continue;
             };
             for _ in 0..if regions.len() > 1 { 2_000 } else { 20 } {
-                let national_len = 6 + (next() % 7) as usize;
-                let national: String = (0..national_len)
-                    .map(|_| char::from(b'0' + (next() % 10) as u8))
+                let national: String = (0..rng.random_range(6..=12))
+                    .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
                     .collect();
                 let digits = format!("{code}{national}");
                 let (expected, valid) = by_full_parse(&digits);
